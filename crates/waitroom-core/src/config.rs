@@ -1,0 +1,263 @@
+//! Room configuration (the body of `PUT /api/waiting-room/rooms/{roomId}`) and its validation.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::*;
+
+/// A room's configuration. Field meanings and ranges are those of shared/API.md; times are
+/// milliseconds since the Unix epoch, durations whole seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomConfig {
+    /// People allowed inside the protected flow at once.
+    pub capacity: u32,
+    /// Admission rate limit (a token bucket, see `Room`), or none.
+    pub admit_per_minute: Option<u32>,
+    /// An ACTIVE session that sends no heartbeat for this long loses its slot.
+    pub active_idle_timeout_seconds: u32,
+    /// An ACTIVE session ends this long after admission whatever it does.
+    pub max_active_seconds: u32,
+    /// A WAITING session that sends no heartbeat for this long loses its place.
+    pub waiting_idle_timeout_seconds: u32,
+    /// How often clients are told to heartbeat; smaller than both idle timeouts.
+    pub heartbeat_interval_seconds: u32,
+    /// Joins before this instant form the pre-queue, drawn in random order at this instant.
+    pub opens_at_ms: Option<u64>,
+    /// Joins are refused (room full) while this many people wait.
+    pub max_waiting: Option<u32>,
+    /// While paused nobody is admitted; joins, heartbeats and expiry go on.
+    pub paused: bool,
+    /// Where an admitted person is sent (absolute http(s) URL).
+    pub target_url: Option<String>,
+}
+
+impl RoomConfig {
+    /// The API's defaults for everything but `capacity`.
+    pub fn with_capacity(capacity: u32) -> Self {
+        Self {
+            capacity,
+            admit_per_minute: None,
+            active_idle_timeout_seconds: 60,
+            max_active_seconds: 600,
+            waiting_idle_timeout_seconds: 120,
+            heartbeat_interval_seconds: 10,
+            opens_at_ms: None,
+            max_waiting: None,
+            paused: false,
+            target_url: None,
+        }
+    }
+
+    /// Checks every range of the contract. Nothing is applied unless this passes.
+    ///
+    /// # Errors
+    /// The first setting out of range, with the reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let in_range = |v: u32, max: u32| (1..=max).contains(&v);
+        if !in_range(self.capacity, CAPACITY_MAX) {
+            return Err(ConfigError::new(
+                "capacity",
+                format!("must be 1..={CAPACITY_MAX}"),
+            ));
+        }
+        if let Some(rate) = self.admit_per_minute
+            && !in_range(rate, ADMIT_PER_MINUTE_MAX)
+        {
+            return Err(ConfigError::new(
+                "admitPerMinute",
+                format!("must be null or 1..={ADMIT_PER_MINUTE_MAX}"),
+            ));
+        }
+        for (field, value) in [
+            ("activeIdleTimeoutSeconds", self.active_idle_timeout_seconds),
+            ("maxActiveSeconds", self.max_active_seconds),
+            (
+                "waitingIdleTimeoutSeconds",
+                self.waiting_idle_timeout_seconds,
+            ),
+            ("heartbeatIntervalSeconds", self.heartbeat_interval_seconds),
+        ] {
+            if !in_range(value, SETTING_SECONDS_MAX) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be 1..={SETTING_SECONDS_MAX}"),
+                ));
+            }
+        }
+        if self.heartbeat_interval_seconds >= self.active_idle_timeout_seconds
+            || self.heartbeat_interval_seconds >= self.waiting_idle_timeout_seconds
+        {
+            return Err(ConfigError::new(
+                "heartbeatIntervalSeconds",
+                "must be smaller than activeIdleTimeoutSeconds and waitingIdleTimeoutSeconds"
+                    .into(),
+            ));
+        }
+        if let Some(max) = self.max_waiting
+            && !in_range(max, MAX_WAITING_MAX)
+        {
+            return Err(ConfigError::new(
+                "maxWaiting",
+                format!("must be null or 1..={MAX_WAITING_MAX}"),
+            ));
+        }
+        if let Some(at) = self.opens_at_ms
+            && at > OPENS_AT_MS_MAX
+        {
+            return Err(ConfigError::new(
+                "opensAt",
+                "must be a date before year 10000".into(),
+            ));
+        }
+        if let Some(url) = &self.target_url {
+            check_target_url(url)?;
+        }
+        Ok(())
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host, no whitespace or control characters.
+/// (The HTTP layer parses it fully; this is the state machine's own guard.)
+fn check_target_url(url: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| Err(ConfigError::new("targetUrl", why.into()));
+    if url.len() > TARGET_URL_BYTES_MAX {
+        return bad("must be at most 2048 bytes");
+    }
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return bad("must not contain spaces or control characters");
+    }
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with(['/', '?', '#']) => Ok(()),
+        _ => bad("must be an absolute http(s) URL or null"),
+    }
+}
+
+/// A setting out of range: which one (the API's camelCase name) and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &str, reason: String) -> Self {
+        Self {
+            field: field.into(),
+            reason,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(RoomConfig::with_capacity(1).validate(), Ok(()));
+        assert_eq!(RoomConfig::with_capacity(CAPACITY_MAX).validate(), Ok(()));
+    }
+
+    #[test]
+    fn ranges() {
+        let field = |c: RoomConfig| c.validate().unwrap_err().field;
+        let base = RoomConfig::with_capacity(10);
+        assert_eq!(
+            field(RoomConfig {
+                capacity: 0,
+                ..base.clone()
+            }),
+            "capacity"
+        );
+        assert_eq!(
+            field(RoomConfig {
+                capacity: CAPACITY_MAX + 1,
+                ..base.clone()
+            }),
+            "capacity"
+        );
+        assert_eq!(
+            field(RoomConfig {
+                admit_per_minute: Some(0),
+                ..base.clone()
+            }),
+            "admitPerMinute"
+        );
+        assert_eq!(
+            field(RoomConfig {
+                max_active_seconds: 86_401,
+                ..base.clone()
+            }),
+            "maxActiveSeconds"
+        );
+        assert_eq!(
+            field(RoomConfig {
+                heartbeat_interval_seconds: 60,
+                ..base.clone()
+            }),
+            "heartbeatIntervalSeconds"
+        );
+        assert_eq!(
+            field(RoomConfig {
+                waiting_idle_timeout_seconds: 5,
+                heartbeat_interval_seconds: 5,
+                ..base.clone()
+            }),
+            "heartbeatIntervalSeconds"
+        );
+        assert_eq!(
+            field(RoomConfig {
+                max_waiting: Some(0),
+                ..base.clone()
+            }),
+            "maxWaiting"
+        );
+        assert_eq!(
+            field(RoomConfig {
+                opens_at_ms: Some(OPENS_AT_MS_MAX + 1),
+                ..base.clone()
+            }),
+            "opensAt"
+        );
+        for url in [
+            "ftp://x",
+            "/relative",
+            "https://",
+            "https:///path",
+            "https://a b",
+            "x",
+        ] {
+            assert_eq!(
+                field(RoomConfig {
+                    target_url: Some(url.into()),
+                    ..base.clone()
+                }),
+                "targetUrl",
+                "{url}"
+            );
+        }
+        for url in [
+            "https://tickets.example.com/select?x=1",
+            "HTTP://localhost:8080",
+        ] {
+            let config = RoomConfig {
+                target_url: Some(url.into()),
+                ..base.clone()
+            };
+            assert_eq!(config.validate(), Ok(()), "{url}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Deterministic hashing: state digests, the pre-queue draw, and the session index's hasher.
+//!
+//! Every replica must compute the same values on every platform and every build, so nothing here
+//! may depend on `std`'s randomly keyed or unspecified hashers. The mixing function is the
+//! 64×64→128-bit multiply-fold used by wyhash; it is fast and spreads bits well, which is all a
+//! replica comparison and a lottery over server-chosen random ids need (neither is a defence
+//! against an adversary who controls the inputs: session ids are random bits chosen by nodes).
+
+use std::hash::{BuildHasher, Hasher};
+
+const K0: u64 = 0xa076_1d64_78bd_642f;
+const K1: u64 = 0xe703_7ed1_a0b4_28db;
+const K2: u64 = 0x8ebc_6af0_9c88_c6e3;
+
+/// Multiplies and folds the 128-bit product.
+#[inline]
+pub(crate) fn mix(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// A 128-bit digest built from two independently seeded 64-bit lanes.
+#[derive(Clone, Debug)]
+pub struct Digester {
+    lanes: [u64; 2],
+    words: u64,
+}
+
+impl Default for Digester {
+    fn default() -> Self {
+        Self {
+            lanes: [K0, K1],
+            words: 0,
+        }
+    }
+}
+
+impl Digester {
+    pub fn u64(&mut self, word: u64) -> &mut Self {
+        self.words += 1;
+        self.lanes[0] = mix(self.lanes[0] ^ word, K1 ^ self.words);
+        self.lanes[1] = mix(self.lanes[1] ^ word.rotate_left(29), K2 ^ self.words);
+        self
+    }
+
+    pub fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.u64(bytes.len() as u64);
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.u64(u64::from_le_bytes(word));
+        }
+        self
+    }
+
+    pub fn option_u64(&mut self, value: Option<u64>) -> &mut Self {
+        match value {
+            Some(v) => self.u64(1).u64(v),
+            None => self.u64(0),
+        }
+    }
+
+    pub fn finish(&self) -> [u8; 16] {
+        let a = mix(self.lanes[0], K2 ^ self.words);
+        let b = mix(self.lanes[1], K0 ^ self.words);
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&a.to_le_bytes());
+        out[8..].copy_from_slice(&b.to_le_bytes());
+        out
+    }
+}
+
+/// The seed of a room's pre-queue draw: derived from the room id and the opening instant, so
+/// every replica draws the same order, and a room reopened at another time draws afresh.
+pub fn draw_seed(room: &str, opens_at_ms: u64) -> u64 {
+    let digest = Digester::default()
+        .bytes(room.as_bytes())
+        .u64(opens_at_ms)
+        .finish();
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// A session's ticket in the pre-queue draw: sessions are placed in increasing ticket order
+/// (ties, which need a 64-bit collision, broken by session id). Session ids are 128 random bits
+/// chosen by the server, so tickets are uniformly random and independent of join order; the
+/// seed makes them differ between rooms and openings.
+pub fn draw_ticket(seed: u64, session: &[u8; 16]) -> u64 {
+    let lo = u64::from_le_bytes(session[..8].try_into().expect("8 bytes"));
+    let hi = u64::from_le_bytes(session[8..].try_into().expect("8 bytes"));
+    mix(mix(lo ^ seed, K0) ^ hi, K1 ^ seed)
+}
+
+/// Hasher for the session index: session ids are already random, so one fold is enough, and a
+/// fixed key keeps iteration order identical on every replica.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SessionHasherBuilder;
+
+#[derive(Default)]
+pub(crate) struct SessionHasher {
+    state: u64,
+}
+
+impl BuildHasher for SessionHasherBuilder {
+    type Hasher = SessionHasher;
+    fn build_hasher(&self) -> SessionHasher {
+        SessionHasher { state: K2 }
+    }
+}
+
+impl Hasher for SessionHasher {
+    fn finish(&self) -> u64 {
+        self.state
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.state = mix(self.state ^ word, K0);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_stable_and_sensitive() {
+        let a = Digester::default().u64(1).u64(2).finish();
+        assert_eq!(a, Digester::default().u64(1).u64(2).finish());
+        assert_ne!(a, Digester::default().u64(2).u64(1).finish());
+        assert_ne!(a, Digester::default().u64(1).u64(2).u64(0).finish());
+        assert_ne!(
+            Digester::default().bytes(b"ab").finish(),
+            Digester::default().bytes(b"ab\0").finish()
+        );
+    }
+
+    /// Pinned values: replicas on other platforms or builds must draw the same pre-queue order.
+    #[test]
+    fn draw_is_pinned() {
+        let seed = draw_seed("eras-tour", 1_790_000_000_000);
+        assert_eq!(seed, draw_seed("eras-tour", 1_790_000_000_000));
+        assert_ne!(seed, draw_seed("eras-tour", 1_790_000_000_001));
+        assert_ne!(seed, draw_seed("eras-tour2", 1_790_000_000_000));
+        let ticket = draw_ticket(seed, &[7; 16]);
+        assert_eq!(ticket, draw_ticket(seed, &[7; 16]));
+        assert_eq!((seed, ticket), (PINNED_SEED, PINNED_TICKET));
+    }
+
+    const PINNED_SEED: u64 = 8_028_241_234_136_401_709;
+    const PINNED_TICKET: u64 = 1_221_015_898_485_080_948;
+
+    /// Tickets of sequential ids must still look uniform: each of 16 buckets gets about 1/16.
+    #[test]
+    fn tickets_spread() {
+        let seed = draw_seed("r", 0);
+        let mut buckets = [0u32; 16];
+        for n in 0u128..16_000 {
+            buckets[(draw_ticket(seed, &n.to_le_bytes()) >> 60) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&b| (800..1200).contains(&b)),
+            "{buckets:?}"
+        );
+    }
+}

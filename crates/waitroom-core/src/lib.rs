@@ -1,0 +1,34 @@
+//! # waitroom-core
+//!
+//! The room state machine of waitroom, a virtual waiting room. Every node applies the same
+//! ordered log of [`Record`]s to a [`Room`] per room and so reaches the same state; this crate is
+//! that state machine and nothing else: no async, no I/O, no clock, no randomness. Time comes
+//! from the log (the timestamp passed to [`Room::apply`]).
+//!
+//! # Layout
+//! - `ids`: room, session and record ids, idempotency keys (validated on construction).
+//! - `config`: [`RoomConfig`] and its validation (the ranges of the HTTP contract).
+//! - `record`: [`Command`], [`Record`] and the versioned binary encoding.
+//! - `room`: [`Room`], the state machine: `apply` and the queries (views, stats, digest).
+//! - `view`: [`SessionView`], [`RoomStats`], [`Outcome`].
+//! - `line`: the waiting line with O(log n) positions (a Fenwick tree).
+//! - `rate`: the admission token bucket and the rate windows behind ETAs.
+//! - `digest`: deterministic hashing (state digests, the pre-queue draw).
+//! - `limits`: every limit, with units.
+
+mod config;
+mod digest;
+mod ids;
+pub mod limits;
+mod line;
+mod rate;
+mod record;
+mod room;
+mod view;
+
+pub use config::{ConfigError, RoomConfig};
+pub use digest::{draw_seed, draw_ticket};
+pub use ids::{IdError, IdempotencyKey, RecordId, RoomId, SessionId};
+pub use record::{Command, DecodeError, FORMAT_VERSION, LeaveReason, MAGIC, Record};
+pub use room::Room;
+pub use view::{ExpiredReason, ExpiredTotals, Outcome, Rejection, RoomStats, SessionView, Status};

@@ -1,0 +1,64 @@
+//! Every limit of the state machine, in one place, with units in the names.
+//!
+//! Ranges of the room configuration follow the HTTP contract (shared/API.md) exactly; the rest
+//! bound memory and the work one record can cause.
+
+/// Room ids are at most 64 bytes (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).
+pub const ROOM_ID_BYTES_MAX: usize = 64;
+/// `Idempotency-Key` header: 1..=128 printable ASCII characters.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// `targetUrl` length; browsers and proxies handle URLs far longer, operators need nothing close.
+pub const TARGET_URL_BYTES_MAX: usize = 2048;
+
+/// `capacity`: 1..=1 000 000 people inside the protected flow at once.
+pub const CAPACITY_MAX: u32 = 1_000_000;
+/// `admitPerMinute`: null or 1..=10 000 000.
+pub const ADMIT_PER_MINUTE_MAX: u32 = 10_000_000;
+/// Every `*Seconds` setting: 1..=86 400 (one day).
+pub const SETTING_SECONDS_MAX: u32 = 86_400;
+/// `maxWaiting`: null or 1..=100 000 000.
+pub const MAX_WAITING_MAX: u32 = 100_000_000;
+/// Latest `opensAt` accepted: 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write.
+pub const OPENS_AT_MS_MAX: u64 = 253_402_300_799_999;
+
+/// Sessions one room holds at once, in every state (waiting, active, and ended ones still
+/// remembered). Bounds a room's memory (about 110 bytes each, see the crate README) to ~13 GB
+/// even when `maxWaiting` is left unset; joins past it are refused as "room full".
+pub const SESSIONS_PER_ROOM_MAX: u32 = 120_000_000;
+
+/// Ended sessions are remembered this long after they end, so a page that polls after its
+/// session ended still gets the reason (the API promises at least 10 minutes).
+pub const SESSION_RETENTION_MS: u64 = 15 * 60 * 1000;
+
+/// Record ids of non-idempotent records (configure, close, heartbeat) are remembered this long,
+/// so a redelivered record is recognised. Redelivery happens on reconnects, within seconds.
+pub const RECORD_DEDUP_WINDOW_MS: u64 = 15 * 60 * 1000;
+/// At most this many record ids are remembered; past it the oldest are forgotten early (the
+/// window above then shrinks). Heartbeat records are batched per node, so a fleet appends a few
+/// per second per room: the cap is never reached in practice.
+pub const RECORD_DEDUP_IDS_MAX: usize = 1_000_000;
+
+/// Sessions named by one heartbeat record. 10 000 ids × 16 bytes keeps a record near 160 KiB,
+/// well under Kafka's 1 MB default message size and SQS's 256 KiB.
+pub const HEARTBEAT_BATCH_SESSIONS_MAX: usize = 10_000;
+
+/// Largest encoded record accepted by `Record::decode`: a full heartbeat batch plus headroom.
+pub const RECORD_BYTES_MAX: usize = 256 * 1024;
+
+/// The admission history used for ETAs and `admissionsPerMinute`: buckets of this width...
+pub const RATE_BUCKET_MS: u64 = 5_000;
+/// ...this many of them (5 minutes).
+pub const RATE_BUCKETS: usize = 60;
+/// Window of the turnover rate behind `estimatedWaitSeconds`.
+pub const ETA_WINDOW_MS: u64 = RATE_BUCKET_MS * RATE_BUCKETS as u64;
+
+const _: () = assert!(
+    ETA_WINDOW_MS >= 60_000,
+    "admissionsPerMinute needs one minute of history"
+);
+const _: () = assert!(
+    SESSION_RETENTION_MS >= 10 * 60 * 1000,
+    "the API promises 10 minutes"
+);
+const _: () = assert!(MAX_WAITING_MAX < SESSIONS_PER_ROOM_MAX);
+const _: () = assert!(HEARTBEAT_BATCH_SESSIONS_MAX * 17 + 1024 < RECORD_BYTES_MAX);

@@ -1,0 +1,326 @@
+//! Commands, records and their versioned binary encoding.
+//!
+//! # Wire format
+//! `[MAGIC = 0x57 'W'][format version: u8][postcard body]`. Version 1's body is the postcard
+//! encoding of [`Record`] as defined here. A later format adds a version with its own body type
+//! and keeps decoding version 1, so logs written today stay readable. New commands appended to
+//! [`Command`] keep the version (an old reader rejects them as unknown, which is an error value).
+//! Decoding never panics: garbage, truncation, unknown versions and out-of-range values are
+//! [`DecodeError`]s.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::RoomConfig;
+use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
+use crate::limits::{HEARTBEAT_BATCH_SESSIONS_MAX, RECORD_BYTES_MAX};
+
+/// First byte of every encoded record: cheap detection of bytes that are not a record at all.
+pub const MAGIC: u8 = b'W';
+/// The format version this build writes.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Why a session left (`Leave` command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LeaveReason {
+    /// The person gave up their place or slot (`DELETE /sessions/{id}`).
+    Left,
+    /// The protected flow finished (`POST /sessions/{id}:complete`).
+    Completed,
+}
+
+/// What a record asks of a room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create the room, or replace its whole configuration.
+    ConfigureRoom(RoomConfig),
+    /// End every session (reason `closed`); the room is unknown until configured again.
+    CloseRoom,
+    /// Take a place in line.
+    Join {
+        session: SessionId,
+        idempotency_key: Option<IdempotencyKey>,
+    },
+    /// Sessions that showed a sign of life (batched per node).
+    Heartbeat { sessions: Vec<SessionId> },
+    /// A session ends by its own choice.
+    Leave {
+        session: SessionId,
+        reason: LeaveReason,
+    },
+    /// An operator ends a session (reason `evicted`).
+    Evict { session: SessionId },
+    /// Carries time forward: expiry, the rate limit's refill and the pre-queue draw happen.
+    Tick,
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::ConfigureRoom(_) => "configure_room",
+            Command::CloseRoom => "close_room",
+            Command::Join { .. } => "join",
+            Command::Heartbeat { .. } => "heartbeat",
+            Command::Leave { .. } => "leave",
+            Command::Evict { .. } => "evict",
+            Command::Tick => "tick",
+        }
+    }
+}
+
+/// A command addressed to a room, with a unique id. The log gives it a timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: RecordId,
+    pub room: RoomId,
+    pub command: Command,
+}
+
+impl Record {
+    pub fn new(id: RecordId, room: RoomId, command: Command) -> Self {
+        Self { id, room, command }
+    }
+
+    /// The current wire format (see the module documentation).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(MAGIC);
+        out.push(FORMAT_VERSION);
+        // Serialising plain data into a Vec cannot fail: postcard only errors on writers that
+        // run out of room and on types serde cannot express, neither of which occurs here.
+        postcard::to_extend(self, out).expect("records always serialise")
+    }
+
+    /// Reads any supported format version.
+    ///
+    /// # Errors
+    /// Anything that is not a well-formed, in-range record of a known version.
+    pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+        if bytes.len() > RECORD_BYTES_MAX {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let (&magic, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
+        if magic != MAGIC {
+            return Err(DecodeError::NotARecord);
+        }
+        let (&version, body) = rest.split_first().ok_or(DecodeError::Truncated)?;
+        let record: Record = match version {
+            1 => {
+                let (record, trailing) = postcard::take_from_bytes(body).map_err(|e| match e {
+                    postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+                    other => DecodeError::Malformed(other.to_string()),
+                })?;
+                if !trailing.is_empty() {
+                    return Err(DecodeError::TrailingBytes(trailing.len()));
+                }
+                record
+            }
+            other => return Err(DecodeError::UnsupportedVersion(other)),
+        };
+        record.check_limits()?;
+        Ok(record)
+    }
+
+    fn check_limits(&self) -> Result<(), DecodeError> {
+        if let Command::Heartbeat { sessions } = &self.command
+            && sessions.len() > HEARTBEAT_BATCH_SESSIONS_MAX
+        {
+            return Err(DecodeError::Malformed(format!(
+                "heartbeat batch of {} sessions (at most {HEARTBEAT_BATCH_SESSIONS_MAX})",
+                sessions.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why bytes could not be read as a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Larger than `RECORD_BYTES_MAX`.
+    TooLarge(usize),
+    /// The bytes end before the record does.
+    Truncated,
+    /// Does not start with the record magic byte.
+    NotARecord,
+    /// A format version this build cannot read (written by a newer release).
+    UnsupportedVersion(u8),
+    /// Well-framed but not a valid record (bad enum tag, bad room id, over a limit, ...).
+    Malformed(String),
+    /// Bytes left over after a complete record.
+    TrailingBytes(usize),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::TooLarge(n) => {
+                write!(f, "record of {n} bytes exceeds {RECORD_BYTES_MAX} bytes")
+            }
+            DecodeError::Truncated => f.write_str("record is truncated"),
+            DecodeError::NotARecord => f.write_str("not a waitroom record (bad magic byte)"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(
+                    f,
+                    "record format version {v} is not supported by this build"
+                )
+            }
+            DecodeError::Malformed(why) => write!(f, "malformed record: {why}"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the record"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Record> {
+        let room = RoomId::new("eras-tour").unwrap();
+        let mut config = RoomConfig::with_capacity(200);
+        config.target_url = Some("https://tickets.example.com/select".into());
+        config.opens_at_ms = Some(1_790_000_000_000);
+        [
+            Command::ConfigureRoom(config),
+            Command::CloseRoom,
+            Command::Join {
+                session: SessionId::from_u128(7),
+                idempotency_key: None,
+            },
+            Command::Join {
+                session: SessionId::from_u128(u128::MAX),
+                idempotency_key: Some(IdempotencyKey::new("retry-1").unwrap()),
+            },
+            Command::Heartbeat {
+                sessions: (0..100).map(SessionId::from_u128).collect(),
+            },
+            Command::Leave {
+                session: SessionId::from_u128(1),
+                reason: LeaveReason::Completed,
+            },
+            Command::Evict {
+                session: SessionId::from_u128(2),
+            },
+            Command::Tick,
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, command)| Record::new(RecordId::from_u128(i as u128), room.clone(), command))
+        .collect()
+    }
+
+    #[test]
+    fn round_trip() {
+        for record in samples() {
+            assert_eq!(Record::decode(&record.encode()), Ok(record));
+        }
+    }
+
+    /// Pins version 1's bytes: if this changes, logs written by earlier builds no longer read.
+    #[test]
+    fn version_1_is_stable() {
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::Leave {
+                session: SessionId::from_u128(2),
+                reason: LeaveReason::Completed,
+            },
+        );
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 4, 2]);
+        expected.extend([0; 15]);
+        expected.push(1);
+        assert_eq!(record.encode(), expected);
+        assert_eq!(Record::decode(&expected), Ok(record));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for record in samples() {
+            let bytes = record.encode();
+            for cut in 0..bytes.len() {
+                assert!(
+                    Record::decode(&bytes[..cut]).is_err(),
+                    "{record:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert_eq!(Record::decode(b""), Err(DecodeError::Truncated));
+        assert_eq!(Record::decode(b"X"), Err(DecodeError::NotARecord));
+        assert_eq!(Record::decode(b"W"), Err(DecodeError::Truncated));
+        assert_eq!(
+            Record::decode(&[b'W', 9, 0]),
+            Err(DecodeError::UnsupportedVersion(9))
+        );
+        let mut bytes = samples()[0].encode();
+        bytes.push(0);
+        assert_eq!(Record::decode(&bytes), Err(DecodeError::TrailingBytes(1)));
+        // A bad room id inside a well-framed record.
+        let mut bytes = samples()[1].encode();
+        bytes[2 + 16 + 1] = b' ';
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+        // An unknown command tag.
+        let mut bytes = samples()[1].encode();
+        let tag = bytes.len() - 1;
+        bytes[tag] = 99;
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Record::decode(&vec![0; RECORD_BYTES_MAX + 1]),
+            Err(DecodeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_heartbeat_batch_is_refused() {
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::Heartbeat {
+                sessions: (0..=HEARTBEAT_BATCH_SESSIONS_MAX as u128)
+                    .map(SessionId::from_u128)
+                    .collect(),
+            },
+        );
+        assert!(matches!(
+            Record::decode(&record.encode()),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = Record::decode(&bytes);
+            let mut framed = vec![MAGIC, FORMAT_VERSION];
+            framed.extend(&bytes);
+            let _ = Record::decode(&framed);
+        }
+
+        #[test]
+        fn mutated_records_never_panic(index in 0usize..8, at in 0usize..2000, byte in proptest::num::u8::ANY) {
+            let mut bytes = samples()[index].encode();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            if let Ok(record) = Record::decode(&bytes) {
+                // Whatever decodes must re-encode to the same bytes (a canonical format).
+                proptest::prop_assert_eq!(record.encode(), bytes);
+            }
+        }
+    }
+}

@@ -1,0 +1,832 @@
+//! The room state machine.
+//!
+//! # Rules
+//! - **Time** is the log's: `now = max(now, record timestamp)`. At the start of every record,
+//!   everything due by `now` happens first, in this order: idle WAITING sessions expire, idle or
+//!   over-long ACTIVE sessions expire, the rate-limit bucket refills, the pre-queue is drawn if
+//!   the room opened, ended sessions past their retention are forgotten. A session whose deadline
+//!   is exactly `now` has expired: a heartbeat carrying the deadline's timestamp is too late.
+//! - **Admission** runs after everything due (so a command sees a settled room) and again after
+//!   every command: while `active < capacity`, the room exists, is open
+//!   (`opensAt` passed or unset) and not paused, and the token bucket (if `admitPerMinute` is set)
+//!   holds a token, the head of the line becomes ACTIVE.
+//! - **Order**: the line is first come, first served in log order. Joins before `opensAt` form
+//!   the pre-queue; at opening they are placed, ahead of everyone who joins later, in the order of
+//!   their draw tickets (`digest::draw_ticket`, seeded by room id and `opensAt`).
+//! - **Duplicates**: a join whose session id is known is a duplicate; configure, close and
+//!   heartbeat records, and every rejected record, are remembered by id for
+//!   `RECORD_DEDUP_WINDOW_MS`; accepted leaves and evictions and all ticks are idempotent by
+//!   nature (a second leave finds the session ended; a stale tick finds nothing due).
+//! - **Memory**: ended sessions are forgotten `SESSION_RETENTION_MS` after they end; a room holds
+//!   at most `SESSIONS_PER_ROOM_MAX` sessions in all states.
+//!
+//! # ETA
+//! `estimatedWaitSeconds` for the session at position `p` is the time for `p + 1` slots to come
+//! free at the recent turnover rate: the number of ACTIVE sessions that ended (completed, left,
+//! timed out, evicted) in the last `ETA_WINDOW_MS`, divided by the time that window covers (not
+//! before the room was created). Once the room is full, admissions happen exactly as fast as slots
+//! free up; counting freed slots rather than admissions keeps the first fill of an empty room
+//! (`capacity` admissions at once) from making every estimate far too short. When `admitPerMinute`
+//! binds instead (free slots but no token), the estimate is `(p + 1) / admitPerMinute`; when both
+//! could bind, the longer estimate wins. No estimate (`None`) while paused, before opening, or
+//! while the room is full and no slot has been freed within the window.
+//!
+//! # Data structures (per room)
+//! Sessions live in a slab of 56-byte slots indexed by a hash map from session id. WAITING
+//! sessions are in the [`Line`] (O(log n) positions); each live session is also on one of two
+//! intrusive lists ordered by last heartbeat (WAITING and ACTIVE; every session on a list shares
+//! the same timeout, so the front is the next to expire), ACTIVE ones on a set ordered by
+//! admission time (for `maxActiveSeconds`), and ended ones on a list ordered by end time (for
+//! forgetting). Every step is O(1) or O(log n) in the number of sessions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use crate::config::RoomConfig;
+use crate::digest::{Digester, SessionHasherBuilder, draw_seed, draw_ticket};
+use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
+use crate::limits::*;
+use crate::line::{Line, Prequeue};
+use crate::rate::{RateWindow, TokenBucket};
+use crate::record::{Command, LeaveReason, Record};
+use crate::view::*;
+
+/// "No slot" in the intrusive lists.
+const NIL: u32 = u32::MAX;
+/// `Slot::aux` of a session that was never admitted.
+const NEVER: u64 = u64::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    Prequeue,
+    Waiting,
+    Active,
+    Ended,
+}
+
+/// One session. 56 bytes: this is most of a waiting session's memory.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: SessionId,
+    joined_at_ms: u64,
+    /// Last heartbeat (or join, or admission) of a live session; end time of an ended one.
+    seen_ms: u64,
+    /// Prequeue: index in the pre-queue. Waiting: sequence number in the line.
+    /// Active and Ended: admission time, or `NEVER`.
+    aux: u64,
+    /// Links of the one list the slot is on (idle lists, the ended list, or the free list).
+    prev: u32,
+    next: u32,
+    state: SlotState,
+    reason: ExpiredReason,
+    has_key: bool,
+}
+
+const _: () = assert!(size_of::<Slot>() <= 56);
+
+impl Slot {
+    const FREE: Slot = Slot {
+        id: SessionId([0; 16]),
+        joined_at_ms: 0,
+        seen_ms: 0,
+        aux: 0,
+        prev: NIL,
+        next: NIL,
+        state: SlotState::Free,
+        reason: ExpiredReason::Timeout,
+        has_key: false,
+    };
+}
+
+/// An intrusive doubly linked list through `Slot::prev/next`.
+#[derive(Clone, Copy, Debug)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        Self {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+}
+
+impl List {
+    fn front(&self) -> Option<u32> {
+        (self.head != NIL).then_some(self.head)
+    }
+
+    fn push_back(&mut self, slots: &mut [Slot], index: u32) {
+        slots[index as usize].prev = self.tail;
+        slots[index as usize].next = NIL;
+        if self.tail == NIL {
+            self.head = index;
+        } else {
+            slots[self.tail as usize].next = index;
+        }
+        self.tail = index;
+        self.len += 1;
+    }
+
+    fn unlink(&mut self, slots: &mut [Slot], index: u32) {
+        let Slot { prev, next, .. } = slots[index as usize];
+        if prev == NIL {
+            self.head = next;
+        } else {
+            slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            slots[next as usize].prev = prev;
+        }
+        slots[index as usize].prev = NIL;
+        slots[index as usize].next = NIL;
+        self.len -= 1;
+    }
+
+    fn iter<'a>(&self, slots: &'a [Slot]) -> impl Iterator<Item = u32> + 'a {
+        std::iter::successors(self.front(), move |&i| {
+            let next = slots[i as usize].next;
+            (next != NIL).then_some(next)
+        })
+    }
+}
+
+/// Ids of recent non-idempotent records.
+#[derive(Clone, Debug, Default)]
+struct RecentRecords {
+    ids: HashSet<RecordId, SessionHasherBuilder>,
+    order: VecDeque<(u64, RecordId)>,
+}
+
+impl RecentRecords {
+    fn insert(&mut self, id: RecordId, now_ms: u64) {
+        if !self.ids.insert(id) {
+            return;
+        }
+        self.order.push_back((now_ms, id));
+        if self.order.len() > RECORD_DEDUP_IDS_MAX
+            && let Some((_, oldest)) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+    }
+
+    fn purge(&mut self, now_ms: u64) {
+        while let Some(&(at_ms, id)) = self.order.front() {
+            if at_ms.saturating_add(RECORD_DEDUP_WINDOW_MS) > now_ms {
+                break;
+            }
+            self.order.pop_front();
+            self.ids.remove(&id);
+        }
+    }
+}
+
+/// One room's state machine. See the module documentation for the rules.
+#[derive(Clone, Debug)]
+pub struct Room {
+    id: RoomId,
+    now_ms: u64,
+    /// Configured and not closed since.
+    exists: bool,
+    /// The current configuration while `exists`; the last one after a close (ended sessions'
+    /// views still show its heartbeat interval).
+    config: RoomConfig,
+    created_at_ms: u64,
+
+    slots: Vec<Slot>,
+    free_head: u32,
+    index: HashMap<SessionId, u32, SessionHasherBuilder>,
+    line: Line,
+    prequeue: Prequeue,
+    waiting_idle: List,
+    active_idle: List,
+    ended: List,
+    active_by_admission: BTreeSet<(u64, u32)>,
+    active_count: u32,
+    /// Client-chosen strings: a B-tree, so no crafted keys can degrade it (unlike a fixed hash).
+    keys: BTreeMap<IdempotencyKey, u32>,
+    key_of_slot: BTreeMap<u32, IdempotencyKey>,
+    recent_records: RecentRecords,
+
+    bucket: Option<TokenBucket>,
+    admissions: RateWindow,
+    freed_slots: RateWindow,
+    admitted_total: u64,
+    expired_total: ExpiredTotals,
+}
+
+impl Room {
+    /// A room that does not exist yet: records other than `ConfigureRoom` are rejected.
+    pub fn new(id: RoomId) -> Self {
+        Self {
+            id,
+            now_ms: 0,
+            exists: false,
+            config: RoomConfig::with_capacity(1),
+            created_at_ms: 0,
+            slots: Vec::new(),
+            free_head: NIL,
+            index: HashMap::default(),
+            line: Line::default(),
+            prequeue: Prequeue::default(),
+            waiting_idle: List::default(),
+            active_idle: List::default(),
+            ended: List::default(),
+            active_by_admission: BTreeSet::new(),
+            active_count: 0,
+            keys: BTreeMap::new(),
+            key_of_slot: BTreeMap::new(),
+            recent_records: RecentRecords::default(),
+            bucket: None,
+            admissions: RateWindow::default(),
+            freed_slots: RateWindow::default(),
+            admitted_total: 0,
+            expired_total: ExpiredTotals::default(),
+        }
+    }
+
+    pub fn id(&self) -> &RoomId {
+        &self.id
+    }
+
+    /// The room's clock: the latest record timestamp applied.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Configured and not closed since.
+    pub fn exists(&self) -> bool {
+        self.exists
+    }
+
+    /// The configuration, while the room exists.
+    pub fn config(&self) -> Option<&RoomConfig> {
+        self.exists.then_some(&self.config)
+    }
+
+    /// Live sessions (waiting or active): the room needs ticks to expire them.
+    pub fn has_live_sessions(&self) -> bool {
+        self.waiting_idle.len + self.active_idle.len > 0
+    }
+
+    /// Nothing is left to remember: not configured, no session, no recent record.
+    pub fn is_vacant(&self) -> bool {
+        !self.exists && self.index.is_empty() && self.recent_records.order.is_empty()
+    }
+
+    /// Applies one record at `timestamp_ms` (see the module documentation).
+    pub fn apply(&mut self, record: &Record, timestamp_ms: u64) -> Outcome {
+        if record.room != self.id {
+            return Outcome::Rejected(Rejection::WrongRoom);
+        }
+        self.advance(timestamp_ms);
+        if self.recent_records.ids.contains(&record.id) {
+            return Outcome::Duplicate;
+        }
+        let outcome = match &record.command {
+            Command::ConfigureRoom(config) => self.configure(config),
+            Command::CloseRoom => self.close(),
+            Command::Join {
+                session,
+                idempotency_key,
+            } => self.join(*session, idempotency_key.as_ref()),
+            Command::Heartbeat { sessions } => self.heartbeat(sessions),
+            Command::Leave { session, reason } => self.leave(session, *reason),
+            Command::Evict { session } => self.evict(session),
+            Command::Tick => Outcome::Ticked,
+        };
+        // Records that would act differently if delivered again are remembered: configure,
+        // close and heartbeat always, and any rejected record (a join refused while the room was
+        // full must stay refused). Accepted joins, leaves and evictions need no memory: their
+        // session already exists or has ended.
+        let remembered = matches!(
+            record.command,
+            Command::ConfigureRoom(_) | Command::CloseRoom | Command::Heartbeat { .. }
+        );
+        if remembered || matches!(outcome, Outcome::Rejected(_)) {
+            self.recent_records.insert(record.id, self.now_ms);
+        }
+        self.admit();
+        outcome
+    }
+
+    /// Moves time to `max(now, timestamp_ms)` and does everything due by then.
+    fn advance(&mut self, timestamp_ms: u64) {
+        self.now_ms = self.now_ms.max(timestamp_ms);
+        if self.exists {
+            self.expire_due();
+            if let Some(bucket) = &mut self.bucket {
+                bucket.refill(self.now_ms);
+            }
+            self.draw_if_open();
+            // The command then sees a settled room (a slot freed by expiry is already refilled).
+            self.admit();
+        }
+        self.forget_ended();
+        self.recent_records.purge(self.now_ms);
+    }
+
+    fn is_open(&self) -> bool {
+        self.config.opens_at_ms.is_none_or(|at| self.now_ms >= at)
+    }
+
+    fn expire_due(&mut self) {
+        let now = self.now_ms;
+        let waiting_ms = u64::from(self.config.waiting_idle_timeout_seconds) * 1000;
+        while let Some(i) = self.waiting_idle.front() {
+            if self.slots[i as usize].seen_ms + waiting_ms > now {
+                break;
+            }
+            self.end(i, ExpiredReason::Timeout);
+        }
+        let idle_ms = u64::from(self.config.active_idle_timeout_seconds) * 1000;
+        while let Some(i) = self.active_idle.front() {
+            if self.slots[i as usize].seen_ms + idle_ms > now {
+                break;
+            }
+            self.end(i, ExpiredReason::Timeout);
+        }
+        let max_ms = u64::from(self.config.max_active_seconds) * 1000;
+        while let Some(&(admitted_ms, i)) = self.active_by_admission.first() {
+            if admitted_ms + max_ms > now {
+                break;
+            }
+            self.end(i, ExpiredReason::Timeout);
+        }
+    }
+
+    fn draw_if_open(&mut self) {
+        if self.prequeue.front().is_none() || !self.is_open() {
+            return;
+        }
+        let opened_at_ms = self.config.opens_at_ms.unwrap_or(self.now_ms);
+        let seed = draw_seed(self.id.as_str(), opened_at_ms);
+        let mut drawn = self.prequeue.drain();
+        let slots = &self.slots;
+        drawn.sort_by_cached_key(|&i| {
+            let id = &slots[i as usize].id;
+            (draw_ticket(seed, &id.0), *id)
+        });
+        for i in drawn {
+            let seq = self.line.push(i);
+            let slot = &mut self.slots[i as usize];
+            slot.state = SlotState::Waiting;
+            slot.aux = seq;
+        }
+    }
+
+    fn forget_ended(&mut self) {
+        while let Some(i) = self.ended.front() {
+            let slot = self.slots[i as usize];
+            if slot.seen_ms.saturating_add(SESSION_RETENTION_MS) > self.now_ms {
+                break;
+            }
+            self.ended.unlink(&mut self.slots, i);
+            self.index.remove(&slot.id);
+            if slot.has_key
+                && let Some(key) = self.key_of_slot.remove(&i)
+            {
+                self.keys.remove(&key);
+            }
+            self.slots[i as usize] = Slot {
+                next: self.free_head,
+                ..Slot::FREE
+            };
+            self.free_head = i;
+        }
+    }
+
+    /// Ends live session `i` now with `reason`.
+    fn end(&mut self, i: u32, reason: ExpiredReason) {
+        let slot = self.slots[i as usize];
+        let admitted_at_ms = match slot.state {
+            SlotState::Prequeue => {
+                self.prequeue.remove(slot.aux);
+                self.waiting_idle.unlink(&mut self.slots, i);
+                NEVER
+            }
+            SlotState::Waiting => {
+                self.line.remove(slot.aux);
+                self.waiting_idle.unlink(&mut self.slots, i);
+                NEVER
+            }
+            SlotState::Active => {
+                self.active_idle.unlink(&mut self.slots, i);
+                self.active_by_admission.remove(&(slot.aux, i));
+                self.active_count -= 1;
+                if reason != ExpiredReason::Closed {
+                    self.freed_slots.record(self.now_ms);
+                }
+                slot.aux
+            }
+            SlotState::Free | SlotState::Ended => unreachable!("only live sessions end"),
+        };
+        let slot = &mut self.slots[i as usize];
+        slot.state = SlotState::Ended;
+        slot.reason = reason;
+        slot.seen_ms = self.now_ms;
+        slot.aux = admitted_at_ms;
+        self.ended.push_back(&mut self.slots, i);
+        self.expired_total.0[reason.index()] += 1;
+    }
+
+    fn admit(&mut self) {
+        if !self.exists || self.config.paused || !self.is_open() {
+            return;
+        }
+        while self.active_count < self.config.capacity {
+            let Some(i) = self.line.front() else { break };
+            if let Some(bucket) = &mut self.bucket {
+                if !bucket.has_token() {
+                    break;
+                }
+                bucket.take();
+            }
+            self.line.pop_front();
+            self.waiting_idle.unlink(&mut self.slots, i);
+            let now = self.now_ms;
+            let slot = &mut self.slots[i as usize];
+            slot.state = SlotState::Active;
+            slot.aux = now;
+            slot.seen_ms = now;
+            self.active_idle.push_back(&mut self.slots, i);
+            self.active_by_admission.insert((now, i));
+            self.active_count += 1;
+            self.admitted_total += 1;
+            self.admissions.record(now);
+        }
+    }
+
+    fn configure(&mut self, config: &RoomConfig) -> Outcome {
+        if let Err(error) = config.validate() {
+            return Outcome::Rejected(Rejection::InvalidConfig(error));
+        }
+        let created = !self.exists;
+        if created {
+            self.exists = true;
+            self.created_at_ms = self.now_ms;
+            self.admitted_total = 0;
+            self.expired_total = ExpiredTotals::default();
+            self.admissions = RateWindow::default();
+            self.freed_slots = RateWindow::default();
+            self.bucket = None;
+        }
+        self.bucket = match (config.admit_per_minute, self.bucket.take()) {
+            (None, _) => None,
+            (Some(rate), Some(mut bucket)) => {
+                bucket.set_rate(rate);
+                Some(bucket)
+            }
+            (Some(rate), None) => Some(TokenBucket::new(rate, self.now_ms)),
+        };
+        self.config = config.clone();
+        // Shorter timeouts or an earlier opening take effect at once.
+        self.expire_due();
+        self.draw_if_open();
+        Outcome::Configured { created }
+    }
+
+    fn close(&mut self) -> Outcome {
+        if !self.exists {
+            return Outcome::Rejected(Rejection::UnknownRoom);
+        }
+        let mut ended = 0;
+        while let Some(i) = self.waiting_idle.front().or(self.active_idle.front()) {
+            self.end(i, ExpiredReason::Closed);
+            ended += 1;
+        }
+        // A room created afresh later is a new room: old idempotency keys do not replay into it.
+        for &i in self.key_of_slot.keys() {
+            self.slots[i as usize].has_key = false;
+        }
+        self.keys.clear();
+        self.key_of_slot.clear();
+        self.exists = false;
+        self.bucket = None;
+        Outcome::Closed { ended }
+    }
+
+    fn join(&mut self, session: SessionId, key: Option<&IdempotencyKey>) -> Outcome {
+        if !self.exists {
+            return Outcome::Rejected(Rejection::UnknownRoom);
+        }
+        if self.index.contains_key(&session) {
+            return Outcome::Duplicate;
+        }
+        if let Some(&i) = key.and_then(|key| self.keys.get(key)) {
+            return Outcome::Replayed {
+                session: self.slots[i as usize].id,
+            };
+        }
+        let waiting = self.line.len() + self.prequeue.len();
+        let waiting_max = self.config.max_waiting.unwrap_or(MAX_WAITING_MAX);
+        if waiting >= waiting_max || self.index.len() >= SESSIONS_PER_ROOM_MAX as usize {
+            return Outcome::Rejected(Rejection::RoomFull);
+        }
+        let i = self.allocate(session);
+        let open = self.is_open();
+        let slot = &mut self.slots[i as usize];
+        if open {
+            slot.state = SlotState::Waiting;
+            slot.aux = self.line.push(i);
+        } else {
+            slot.state = SlotState::Prequeue;
+            slot.aux = self.prequeue.push(i);
+        }
+        self.waiting_idle.push_back(&mut self.slots, i);
+        self.index.insert(session, i);
+        if let Some(key) = key {
+            self.slots[i as usize].has_key = true;
+            self.keys.insert(key.clone(), i);
+            self.key_of_slot.insert(i, key.clone());
+        }
+        Outcome::Joined { session }
+    }
+
+    fn allocate(&mut self, session: SessionId) -> u32 {
+        let slot = Slot {
+            id: session,
+            joined_at_ms: self.now_ms,
+            seen_ms: self.now_ms,
+            ..Slot::FREE
+        };
+        if self.free_head != NIL {
+            let i = self.free_head;
+            self.free_head = self.slots[i as usize].next;
+            self.slots[i as usize] = slot;
+            i
+        } else {
+            self.slots.push(slot);
+            (self.slots.len() - 1) as u32
+        }
+    }
+
+    fn heartbeat(&mut self, sessions: &[SessionId]) -> Outcome {
+        let mut refreshed = 0;
+        for session in sessions {
+            let Some(&i) = self.index.get(session) else {
+                continue;
+            };
+            let list = match self.slots[i as usize].state {
+                SlotState::Prequeue | SlotState::Waiting => &mut self.waiting_idle,
+                SlotState::Active => &mut self.active_idle,
+                SlotState::Ended | SlotState::Free => continue,
+            };
+            list.unlink(&mut self.slots, i);
+            list.push_back(&mut self.slots, i);
+            self.slots[i as usize].seen_ms = self.now_ms;
+            refreshed += 1;
+        }
+        Outcome::Heartbeat { refreshed }
+    }
+
+    fn leave(&mut self, session: &SessionId, reason: LeaveReason) -> Outcome {
+        let Some(&i) = self.index.get(session) else {
+            return Outcome::Rejected(Rejection::UnknownSession);
+        };
+        let expired_reason = match (self.slots[i as usize].state, reason) {
+            (SlotState::Ended, _) => return Outcome::AlreadyEnded { session: *session },
+            (SlotState::Active, LeaveReason::Completed) => ExpiredReason::Completed,
+            (_, LeaveReason::Completed) => return Outcome::Rejected(Rejection::NotActive),
+            (_, LeaveReason::Left) => ExpiredReason::Left,
+        };
+        self.end(i, expired_reason);
+        Outcome::Ended { session: *session }
+    }
+
+    fn evict(&mut self, session: &SessionId) -> Outcome {
+        let Some(&i) = self.index.get(session) else {
+            return Outcome::Rejected(Rejection::UnknownSession);
+        };
+        if self.slots[i as usize].state == SlotState::Ended {
+            return Outcome::AlreadyEnded { session: *session };
+        }
+        self.end(i, ExpiredReason::Evicted);
+        Outcome::Ended { session: *session }
+    }
+}
+
+/// Queries: answered from memory, change nothing.
+impl Room {
+    /// The session view, or `None` if the session was never seen or has been forgotten.
+    pub fn view(&self, session: &SessionId) -> Option<SessionView> {
+        let &i = self.index.get(session)?;
+        let slot = &self.slots[i as usize];
+        let config = &self.config;
+        let mut view = SessionView {
+            session: slot.id,
+            status: Status::Waiting,
+            position: None,
+            waiting_count: self.waiting_count(),
+            estimated_wait_seconds: None,
+            prequeue: false,
+            opens_at_ms: config.opens_at_ms,
+            joined_at_ms: slot.joined_at_ms,
+            admitted_at_ms: None,
+            expires_at_ms: None,
+            last_seen_ms: Some(slot.seen_ms),
+            heartbeat_interval_seconds: config.heartbeat_interval_seconds,
+            target_url: None,
+            expired_reason: None,
+        };
+        let waiting_deadline = slot.seen_ms + u64::from(config.waiting_idle_timeout_seconds) * 1000;
+        match slot.state {
+            SlotState::Prequeue => {
+                view.prequeue = true;
+                view.expires_at_ms = Some(waiting_deadline);
+            }
+            SlotState::Waiting => {
+                let position = u64::from(self.line.ahead_of(slot.aux));
+                view.position = Some(position);
+                view.estimated_wait_seconds = self.estimate_wait_seconds(position);
+                view.expires_at_ms = Some(waiting_deadline);
+            }
+            SlotState::Active => {
+                view.status = Status::Active;
+                view.admitted_at_ms = Some(slot.aux);
+                let idle_deadline =
+                    slot.seen_ms + u64::from(config.active_idle_timeout_seconds) * 1000;
+                let max_deadline = slot.aux + u64::from(config.max_active_seconds) * 1000;
+                view.expires_at_ms = Some(idle_deadline.min(max_deadline));
+                view.target_url = config.target_url.clone();
+            }
+            SlotState::Ended => {
+                view.status = Status::Expired;
+                view.admitted_at_ms = (slot.aux != NEVER).then_some(slot.aux);
+                view.last_seen_ms = None;
+                view.expired_reason = Some(slot.reason);
+            }
+            SlotState::Free => unreachable!("the index names only used slots"),
+        }
+        Some(view)
+    }
+
+    /// Live WAITING sessions, pre-queue included.
+    pub fn waiting_count(&self) -> u64 {
+        u64::from(self.line.len() + self.prequeue.len())
+    }
+
+    pub fn active_count(&self) -> u64 {
+        u64::from(self.active_count)
+    }
+
+    /// See the module documentation ("ETA").
+    fn estimate_wait_seconds(&self, position: u64) -> Option<u64> {
+        if !self.exists || self.config.paused || !self.is_open() {
+            return None;
+        }
+        let needed = position + 1;
+        let by_rate_ms = self
+            .bucket
+            .as_ref()
+            .map(|bucket| needed * 60_000 / bucket.admit_per_minute());
+        if self.active_count < self.config.capacity {
+            // Slots are free, so only the rate limit holds people back.
+            return by_rate_ms.map(|ms| ms.div_ceil(1000));
+        }
+        let (freed, span_ms) =
+            self.freed_slots
+                .recent(self.now_ms, ETA_WINDOW_MS, self.created_at_ms);
+        if freed == 0 {
+            return None;
+        }
+        let by_turnover_ms = needed.saturating_mul(span_ms.max(1)) / freed;
+        Some(by_turnover_ms.max(by_rate_ms.unwrap_or(0)).div_ceil(1000))
+    }
+
+    pub fn stats(&self) -> RoomStats {
+        let oldest_joined_ms = self
+            .line
+            .front()
+            .or(self.prequeue.front())
+            .map(|i| self.slots[i as usize].joined_at_ms);
+        RoomStats {
+            waiting_count: self.waiting_count(),
+            active_count: self.active_count(),
+            admitted_total: self.admitted_total,
+            expired_total: self.expired_total,
+            admissions_per_minute: self.admissions.recent(self.now_ms, 60_000, 0).0,
+            oldest_waiting_seconds: oldest_joined_ms
+                .map_or(0, |joined| self.now_ms.saturating_sub(joined) / 1000),
+            remembered_ended_count: u64::from(self.ended.len),
+        }
+    }
+
+    /// A digest of the whole state: replicas that applied the same records have equal digests,
+    /// and any difference in sessions, order, counters, configuration, clock, rate state or
+    /// remembered ids changes it (up to 128-bit collisions). O(n log n); meant for replica
+    /// comparison, not for every request.
+    pub fn digest(&self) -> [u8; 16] {
+        let mut d = Digester::default();
+        let c = &self.config;
+        d.bytes(self.id.as_str().as_bytes())
+            .u64(self.now_ms)
+            .u64(u64::from(self.exists));
+        d.u64(self.created_at_ms)
+            .u64(c.capacity.into())
+            .option_u64(c.admit_per_minute.map(u64::from));
+        for seconds in [
+            c.active_idle_timeout_seconds,
+            c.max_active_seconds,
+            c.waiting_idle_timeout_seconds,
+            c.heartbeat_interval_seconds,
+        ] {
+            d.u64(seconds.into());
+        }
+        d.option_u64(c.opens_at_ms)
+            .option_u64(c.max_waiting.map(u64::from))
+            .u64(u64::from(c.paused));
+        d.bytes(c.target_url.as_deref().unwrap_or("\u{0}").as_bytes());
+        d.u64(self.admitted_total).u64(self.active_count.into());
+        self.expired_total.0.iter().for_each(|&n| {
+            d.u64(n);
+        });
+        match &self.bucket {
+            Some(bucket) => bucket.digest_words().iter().for_each(|&w| {
+                d.u64(w);
+            }),
+            None => {
+                d.u64(u64::MAX);
+            }
+        }
+        self.admissions
+            .digest_words()
+            .chain(self.freed_slots.digest_words())
+            .for_each(|w| {
+                d.u64(w);
+            });
+        // Every session is on exactly one of these lists; their orders are logical state (who
+        // expires or is forgotten first).
+        for (tag, list) in [
+            (1, &self.waiting_idle),
+            (2, &self.active_idle),
+            (3, &self.ended),
+        ] {
+            d.u64(tag).u64(list.len.into());
+            for i in list.iter(&self.slots) {
+                let s = &self.slots[i as usize];
+                d.bytes(&s.id.0).u64(s.joined_at_ms).u64(s.seen_ms);
+                d.u64(s.state as u64).u64(s.reason as u64);
+                // Sequence numbers and indices are physical; order and admission time are not.
+                if matches!(s.state, SlotState::Active | SlotState::Ended) {
+                    d.u64(s.aux);
+                }
+            }
+        }
+        d.u64(4).u64(self.line.len().into());
+        for (_, i) in self.line.iter() {
+            d.bytes(&self.slots[i as usize].id.0);
+        }
+        d.u64(5).u64(self.prequeue.len().into());
+        for i in self.prequeue.iter() {
+            d.bytes(&self.slots[i as usize].id.0);
+        }
+        d.u64(6).u64(self.keys.len() as u64);
+        for (key, &i) in &self.keys {
+            d.bytes(key.as_str().as_bytes())
+                .bytes(&self.slots[i as usize].id.0);
+        }
+        d.u64(7).u64(self.recent_records.order.len() as u64);
+        for (at_ms, id) in &self.recent_records.order {
+            d.u64(*at_ms).bytes(&id.0);
+        }
+        d.finish()
+    }
+
+    /// Heap bytes held by this room (allocated capacity of its collections, estimated for the
+    /// hash map and B-trees from their lengths).
+    pub fn heap_bytes(&self) -> usize {
+        // hashbrown: one control byte per bucket plus the entry; buckets = next power of two
+        // of len * 8 / 7.
+        // `capacity()` is 7/8 of the buckets (for tables of 8 buckets and more).
+        let buckets = |capacity: usize| (capacity * 8).div_ceil(7).next_power_of_two();
+        let index = buckets(self.index.capacity()) * (size_of::<(SessionId, u32)>() + 1);
+        let records = buckets(self.recent_records.ids.capacity()) * (size_of::<RecordId>() + 1)
+            + self.recent_records.order.capacity() * size_of::<(u64, RecordId)>();
+        let btree_entry = 2 * size_of::<(u64, u32)>();
+        self.slots.capacity() * size_of::<Slot>()
+            + index
+            + self.line.heap_bytes()
+            + self.prequeue.heap_bytes()
+            + self.active_by_admission.len() * btree_entry
+            + self
+                .keys
+                .keys()
+                .map(|k| 2 * (k.as_str().len() + 40))
+                .sum::<usize>()
+            + records
+    }
+
+    /// Every remembered session id, for tests and tools (order unspecified).
+    pub fn session_ids(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.index.keys().copied()
+    }
+}

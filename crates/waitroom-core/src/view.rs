@@ -1,0 +1,178 @@
+//! What the state machine answers: outcomes of records, session views, room statistics.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+use crate::ids::SessionId;
+
+/// A session's status (shared/API.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    Waiting,
+    Active,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Waiting => "WAITING",
+            Status::Active => "ACTIVE",
+            Status::Expired => "EXPIRED",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ExpiredReason {
+    /// No heartbeat within the idle timeout, or `maxActiveSeconds` reached.
+    Timeout,
+    /// The person left.
+    Left,
+    /// The protected flow finished.
+    Completed,
+    /// An operator evicted the session.
+    Evicted,
+    /// The room was closed.
+    Closed,
+}
+
+impl ExpiredReason {
+    pub const ALL: [ExpiredReason; 5] = [
+        ExpiredReason::Timeout,
+        ExpiredReason::Left,
+        ExpiredReason::Completed,
+        ExpiredReason::Evicted,
+        ExpiredReason::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiredReason::Timeout => "timeout",
+            ExpiredReason::Left => "left",
+            ExpiredReason::Completed => "completed",
+            ExpiredReason::Evicted => "evicted",
+            ExpiredReason::Closed => "closed",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One session as a client sees it (the session view of shared/API.md, minus the token, which
+/// the node signs). Times are milliseconds since the Unix epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub session: SessionId,
+    pub status: Status,
+    /// WAITING after the draw: live WAITING sessions ahead (0 = next).
+    pub position: Option<u64>,
+    /// Live WAITING sessions in the room (pre-queue included).
+    pub waiting_count: u64,
+    /// WAITING after the draw, once a rate is known (see `Room` for the method).
+    pub estimated_wait_seconds: Option<u64>,
+    /// The session waits in the pre-queue: its place is drawn when the room opens.
+    pub prequeue: bool,
+    pub opens_at_ms: Option<u64>,
+    pub joined_at_ms: u64,
+    pub admitted_at_ms: Option<u64>,
+    /// When the session ends without a heartbeat; `None` once ended.
+    pub expires_at_ms: Option<u64>,
+    /// When the state machine last saw a heartbeat (or the join/admission) of a live session.
+    /// Not part of the API; the node uses it to budget heartbeat records.
+    pub last_seen_ms: Option<u64>,
+    pub heartbeat_interval_seconds: u32,
+    /// ACTIVE only: the room's target URL.
+    pub target_url: Option<String>,
+    pub expired_reason: Option<ExpiredReason>,
+}
+
+/// Sessions ended so far, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredTotals(pub [u64; 5]);
+
+impl ExpiredTotals {
+    pub fn get(&self, reason: ExpiredReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    pub fn sum(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Live statistics of a room (`stats` in shared/API.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomStats {
+    pub waiting_count: u64,
+    pub active_count: u64,
+    pub admitted_total: u64,
+    pub expired_total: ExpiredTotals,
+    /// Admissions in roughly the last minute of log time (5-second buckets).
+    pub admissions_per_minute: u64,
+    /// How long the person at the front of the line (or, before opening, the earliest joiner of
+    /// the pre-queue) has waited; 0 when nobody waits.
+    pub oldest_waiting_seconds: u64,
+    /// Ended sessions still remembered (answering GETs with their reason).
+    pub remembered_ended_count: u64,
+}
+
+/// What applying one record did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new place in line (the session may already be ACTIVE when a slot was free).
+    Joined { session: SessionId },
+    /// The idempotency key was seen before: this is the session it created.
+    Replayed { session: SessionId },
+    /// The room was created (`created`) or its configuration replaced.
+    Configured { created: bool },
+    /// The room closed; this many live sessions ended with reason `closed`.
+    Closed { ended: u64 },
+    /// This many live sessions of the batch were refreshed.
+    Heartbeat { refreshed: u32 },
+    /// The session ended by this record.
+    Ended { session: SessionId },
+    /// The session had already ended; nothing changed.
+    AlreadyEnded { session: SessionId },
+    /// Time moved forward.
+    Ticked,
+    /// The record (or the join's session id) was applied before; nothing changed.
+    Duplicate,
+    /// The command was refused; nothing changed (time still moved forward).
+    Rejected(Rejection),
+}
+
+/// Why a command was refused. Business outcomes, not faults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The room does not exist (never configured, or closed).
+    UnknownRoom,
+    /// `maxWaiting` (or the per-room session limit) is reached.
+    RoomFull,
+    /// No such session is remembered.
+    UnknownSession,
+    /// `Leave { reason: Completed }` for a session that was never admitted.
+    NotActive,
+    /// A configuration out of range.
+    InvalidConfig(ConfigError),
+    /// The record was routed to the wrong room's state machine.
+    WrongRoom,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::UnknownRoom => f.write_str("unknown room"),
+            Rejection::RoomFull => f.write_str("room full"),
+            Rejection::UnknownSession => f.write_str("unknown session"),
+            Rejection::NotActive => f.write_str("session was never admitted"),
+            Rejection::InvalidConfig(e) => write!(f, "invalid configuration: {e}"),
+            Rejection::WrongRoom => f.write_str("record addressed to another room"),
+        }
+    }
+}

@@ -1,0 +1,782 @@
+//! Model test: random command sequences are applied to the real state machine (two replicas) and
+//! to a deliberately naive reference model (plain vectors, linear scans, no clever structures).
+//! After every step the views of every session and the room stats must match the model, and the
+//! invariants of shared/DESIGN.md must hold on the real state machine:
+//!
+//! 1. `active ≤ capacity` (after a capacity decrease: no admission until it holds again);
+//! 2. nobody is admitted while a live session ahead of them waits;
+//! 3. no idle slot: a free slot, an open unpaused room, a token and a waiting session never
+//!    coexist after a step;
+//! 4. one state per session, and the counts equal the sums over sessions;
+//! 5. a live WAITING session's position never increases once it has one;
+//! 6. determinism: a second replica fed the same records (with some delivered twice) has the
+//!    same digest; and the digest changes whenever anything observable changes.
+//!
+//! Failing cases shrink and are saved under `proptest-regressions/` (commit them).
+//! `PROPTEST_CASES` raises the number of cases (CI runs the default below).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+use waitroom_core::limits::{
+    ETA_WINDOW_MS, RATE_BUCKET_MS, RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
+};
+use waitroom_core::*;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn room_id() -> RoomId {
+    RoomId::new("model-room").unwrap()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MState {
+    Pre,
+    Waiting,
+    Active,
+    Ended(ExpiredReason),
+}
+
+#[derive(Clone, Debug)]
+struct MSession {
+    id: SessionId,
+    state: MState,
+    joined: u64,
+    seen: u64,
+    admitted: Option<u64>,
+    key: Option<IdempotencyKey>,
+    /// Order of entering the line (join after opening, or the draw); used by invariant 2.
+    line_seq: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct MBucket {
+    apm: u64,
+    units: u64,
+    last: u64,
+}
+
+impl MBucket {
+    fn cap(&self) -> u64 {
+        self.apm.div_ceil(60).max(1) * 60_000
+    }
+}
+
+/// The reference model: everything by brute force.
+#[derive(Clone, Debug)]
+struct Model {
+    now: u64,
+    exists: bool,
+    config: RoomConfig,
+    created_at: u64,
+    sessions: Vec<MSession>,
+    /// Every session id ever created, to check that forgotten ones are gone.
+    all_ids: Vec<SessionId>,
+    line: Vec<SessionId>,
+    prequeue: Vec<SessionId>,
+    recent: Vec<(u64, RecordId)>,
+    bucket: Option<MBucket>,
+    admissions: Vec<u64>,
+    freed: Vec<u64>,
+    admitted_total: u64,
+    expired_total: [u64; 5],
+    next_line_seq: u64,
+    /// Every record applied, with its timestamp.
+    history: Vec<(Record, u64)>,
+    next_id: u128,
+}
+
+impl Model {
+    fn new() -> Self {
+        Self {
+            now: 0,
+            exists: false,
+            config: RoomConfig::with_capacity(1),
+            created_at: 0,
+            sessions: vec![],
+            all_ids: vec![],
+            line: vec![],
+            prequeue: vec![],
+            recent: vec![],
+            bucket: None,
+            admissions: vec![],
+            freed: vec![],
+            admitted_total: 0,
+            expired_total: [0; 5],
+            next_line_seq: 0,
+            history: vec![],
+            next_id: 1,
+        }
+    }
+
+    fn find(&self, id: &SessionId) -> Option<usize> {
+        self.sessions.iter().position(|s| s.id == *id)
+    }
+
+    fn open(&self) -> bool {
+        self.config.opens_at_ms.is_none_or(|at| self.now >= at)
+    }
+
+    fn active(&self) -> u64 {
+        self.sessions
+            .iter()
+            .filter(|s| s.state == MState::Active)
+            .count() as u64
+    }
+
+    fn end(&mut self, i: usize, reason: ExpiredReason) {
+        let id = self.sessions[i].id;
+        if self.sessions[i].state == MState::Active && reason != ExpiredReason::Closed {
+            self.freed.push(self.now);
+        }
+        self.line.retain(|s| *s != id);
+        self.prequeue.retain(|s| *s != id);
+        self.sessions[i].state = MState::Ended(reason);
+        self.sessions[i].seen = self.now;
+        self.expired_total[reason as usize] += 1;
+        if reason == ExpiredReason::Closed {
+            self.sessions[i].key = None;
+        }
+    }
+
+    fn expire(&mut self) {
+        let (w, a, m) = (
+            u64::from(self.config.waiting_idle_timeout_seconds) * 1000,
+            u64::from(self.config.active_idle_timeout_seconds) * 1000,
+            u64::from(self.config.max_active_seconds) * 1000,
+        );
+        for i in 0..self.sessions.len() {
+            let s = &self.sessions[i];
+            let deadline = match s.state {
+                MState::Pre | MState::Waiting => s.seen + w,
+                MState::Active => (s.seen + a).min(s.admitted.unwrap() + m),
+                MState::Ended(_) => continue,
+            };
+            if deadline <= self.now {
+                self.end(i, ExpiredReason::Timeout);
+            }
+        }
+    }
+
+    fn draw(&mut self) {
+        if !self.open() || self.prequeue.is_empty() {
+            return;
+        }
+        let seed = draw_seed("model-room", self.config.opens_at_ms.unwrap_or(self.now));
+        let mut drawn = std::mem::take(&mut self.prequeue);
+        drawn.sort_by_key(|id| (draw_ticket(seed, &id.0), *id));
+        for id in drawn {
+            let i = self.find(&id).unwrap();
+            self.sessions[i].state = MState::Waiting;
+            self.sessions[i].line_seq = Some(self.next_line_seq);
+            self.next_line_seq += 1;
+            self.line.push(id);
+        }
+    }
+
+    fn advance(&mut self, ts: u64) {
+        self.now = self.now.max(ts);
+        if self.exists {
+            self.expire();
+            if let Some(b) = &mut self.bucket {
+                let cap = b.cap();
+                b.units = (b.units + (self.now - b.last) * b.apm).min(cap);
+                b.last = self.now;
+            }
+            self.draw();
+            self.admit();
+        }
+        let now = self.now;
+        self.sessions.retain(|s| {
+            !matches!(s.state, MState::Ended(_)) || s.seen + SESSION_RETENTION_MS > now
+        });
+        self.recent
+            .retain(|(at, _)| at + RECORD_DEDUP_WINDOW_MS > now);
+    }
+
+    fn admit(&mut self) {
+        if !self.exists || self.config.paused || !self.open() {
+            return;
+        }
+        while self.active() < u64::from(self.config.capacity) && !self.line.is_empty() {
+            if let Some(b) = &mut self.bucket {
+                if b.units < 60_000 {
+                    break;
+                }
+                b.units -= 60_000;
+            }
+            let id = self.line.remove(0);
+            let i = self.find(&id).unwrap();
+            let s = &mut self.sessions[i];
+            s.state = MState::Active;
+            s.admitted = Some(self.now);
+            s.seen = self.now;
+            self.admitted_total += 1;
+            self.admissions.push(self.now);
+        }
+    }
+
+    /// Every instant at which something becomes due: expiries, forgetting, the opening, the
+    /// next token.
+    fn deadlines(&self) -> Vec<u64> {
+        let c = &self.config;
+        let mut due: Vec<u64> = self
+            .sessions
+            .iter()
+            .flat_map(|s| match s.state {
+                MState::Pre | MState::Waiting => {
+                    vec![s.seen + u64::from(c.waiting_idle_timeout_seconds) * 1000]
+                }
+                MState::Active => vec![
+                    s.seen + u64::from(c.active_idle_timeout_seconds) * 1000,
+                    s.admitted.unwrap() + u64::from(c.max_active_seconds) * 1000,
+                ],
+                MState::Ended(_) => vec![s.seen + SESSION_RETENTION_MS],
+            })
+            .collect();
+        due.extend(c.opens_at_ms);
+        if let Some(b) = &self.bucket
+            && b.units < 60_000
+        {
+            due.push(b.last + (60_000 - b.units).div_ceil(b.apm));
+        }
+        due
+    }
+
+    fn has_token(&self) -> bool {
+        self.bucket.as_ref().is_none_or(|b| b.units >= 60_000)
+    }
+
+    fn apply(&mut self, record: &Record, ts: u64) {
+        self.history.push((record.clone(), ts));
+        self.advance(ts);
+        if self.recent.iter().any(|(_, id)| *id == record.id) {
+            return;
+        }
+        let accepted = match &record.command {
+            Command::ConfigureRoom(config) => {
+                let valid = config.validate().is_ok();
+                if valid {
+                    if !self.exists {
+                        self.exists = true;
+                        self.created_at = self.now;
+                        self.admitted_total = 0;
+                        self.expired_total = [0; 5];
+                        self.admissions.clear();
+                        self.freed.clear();
+                        self.bucket = None;
+                    }
+                    self.bucket = match (config.admit_per_minute, self.bucket.take()) {
+                        (None, _) => None,
+                        (Some(apm), Some(mut b)) => {
+                            b.apm = apm.into();
+                            b.units = b.units.min(b.cap());
+                            Some(b)
+                        }
+                        (Some(apm), None) => {
+                            let mut b = MBucket {
+                                apm: apm.into(),
+                                units: 0,
+                                last: self.now,
+                            };
+                            b.units = b.cap();
+                            Some(b)
+                        }
+                    };
+                    self.config = config.clone();
+                    self.expire();
+                    self.draw();
+                }
+                valid
+            }
+            Command::CloseRoom => {
+                if self.exists {
+                    for i in 0..self.sessions.len() {
+                        if !matches!(self.sessions[i].state, MState::Ended(_)) {
+                            self.end(i, ExpiredReason::Closed);
+                        }
+                    }
+                    self.sessions.iter_mut().for_each(|s| s.key = None);
+                    self.exists = false;
+                    self.bucket = None;
+                }
+                true
+            }
+            Command::Join {
+                session,
+                idempotency_key,
+            } => {
+                let waiting = self.line.len() + self.prequeue.len();
+                let replay = idempotency_key
+                    .as_ref()
+                    .is_some_and(|k| self.sessions.iter().any(|s| s.key.as_ref() == Some(k)));
+                let known = self.find(session).is_some();
+                let full = self.config.max_waiting.is_some_and(|m| waiting as u32 >= m);
+                if self.exists && !known && !replay && !full {
+                    let open = self.open();
+                    let line_seq = open.then(|| {
+                        self.next_line_seq += 1;
+                        self.next_line_seq - 1
+                    });
+                    self.sessions.push(MSession {
+                        id: *session,
+                        state: if open { MState::Waiting } else { MState::Pre },
+                        joined: self.now,
+                        seen: self.now,
+                        admitted: None,
+                        key: idempotency_key.clone(),
+                        line_seq,
+                    });
+                    self.all_ids.push(*session);
+                    if open {
+                        self.line.push(*session);
+                    } else {
+                        self.prequeue.push(*session);
+                    }
+                }
+                known || replay || (self.exists && !full)
+            }
+            Command::Heartbeat { sessions } => {
+                for id in sessions {
+                    if let Some(i) = self.find(id)
+                        && !matches!(self.sessions[i].state, MState::Ended(_))
+                    {
+                        self.sessions[i].seen = self.now;
+                    }
+                }
+                true
+            }
+            Command::Leave { session, reason } => match self.find(session) {
+                None => false,
+                Some(i) => match (self.sessions[i].state, reason) {
+                    (MState::Ended(_), _) => true,
+                    (MState::Active, LeaveReason::Completed) => {
+                        self.end(i, ExpiredReason::Completed);
+                        true
+                    }
+                    (_, LeaveReason::Completed) => false,
+                    (_, LeaveReason::Left) => {
+                        self.end(i, ExpiredReason::Left);
+                        true
+                    }
+                },
+            },
+            Command::Evict { session } => match self.find(session) {
+                None => false,
+                Some(i) => {
+                    if !matches!(self.sessions[i].state, MState::Ended(_)) {
+                        self.end(i, ExpiredReason::Evicted);
+                    }
+                    true
+                }
+            },
+            Command::Tick => true,
+        };
+        let remembered = matches!(
+            record.command,
+            Command::ConfigureRoom(_) | Command::CloseRoom | Command::Heartbeat { .. }
+        );
+        if remembered || !accepted {
+            self.recent.push((self.now, record.id));
+        }
+        self.admit();
+    }
+
+    fn recent_count(events: &[u64], now: u64, window: u64, since: u64) -> (u64, u64) {
+        let newest = now / RATE_BUCKET_MS;
+        let oldest = (newest + 1).saturating_sub(window.div_ceil(RATE_BUCKET_MS));
+        let count = events
+            .iter()
+            .filter(|&&t| (oldest..=newest).contains(&(t / RATE_BUCKET_MS)))
+            .count() as u64;
+        (count, now - (oldest * RATE_BUCKET_MS).max(since))
+    }
+
+    fn eta(&self, position: u64) -> Option<u64> {
+        if !self.exists || self.config.paused || !self.open() {
+            return None;
+        }
+        let by_rate = self
+            .bucket
+            .as_ref()
+            .map(|b| (position + 1) * 60_000 / b.apm);
+        if self.active() < u64::from(self.config.capacity) {
+            return by_rate.map(|ms| ms.div_ceil(1000));
+        }
+        let (freed, span) =
+            Self::recent_count(&self.freed, self.now, ETA_WINDOW_MS, self.created_at);
+        if freed == 0 {
+            return None;
+        }
+        Some(
+            ((position + 1) * span.max(1) / freed)
+                .max(by_rate.unwrap_or(0))
+                .div_ceil(1000),
+        )
+    }
+
+    fn view(&self, id: &SessionId) -> Option<SessionView> {
+        let s = &self.sessions[self.find(id)?];
+        let c = &self.config;
+        let waiting_count = (self.line.len() + self.prequeue.len()) as u64;
+        let position = self.line.iter().position(|x| x == id).map(|p| p as u64);
+        let waiting_deadline = s.seen + u64::from(c.waiting_idle_timeout_seconds) * 1000;
+        let (status, expires, reason) = match s.state {
+            MState::Pre | MState::Waiting => (Status::Waiting, Some(waiting_deadline), None),
+            MState::Active => (
+                Status::Active,
+                Some(
+                    (s.seen + u64::from(c.active_idle_timeout_seconds) * 1000)
+                        .min(s.admitted.unwrap() + u64::from(c.max_active_seconds) * 1000),
+                ),
+                None,
+            ),
+            MState::Ended(r) => (Status::Expired, None, Some(r)),
+        };
+        Some(SessionView {
+            session: *id,
+            status,
+            position,
+            waiting_count,
+            estimated_wait_seconds: position.and_then(|p| self.eta(p)),
+            prequeue: s.state == MState::Pre,
+            opens_at_ms: c.opens_at_ms,
+            joined_at_ms: s.joined,
+            admitted_at_ms: s.admitted,
+            expires_at_ms: expires,
+            last_seen_ms: (!matches!(s.state, MState::Ended(_))).then_some(s.seen),
+            heartbeat_interval_seconds: c.heartbeat_interval_seconds,
+            target_url: if s.state == MState::Active {
+                c.target_url.clone()
+            } else {
+                None
+            },
+            expired_reason: reason,
+        })
+    }
+
+    fn stats(&self) -> RoomStats {
+        let oldest = self
+            .line
+            .first()
+            .or(self.prequeue.first())
+            .map(|id| self.sessions[self.find(id).unwrap()].joined);
+        RoomStats {
+            waiting_count: (self.line.len() + self.prequeue.len()) as u64,
+            active_count: self.active(),
+            admitted_total: self.admitted_total,
+            expired_total: ExpiredTotals(self.expired_total),
+            admissions_per_minute: Self::recent_count(&self.admissions, self.now, 60_000, 0).0,
+            oldest_waiting_seconds: oldest.map_or(0, |j| (self.now - j) / 1000),
+            remembered_ended_count: self
+                .sessions
+                .iter()
+                .filter(|s| matches!(s.state, MState::Ended(_)))
+                .count() as u64,
+        }
+    }
+}
+
+/// One step: a record, its log timestamp, and whether replica B gets it twice.
+#[derive(Clone, Debug)]
+struct Step {
+    record: Record,
+    timestamp_ms: u64,
+    duplicate_to_b: bool,
+}
+
+struct RoomModel;
+
+fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
+    (
+        (1u32..=4, prop::option::weighted(0.3, 1u32..=240)),
+        (2u32..=30, 2u32..=40, 5u32..=90),
+        prop::option::weighted(0.3, 0u64..40_000),
+        prop::option::weighted(0.2, 1u32..=6),
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(
+            move |((capacity, apm), (wait, idle, max), opens, max_waiting, paused, invalid)| {
+                RoomConfig {
+                    // Now and then an invalid configuration, which must change nothing.
+                    capacity: if invalid { 0 } else { capacity },
+                    admit_per_minute: apm,
+                    active_idle_timeout_seconds: idle,
+                    max_active_seconds: max,
+                    waiting_idle_timeout_seconds: wait,
+                    heartbeat_interval_seconds: 1,
+                    opens_at_ms: opens.map(|o| now + o - 5_000.min(o)),
+                    max_waiting,
+                    paused,
+                    target_url: Some("https://tickets.example.com/select".into()),
+                }
+            },
+        )
+}
+
+impl ReferenceStateMachine for RoomModel {
+    type State = Model;
+    type Transition = Step;
+
+    fn init_state() -> BoxedStrategy<Model> {
+        Just(Model::new()).boxed()
+    }
+
+    fn transitions(state: &Model) -> BoxedStrategy<Step> {
+        let now = state.now.max(T0);
+        let known: Vec<SessionId> = if state.all_ids.is_empty() {
+            vec![SessionId::from_u128(u128::MAX)]
+        } else {
+            state.all_ids.clone()
+        };
+        let pick = prop::sample::select(known);
+        let history = state.history.clone();
+        let next_id = state.next_id;
+        let command = prop_oneof![
+            2 => config_strategy(now).prop_map(Command::ConfigureRoom),
+            1 => Just(Command::CloseRoom),
+            10 => prop::option::weighted(0.3, 0u8..4).prop_map(move |key| Command::Join {
+                session: SessionId::from_u128(next_id),
+                idempotency_key: key.map(|k| IdempotencyKey::new(format!("key-{k}")).unwrap()),
+            }),
+            1 => pick.clone().prop_map(|session| Command::Join { session, idempotency_key: None }),
+            6 => prop::collection::vec(pick.clone(), 1..6)
+                .prop_map(|sessions| Command::Heartbeat { sessions }),
+            4 => (pick.clone(), prop::bool::ANY).prop_map(|(session, done)| Command::Leave {
+                session,
+                reason: if done { LeaveReason::Completed } else { LeaveReason::Left },
+            }),
+            1 => pick.prop_map(|session| Command::Evict { session }),
+            4 => Just(Command::Tick),
+        ];
+        let record = (command, prop::bool::weighted(0.08)).prop_map(move |(command, redo)| {
+            match (redo, history.last()) {
+                // Now and then a record already in the log, delivered again later.
+                (true, Some((old, _))) => old.clone(),
+                _ => Record::new(RecordId::from_u128(next_id), room_id(), command),
+            }
+        });
+        // Instants where something is due, to land exactly on them (and one ms before).
+        let mut due = state.deadlines();
+        due.retain(|&at| at > now);
+        due.push(now + 1);
+        let dt = prop_oneof![
+            6 => 0u64..1_500,
+            3 => 1_500u64..20_000,
+            1 => 20_000u64..(2 * SESSION_RETENTION_MS),
+            // A timestamp behind the room's clock: time must not go back.
+            1 => Just(u64::MAX),
+            3 => (prop::sample::select(due), prop::bool::ANY)
+                .prop_map(move |(at, early)| at - now - u64::from(early)),
+        ];
+        (record, dt, prop::bool::weighted(0.2))
+            .prop_map(move |(record, dt, duplicate_to_b)| Step {
+                record,
+                timestamp_ms: if dt == u64::MAX {
+                    now - 3_000
+                } else {
+                    now + dt
+                },
+                duplicate_to_b,
+            })
+            .boxed()
+    }
+
+    fn apply(mut state: Model, step: &Step) -> Model {
+        state.next_id += 1;
+        state.apply(&step.record, step.timestamp_ms);
+        state
+    }
+}
+
+struct Replicas {
+    a: Room,
+    b: Room,
+    /// Views and stats after the previous step, for invariants over a step.
+    previous: BTreeMap<SessionId, SessionView>,
+    previous_stats: RoomStats,
+    previous_digest: [u8; 16],
+    previous_capacity: u32,
+}
+
+fn views(room: &Room, ids: &[SessionId]) -> BTreeMap<SessionId, SessionView> {
+    ids.iter()
+        .filter_map(|id| room.view(id).map(|v| (*id, v)))
+        .collect()
+}
+
+impl StateMachineTest for RoomModel {
+    type SystemUnderTest = Replicas;
+    type Reference = RoomModel;
+
+    fn init_test(_: &Model) -> Replicas {
+        let a = Room::new(room_id());
+        Replicas {
+            b: a.clone(),
+            previous: BTreeMap::new(),
+            previous_stats: a.stats(),
+            previous_digest: a.digest(),
+            previous_capacity: 1,
+            a,
+        }
+    }
+
+    fn apply(mut sut: Replicas, model: &Model, step: Step) -> Replicas {
+        let before_admitted = sut.a.stats().admitted_total;
+        let before_active = sut.a.active_count();
+        let outcome_a = sut.a.apply(&step.record, step.timestamp_ms);
+        let outcome_b = sut.b.apply(&step.record, step.timestamp_ms);
+        let outcome_b2 = step
+            .duplicate_to_b
+            .then(|| sut.b.apply(&step.record, step.timestamp_ms));
+        let outcomes = format!("{step:?}: A {outcome_a:?}, B {outcome_b:?} then {outcome_b2:?}");
+        let room = &sut.a;
+        let now_views = views(room, &model.all_ids);
+        let stats = room.stats();
+
+        // The real state machine agrees with the model on everything observable.
+        for id in &model.all_ids {
+            assert_eq!(room.view(id), model.view(id), "view of {id:?}");
+        }
+        assert_eq!(stats, model.stats(), "stats");
+        assert_eq!(room.now_ms(), model.now, "clock");
+        assert_eq!(room.exists(), model.exists);
+
+        // 1. active ≤ capacity. Only a capacity decrease can leave more active than capacity,
+        //    and then nobody is admitted until it holds again: a step that did not change the
+        //    configuration admits nobody while over capacity, and a step that lowered it ends
+        //    with no more active than the old capacity allowed.
+        if let Some(config) = room.config() {
+            let capacity = u64::from(config.capacity);
+            if room.active_count() > capacity {
+                let reconfigured = matches!(step.record.command, Command::ConfigureRoom(_))
+                    && outcome_a != Outcome::Duplicate;
+                assert!(
+                    reconfigured || stats.admitted_total == before_admitted,
+                    "admitted while over capacity"
+                );
+                assert!(room.active_count() <= before_active.max(sut.previous_capacity.into()));
+            }
+            sut.previous_capacity = config.capacity;
+        }
+
+        // 2. Nobody admitted while a live session ahead of them still waits.
+        let newly_active: Vec<&MSession> = model
+            .sessions
+            .iter()
+            .filter(|s| {
+                s.state == MState::Active
+                    && sut
+                        .previous
+                        .get(&s.id)
+                        .is_none_or(|v| v.status != Status::Active)
+            })
+            .collect();
+        for waiting in model.sessions.iter().filter(|s| s.state == MState::Waiting) {
+            for admitted in &newly_active {
+                assert!(
+                    waiting.line_seq > admitted.line_seq,
+                    "{:?} admitted while {:?} waited ahead",
+                    admitted.id,
+                    waiting.id
+                );
+            }
+        }
+
+        // 3. No idle slot.
+        if let Some(config) = room.config() {
+            let someone_next = now_views.values().any(|v| v.position == Some(0));
+            let admission_allowed = !config.paused
+                && config.opens_at_ms.is_none_or(|at| room.now_ms() >= at)
+                && model.has_token();
+            assert!(
+                !(someone_next
+                    && admission_allowed
+                    && room.active_count() < config.capacity.into()),
+                "a slot is idle while someone waits"
+            );
+        }
+
+        // 4. One state per session; counts are sums over sessions.
+        let count = |status| now_views.values().filter(|v| v.status == status).count() as u64;
+        assert_eq!(stats.waiting_count, count(Status::Waiting));
+        assert_eq!(stats.active_count, count(Status::Active));
+        assert_eq!(stats.remembered_ended_count, count(Status::Expired));
+        for view in now_views.values() {
+            assert_eq!(
+                view.position.is_some(),
+                view.status == Status::Waiting && !view.prequeue
+            );
+            assert_eq!(
+                view.expired_reason.is_some(),
+                view.status == Status::Expired
+            );
+            assert_eq!(view.expires_at_ms.is_some(), view.status != Status::Expired);
+        }
+        let mut positions: Vec<u64> = now_views.values().filter_map(|v| v.position).collect();
+        positions.sort_unstable();
+        assert!(
+            positions.iter().enumerate().all(|(i, &p)| p == i as u64),
+            "positions 0..n"
+        );
+
+        // 5. Positions never increase.
+        for (id, view) in &now_views {
+            if let (Some(now), Some(before)) =
+                (view.position, sut.previous.get(id).and_then(|v| v.position))
+            {
+                assert!(now <= before, "{id:?} moved back from {before} to {now}");
+            }
+        }
+
+        // 6. Determinism, and the digest reflects every observable change.
+        let digest = room.digest();
+        assert_eq!(
+            views(&sut.b, &model.all_ids),
+            now_views,
+            "replica B's views diverged: {outcomes}"
+        );
+        assert_eq!(sut.b.stats(), stats, "replica B's stats diverged");
+        assert_eq!(digest, sut.b.digest(), "replicas diverged");
+        if now_views != sut.previous || stats != sut.previous_stats {
+            assert_ne!(
+                digest, sut.previous_digest,
+                "state changed but the digest did not"
+            );
+        }
+        sut.previous = now_views;
+        sut.previous_stats = stats;
+        sut.previous_digest = digest;
+        sut
+    }
+
+    fn teardown(sut: Replicas, model: Model) {
+        // A replica that replays the whole log from scratch reaches the same state.
+        let mut replay = Room::new(room_id());
+        for (record, ts) in &model.history {
+            replay.apply(record, *ts);
+        }
+        assert_eq!(
+            replay.digest(),
+            sut.a.digest(),
+            "replay from scratch diverged"
+        );
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(Config {
+        cases: 1000,
+        max_shrink_iters: 20_000,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        .. Config::default()
+    })]
+
+    #[test]
+    fn room_matches_model(sequential 1..120 => RoomModel);
+}

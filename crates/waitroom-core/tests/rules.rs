@@ -1,0 +1,627 @@
+//! Each rule of the state machine on a hand-written timeline.
+
+use waitroom_core::limits::{RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS};
+use waitroom_core::*;
+
+const T0: u64 = 1_800_000_000_000;
+const SECOND: u64 = 1000;
+
+struct Timeline {
+    room: Room,
+    next_id: u128,
+}
+
+impl Timeline {
+    fn new(config: RoomConfig) -> Self {
+        let mut timeline = Self {
+            room: Room::new(RoomId::new("rules").unwrap()),
+            next_id: 1,
+        };
+        let outcome = timeline.at(T0, Command::ConfigureRoom(config));
+        assert_eq!(outcome, Outcome::Configured { created: true });
+        timeline
+    }
+
+    fn record(&mut self, command: Command) -> Record {
+        self.next_id += 1;
+        Record::new(
+            RecordId::from_u128(self.next_id),
+            self.room.id().clone(),
+            command,
+        )
+    }
+
+    fn at(&mut self, ts: u64, command: Command) -> Outcome {
+        let record = self.record(command);
+        self.room.apply(&record, ts)
+    }
+
+    fn join(&mut self, ts: u64, n: u128) -> SessionId {
+        let session = SessionId::from_u128(n);
+        let outcome = self.at(
+            ts,
+            Command::Join {
+                session,
+                idempotency_key: None,
+            },
+        );
+        assert_eq!(outcome, Outcome::Joined { session });
+        session
+    }
+
+    fn view(&self, session: SessionId) -> SessionView {
+        self.room.view(&session).expect("session is remembered")
+    }
+
+    fn status(&self, session: SessionId) -> Status {
+        self.view(session).status
+    }
+
+    fn complete(&mut self, ts: u64, session: SessionId) -> Outcome {
+        self.at(
+            ts,
+            Command::Leave {
+                session,
+                reason: LeaveReason::Completed,
+            },
+        )
+    }
+
+    fn heartbeat(&mut self, ts: u64, sessions: &[SessionId]) -> Outcome {
+        self.at(
+            ts,
+            Command::Heartbeat {
+                sessions: sessions.to_vec(),
+            },
+        )
+    }
+}
+
+/// Long timeouts, so that only the timeouts a test sets itself expire anything.
+fn config(capacity: u32) -> RoomConfig {
+    RoomConfig {
+        active_idle_timeout_seconds: 3600,
+        max_active_seconds: 7200,
+        waiting_idle_timeout_seconds: 3600,
+        ..RoomConfig::with_capacity(capacity)
+    }
+}
+
+/// The API's defaults: waiting idle 120 s, active idle 60 s, at most 600 s active.
+fn default_config(capacity: u32) -> RoomConfig {
+    RoomConfig::with_capacity(capacity)
+}
+
+#[test]
+fn capacity_then_first_come_first_served() {
+    let mut t = Timeline::new(config(2));
+    let s: Vec<SessionId> = (1..=5).map(|n| t.join(T0 + n as u64, n)).collect();
+    assert_eq!(t.status(s[0]), Status::Active);
+    assert_eq!(t.status(s[1]), Status::Active);
+    for (i, &session) in s[2..].iter().enumerate() {
+        let view = t.view(session);
+        assert_eq!(
+            (view.status, view.position, view.waiting_count),
+            (Status::Waiting, Some(i as u64), 3)
+        );
+    }
+    assert_eq!(t.complete(T0 + 10, s[0]), Outcome::Ended { session: s[0] });
+    let done = t.view(s[0]);
+    assert_eq!(
+        (done.status, done.expired_reason),
+        (Status::Expired, Some(ExpiredReason::Completed))
+    );
+    // The slot went to the head of the line at once, and everyone moved up.
+    let admitted = t.view(s[2]);
+    assert_eq!(
+        (admitted.status, admitted.admitted_at_ms),
+        (Status::Active, Some(T0 + 10))
+    );
+    assert_eq!(admitted.target_url, None);
+    assert_eq!(t.view(s[3]).position, Some(0));
+    assert_eq!(t.view(s[4]).position, Some(1));
+    // Leaving from the middle of the line moves only those behind.
+    t.at(
+        T0 + 11,
+        Command::Leave {
+            session: s[3],
+            reason: LeaveReason::Left,
+        },
+    );
+    assert_eq!(t.view(s[3]).expired_reason, Some(ExpiredReason::Left));
+    assert_eq!(t.view(s[4]).position, Some(0));
+    let stats = t.room.stats();
+    assert_eq!(
+        (
+            stats.waiting_count,
+            stats.active_count,
+            stats.admitted_total
+        ),
+        (1, 2, 3)
+    );
+    assert_eq!(stats.expired_total.get(ExpiredReason::Completed), 1);
+    assert_eq!(stats.expired_total.get(ExpiredReason::Left), 1);
+}
+
+#[test]
+fn waiting_expiry_at_exactly_the_deadline() {
+    // Waiting idle timeout 120 s; the room is full so the session waits.
+    let mut t = Timeline::new(RoomConfig {
+        waiting_idle_timeout_seconds: 120,
+        ..config(1)
+    });
+    t.join(T0, 1);
+    let waiting = t.join(T0, 2);
+    assert_eq!(t.view(waiting).expires_at_ms, Some(T0 + 120 * SECOND));
+    t.at(T0 + 120 * SECOND - 1, Command::Tick);
+    assert_eq!(t.status(waiting), Status::Waiting);
+    t.at(T0 + 120 * SECOND, Command::Tick);
+    let view = t.view(waiting);
+    assert_eq!(
+        (view.status, view.expired_reason),
+        (Status::Expired, Some(ExpiredReason::Timeout))
+    );
+    assert_eq!(view.expires_at_ms, None);
+}
+
+#[test]
+fn heartbeat_at_the_deadline_is_too_late_one_ms_before_is_not() {
+    let mut t = Timeline::new(RoomConfig {
+        waiting_idle_timeout_seconds: 120,
+        ..config(1)
+    });
+    t.join(T0, 1);
+    let a = t.join(T0, 2);
+    let b = t.join(T0, 3);
+    assert_eq!(
+        t.heartbeat(T0 + 120 * SECOND - 1, &[a]),
+        Outcome::Heartbeat { refreshed: 1 }
+    );
+    assert_eq!(t.view(a).expires_at_ms, Some(T0 + 240 * SECOND - 1));
+    assert_eq!(
+        t.heartbeat(T0 + 120 * SECOND, &[b]),
+        Outcome::Heartbeat { refreshed: 0 }
+    );
+    assert_eq!(t.status(a), Status::Waiting);
+    assert_eq!(t.view(b).expired_reason, Some(ExpiredReason::Timeout));
+}
+
+#[test]
+fn active_idle_timeout_and_max_active() {
+    let mut c = default_config(1);
+    c.max_active_seconds = 150;
+    let mut t = Timeline::new(c);
+    let s = t.join(T0, 1);
+    // The idle clock starts at admission.
+    assert_eq!(t.view(s).expires_at_ms, Some(T0 + 60 * SECOND));
+    // Heartbeats restart it, but never beyond admission + maxActiveSeconds.
+    t.heartbeat(T0 + 59 * SECOND, &[s]);
+    assert_eq!(t.view(s).expires_at_ms, Some(T0 + 119 * SECOND));
+    t.heartbeat(T0 + 118 * SECOND, &[s]);
+    assert_eq!(t.view(s).expires_at_ms, Some(T0 + 150 * SECOND));
+    t.at(T0 + 150 * SECOND - 1, Command::Tick);
+    assert_eq!(t.status(s), Status::Active);
+    t.at(T0 + 150 * SECOND, Command::Tick);
+    assert_eq!(t.view(s).expired_reason, Some(ExpiredReason::Timeout));
+
+    // Without heartbeats an admitted session loses its slot after exactly the idle timeout,
+    // and the slot goes to the next in line in the same step.
+    let mut t = Timeline::new(default_config(1));
+    let first = t.join(T0, 1);
+    let second = t.join(T0, 2);
+    t.heartbeat(T0 + 59 * SECOND, &[second]);
+    t.at(T0 + 60 * SECOND, Command::Tick);
+    assert_eq!(t.view(first).expired_reason, Some(ExpiredReason::Timeout));
+    assert_eq!(t.view(second).admitted_at_ms, Some(T0 + 60 * SECOND));
+}
+
+#[test]
+fn rate_limit_burst_then_steady() {
+    // 120 per minute: a burst of 2, then one every 500 ms.
+    let mut c = config(100);
+    c.admit_per_minute = Some(120);
+    let mut t = Timeline::new(c);
+    let s: Vec<SessionId> = (1..=6).map(|n| t.join(T0, n)).collect();
+    let active = |t: &Timeline| t.room.active_count();
+    assert_eq!(active(&t), 2);
+    assert_eq!(t.view(s[2]).position, Some(0));
+    // Free slots, so only the rate limit binds: 1 admission per 500 ms → ETA 1 s for position 1.
+    assert_eq!(t.view(s[3]).estimated_wait_seconds, Some(1));
+    t.at(T0 + 499, Command::Tick);
+    assert_eq!(active(&t), 2);
+    t.at(T0 + 500, Command::Tick);
+    assert_eq!(active(&t), 3);
+    t.at(T0 + 1_000, Command::Tick);
+    assert_eq!(active(&t), 4);
+    // A long quiet spell refills only the burst.
+    t.at(T0 + 60_000, Command::Tick);
+    assert_eq!(active(&t), 6);
+    let more: Vec<SessionId> = (10..=13).map(|n| t.join(T0 + 600_000, n)).collect();
+    assert_eq!(active(&t), 8);
+    assert_eq!(t.status(more[2]), Status::Waiting);
+}
+
+#[test]
+fn prequeue_draw_is_identical_on_replicas_and_ahead_of_later_joins() {
+    let opens = T0 + 60 * SECOND;
+    let mut c = config(1);
+    c.opens_at_ms = Some(opens);
+    c.waiting_idle_timeout_seconds = 600;
+    let mut a = Timeline::new(c.clone());
+    let early: Vec<SessionId> = (1..=50).map(|n| a.join(T0 + n as u64, n)).collect();
+    for &s in &early {
+        let view = a.view(s);
+        assert_eq!(
+            (view.status, view.prequeue, view.position),
+            (Status::Waiting, true, None)
+        );
+        assert_eq!(view.opens_at_ms, Some(opens));
+    }
+    assert_eq!(
+        a.room.active_count(),
+        0,
+        "nobody is admitted before opening"
+    );
+    // Replica B applies the same records.
+    let mut b = Timeline::new(c);
+    for n in 1..=50 {
+        b.join(T0 + n as u64, n);
+    }
+    // A join exactly at opening comes after the draw.
+    a.join(opens, 100);
+    b.join(opens, 100);
+    assert_eq!(a.room.digest(), b.room.digest());
+    let order = |t: &Timeline| -> Vec<SessionId> {
+        let mut placed: Vec<(u64, SessionId)> = early
+            .iter()
+            .filter_map(|&s| t.view(s).position.map(|p| (p, s)))
+            .collect();
+        placed.sort();
+        placed.into_iter().map(|(_, s)| s).collect()
+    };
+    let admitted = early
+        .iter()
+        .copied()
+        .find(|&s| a.status(s) == Status::Active)
+        .unwrap();
+    let drawn = order(&a);
+    assert_eq!(drawn, order(&b));
+    assert_eq!(drawn.len(), 49);
+    assert_ne!(
+        drawn,
+        early
+            .iter()
+            .copied()
+            .filter(|&s| s != admitted)
+            .collect::<Vec<_>>()
+    );
+    // Everyone from the pre-queue is ahead of the join at opening.
+    assert_eq!(a.view(SessionId::from_u128(100)).position, Some(49));
+    assert!(!a.view(SessionId::from_u128(100)).prequeue);
+}
+
+#[test]
+fn idempotency_key_replays_the_same_session() {
+    let mut t = Timeline::new(config(1));
+    let key = IdempotencyKey::new("page-load-7").unwrap();
+    let first = SessionId::from_u128(1);
+    let join = |session, key: &IdempotencyKey| Command::Join {
+        session,
+        idempotency_key: Some(key.clone()),
+    };
+    assert_eq!(
+        t.at(T0, join(first, &key)),
+        Outcome::Joined { session: first }
+    );
+    assert_eq!(
+        t.at(T0 + 5, join(SessionId::from_u128(2), &key)),
+        Outcome::Replayed { session: first }
+    );
+    assert!(t.room.view(&SessionId::from_u128(2)).is_none());
+    assert_eq!(t.room.waiting_count() + t.room.active_count(), 1);
+    // Another key is another place.
+    let other = IdempotencyKey::new("page-load-8").unwrap();
+    assert_eq!(
+        t.at(T0 + 6, join(SessionId::from_u128(3), &other)),
+        Outcome::Joined {
+            session: SessionId::from_u128(3)
+        }
+    );
+    // A room closed and created again is a new room: old keys do not replay into it.
+    t.at(T0 + 7, Command::CloseRoom);
+    t.at(T0 + 8, Command::ConfigureRoom(config(1)));
+    assert_eq!(
+        t.at(T0 + 9, join(SessionId::from_u128(4), &key)),
+        Outcome::Joined {
+            session: SessionId::from_u128(4)
+        }
+    );
+}
+
+#[test]
+fn lowering_capacity_below_active_evicts_nobody() {
+    let mut t = Timeline::new(config(3));
+    let s: Vec<SessionId> = (1..=5).map(|n| t.join(T0, n)).collect();
+    assert_eq!(t.room.active_count(), 3);
+    t.at(T0 + 1, Command::ConfigureRoom(config(1)));
+    assert_eq!(t.room.active_count(), 3, "no eviction");
+    t.complete(T0 + 2, s[0]);
+    assert_eq!(
+        t.room.active_count(),
+        2,
+        "no admission while above capacity"
+    );
+    t.complete(T0 + 3, s[1]);
+    assert_eq!(t.room.active_count(), 1, "none at capacity either");
+    assert_eq!(t.status(s[3]), Status::Waiting);
+    t.complete(T0 + 4, s[2]);
+    assert_eq!(t.room.active_count(), 1);
+    assert_eq!(
+        t.status(s[3]),
+        Status::Active,
+        "admission resumes below the new capacity"
+    );
+    // Raising capacity admits at once.
+    t.at(T0 + 5, Command::ConfigureRoom(config(10)));
+    assert_eq!(t.status(s[4]), Status::Active);
+}
+
+#[test]
+fn paused_room_admits_nobody_until_resumed() {
+    let mut c = config(2);
+    c.paused = true;
+    let mut t = Timeline::new(c.clone());
+    let s = t.join(T0, 1);
+    assert_eq!(t.status(s), Status::Waiting);
+    assert_eq!(t.view(s).estimated_wait_seconds, None);
+    c.paused = false;
+    t.at(T0 + 1, Command::ConfigureRoom(c));
+    assert_eq!(t.status(s), Status::Active);
+}
+
+#[test]
+fn max_waiting_refuses_joins() {
+    let mut c = config(1);
+    c.max_waiting = Some(2);
+    let mut t = Timeline::new(c);
+    t.join(T0, 1); // active
+    t.join(T0, 2);
+    t.join(T0, 3);
+    let refused = t.at(
+        T0,
+        Command::Join {
+            session: SessionId::from_u128(4),
+            idempotency_key: None,
+        },
+    );
+    assert_eq!(refused, Outcome::Rejected(Rejection::RoomFull));
+    assert!(t.room.view(&SessionId::from_u128(4)).is_none());
+}
+
+#[test]
+fn duplicates_change_nothing() {
+    let mut t = Timeline::new(config(1));
+    let a = t.join(T0, 1);
+    let b = t.join(T0, 2);
+    // The same join again: its session already exists.
+    let again = Command::Join {
+        session: b,
+        idempotency_key: None,
+    };
+    assert_eq!(t.at(T0 + 1, again), Outcome::Duplicate);
+    // The same heartbeat record delivered twice: the second does not extend the deadline.
+    let heartbeat = t.record(Command::Heartbeat { sessions: vec![b] });
+    assert_eq!(
+        t.room.apply(&heartbeat, T0 + 10 * SECOND),
+        Outcome::Heartbeat { refreshed: 1 }
+    );
+    let digest = t.room.digest();
+    assert_eq!(
+        t.room.apply(&heartbeat, T0 + 10 * SECOND),
+        Outcome::Duplicate
+    );
+    assert_eq!(t.room.digest(), digest);
+    assert_eq!(
+        t.room.apply(&heartbeat, T0 + 20 * SECOND),
+        Outcome::Duplicate
+    );
+    assert_eq!(t.view(b).expires_at_ms, Some(T0 + 3610 * SECOND));
+    // A stale or repeated tick changes nothing.
+    let digest = t.room.digest();
+    t.at(T0 + 5 * SECOND, Command::Tick);
+    t.at(T0 + 20 * SECOND, Command::Tick);
+    assert_eq!(t.room.digest(), digest);
+    // A configuration delivered again after a newer one does not roll it back.
+    let five = t.record(Command::ConfigureRoom(config(5)));
+    t.room.apply(&five, T0 + 21 * SECOND);
+    t.at(T0 + 22 * SECOND, Command::ConfigureRoom(config(1)));
+    assert_eq!(t.room.apply(&five, T0 + 23 * SECOND), Outcome::Duplicate);
+    assert_eq!(t.room.config().unwrap().capacity, 1);
+    // Leaving twice: the second finds the session ended.
+    t.at(
+        T0 + 24 * SECOND,
+        Command::Leave {
+            session: a,
+            reason: LeaveReason::Left,
+        },
+    );
+    assert_eq!(
+        t.at(
+            T0 + 25 * SECOND,
+            Command::Leave {
+                session: a,
+                reason: LeaveReason::Left
+            }
+        ),
+        Outcome::AlreadyEnded { session: a }
+    );
+    // A join refused while the room was full stays refused when delivered again later.
+    let mut c = config(1);
+    c.max_waiting = Some(1);
+    let mut t = Timeline::new(c);
+    let first = t.join(T0, 1);
+    t.join(T0, 2);
+    let refused = t.record(Command::Join {
+        session: SessionId::from_u128(3),
+        idempotency_key: None,
+    });
+    assert_eq!(
+        t.room.apply(&refused, T0),
+        Outcome::Rejected(Rejection::RoomFull)
+    );
+    t.complete(T0 + 1, first);
+    assert_eq!(t.room.apply(&refused, T0 + 2), Outcome::Duplicate);
+    assert!(t.room.view(&SessionId::from_u128(3)).is_none());
+    // Remembered ids are forgotten after the window.
+    assert_eq!(
+        t.room.apply(&refused, T0 + 2 + RECORD_DEDUP_WINDOW_MS),
+        Outcome::Joined {
+            session: SessionId::from_u128(3)
+        }
+    );
+}
+
+#[test]
+fn time_never_goes_back() {
+    let mut t = Timeline::new(config(1));
+    t.join(T0 + 10 * SECOND, 1);
+    let s = t.join(T0 + 10 * SECOND, 2);
+    // A record stamped earlier (another producer's clock, a clock step) applies at `now`.
+    t.heartbeat(T0, &[s]);
+    assert_eq!(t.room.now_ms(), T0 + 10 * SECOND);
+    assert_eq!(t.view(s).expires_at_ms, Some(T0 + 3610 * SECOND));
+}
+
+#[test]
+fn close_ends_everyone_and_forgets_the_room() {
+    let mut t = Timeline::new(config(1));
+    let a = t.join(T0, 1);
+    let b = t.join(T0, 2);
+    assert_eq!(
+        t.at(T0 + 1, Command::CloseRoom),
+        Outcome::Closed { ended: 2 }
+    );
+    assert!(!t.room.exists());
+    for s in [a, b] {
+        assert_eq!(t.view(s).expired_reason, Some(ExpiredReason::Closed));
+    }
+    let join = Command::Join {
+        session: SessionId::from_u128(3),
+        idempotency_key: None,
+    };
+    assert_eq!(
+        t.at(T0 + 2, join),
+        Outcome::Rejected(Rejection::UnknownRoom)
+    );
+    assert_eq!(
+        t.at(T0 + 3, Command::CloseRoom),
+        Outcome::Rejected(Rejection::UnknownRoom)
+    );
+    // Created afresh: fresh statistics, and the old sessions stay ended.
+    assert_eq!(
+        t.at(T0 + 4, Command::ConfigureRoom(config(1))),
+        Outcome::Configured { created: true }
+    );
+    assert_eq!(t.room.stats().expired_total.sum(), 0);
+    assert_eq!(t.status(a), Status::Expired);
+    let c = t.join(T0 + 5, 4);
+    assert_eq!(t.status(c), Status::Active);
+}
+
+#[test]
+fn ended_sessions_are_remembered_for_the_retention_period() {
+    let mut t = Timeline::new(config(1));
+    let s = t.join(T0, 1);
+    t.complete(T0 + 1, s);
+    t.at(T0 + 1 + 10 * 60 * SECOND, Command::Tick);
+    assert_eq!(
+        t.status(s),
+        Status::Expired,
+        "remembered for at least 10 minutes"
+    );
+    t.at(T0 + SESSION_RETENTION_MS, Command::Tick);
+    assert_eq!(t.status(s), Status::Expired);
+    t.at(T0 + 1 + SESSION_RETENTION_MS, Command::Tick);
+    assert!(
+        t.room.view(&s).is_none(),
+        "forgotten after the retention period"
+    );
+    assert_eq!(t.room.stats().remembered_ended_count, 0);
+    assert!(t.room.session_ids().next().is_none());
+}
+
+#[test]
+fn eta_from_freed_slots() {
+    let mut c = config(2);
+    c.waiting_idle_timeout_seconds = 3600;
+    c.active_idle_timeout_seconds = 3600;
+    c.max_active_seconds = 3600;
+    let mut t = Timeline::new(c);
+    let s: Vec<SessionId> = (1..=10).map(|n| t.join(T0, n)).collect();
+    // Full, and no slot has been freed yet: no estimate.
+    assert_eq!(t.view(s[2]).estimated_wait_seconds, None);
+    // Two slots freed in the first 60 s: one every 30 s.
+    t.complete(T0 + 30 * SECOND, s[0]);
+    t.complete(T0 + 60 * SECOND, s[1]);
+    let view = t.view(s[4]);
+    assert_eq!(view.position, Some(0));
+    // Position 0 needs one slot: 60 s / 2 freed = 30 s.
+    assert_eq!(view.estimated_wait_seconds, Some(30));
+    assert_eq!(t.view(s[9]).estimated_wait_seconds, Some(180));
+    // Pre-queue and ACTIVE sessions have no estimate.
+    assert_eq!(t.view(s[2]).estimated_wait_seconds, None);
+}
+
+#[test]
+fn records_for_another_room_are_refused() {
+    let mut t = Timeline::new(config(1));
+    let record = Record::new(
+        RecordId::from_u128(99),
+        RoomId::new("other").unwrap(),
+        Command::Tick,
+    );
+    assert_eq!(
+        t.room.apply(&record, T0),
+        Outcome::Rejected(Rejection::WrongRoom)
+    );
+}
+
+#[test]
+fn invalid_configuration_changes_nothing() {
+    let mut t = Timeline::new(config(3));
+    let digest = t.room.digest();
+    let outcome = t.at(T0, Command::ConfigureRoom(config(0)));
+    assert!(
+        matches!(outcome, Outcome::Rejected(Rejection::InvalidConfig(e)) if e.field == "capacity")
+    );
+    assert_eq!(t.room.config().unwrap().capacity, 3);
+    // Only the remembered record id differs.
+    assert_ne!(t.room.digest(), digest);
+    assert_eq!(t.room.stats(), Timeline::new(config(3)).room.stats());
+}
+
+#[test]
+fn completing_a_waiting_session_is_refused() {
+    let mut t = Timeline::new(config(1));
+    t.join(T0, 1);
+    let waiting = t.join(T0, 2);
+    assert_eq!(
+        t.complete(T0 + 1, waiting),
+        Outcome::Rejected(Rejection::NotActive)
+    );
+    assert_eq!(t.status(waiting), Status::Waiting);
+    let unknown = SessionId::from_u128(77);
+    assert_eq!(
+        t.complete(T0 + 1, unknown),
+        Outcome::Rejected(Rejection::UnknownSession)
+    );
+    assert_eq!(
+        t.at(T0 + 1, Command::Evict { session: unknown }),
+        Outcome::Rejected(Rejection::UnknownSession)
+    );
+    assert_eq!(
+        t.at(T0 + 1, Command::Evict { session: waiting }),
+        Outcome::Ended { session: waiting }
+    );
+    assert_eq!(t.view(waiting).expired_reason, Some(ExpiredReason::Evicted));
+}
