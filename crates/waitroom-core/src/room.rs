@@ -272,6 +272,16 @@ impl Room {
         self.exists.then_some(&self.config)
     }
 
+    /// The current configuration, or the last one after a close.
+    pub fn last_config(&self) -> &RoomConfig {
+        &self.config
+    }
+
+    /// The remembered session an idempotency key created, if any.
+    pub fn session_for_idempotency_key(&self, key: &IdempotencyKey) -> Option<SessionId> {
+        self.keys.get(key).map(|&i| self.slots[i as usize].id)
+    }
+
     /// Live sessions (waiting or active): the room needs ticks to expire them.
     pub fn has_live_sessions(&self) -> bool {
         self.waiting_idle.len + self.active_idle.len > 0

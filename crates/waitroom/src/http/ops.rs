@@ -1,0 +1,79 @@
+//! Operations: health, readiness, metrics, the JWKS.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use serde::Serialize;
+
+use super::problem::Problem;
+use super::{AppState, json_response};
+
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up")))]
+pub(crate) async fn healthz() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Readiness {
+    ready: bool,
+    caught_up: bool,
+    backend: String,
+    unavailable: Option<String>,
+}
+
+/// `GET /readyz`: `200` once this node caught up with its backend, `503` otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Caught up with the backend"),
+    (status = 503, description = "Replaying, or the backend is unreachable"),
+))]
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let progress = state.node.progress();
+    let ready = state.node.is_ready();
+    let body = Readiness {
+        ready,
+        caught_up: progress.caught_up,
+        backend: state.node.log().describe(),
+        unavailable: progress.unavailable,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus/OpenMetrics text")))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        tracing::error!(error = %e, "could not encode metrics");
+        return Problem::internal().into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /.well-known/jwks.json`: the public keys admission tokens are signed with.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "protected service", responses((status = 200, description = "RFC 7517 JWK Set (OKP, Ed25519)")))]
+pub(crate) async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        state.tokens.jwks_json().to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,55 @@
+//! The waiting page and its assets, compiled into the binary (no build step, no CDN).
+
+use axum::extract::Path;
+use axum::response::{IntoResponse, Response};
+use http::header;
+use waitroom_core::RoomId;
+
+use super::problem::Problem;
+
+const ROOM_HTML: &str = include_str!("../../assets/room.html");
+const ROOM_CSS: &str = include_str!("../../assets/room.css");
+const ROOM_JS: &str = include_str!("../../assets/room.js");
+const STRINGS_JS: &str = include_str!("../../assets/strings.js");
+
+/// No inline script or style anywhere in the page, so the policy can be strict.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// `GET /room/{roomId}`: the page a person sees (it reads the room id from its own URL).
+#[utoipa::path(get, path = "/room/{roomId}", tag = "client", params(("roomId" = String, Path)), responses(
+    (status = 200, description = "The waiting page (HTML)"),
+    (status = 400, description = "Malformed room id"),
+))]
+pub(crate) async fn room_page(Path(room): Path<String>) -> Result<Response, Problem> {
+    RoomId::new(room).map_err(|e| Problem::bad_request(e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        ROOM_HTML,
+    )
+        .into_response())
+}
+
+/// `GET /assets/{file}`: the page's script, styles and strings.
+pub(crate) async fn asset(Path(file): Path<String>) -> Result<Response, Problem> {
+    let (content_type, body) = match file.as_str() {
+        "room.css" => ("text/css; charset=utf-8", ROOM_CSS),
+        "room.js" => ("text/javascript; charset=utf-8", ROOM_JS),
+        "strings.js" => ("text/javascript; charset=utf-8", STRINGS_JS),
+        _ => return Err(Problem::not_found("no such asset")),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,495 @@
+//! Client endpoints: join, status, heartbeat, leave, complete; and the admin's evict.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use waitroom_core::{
+    Command, IdempotencyKey, LeaveReason, Outcome, Rejection, RoomId, SessionView, Status,
+};
+
+use super::api::{JoinRequest, SessionBody};
+use super::problem::Problem;
+use super::{AppState, bearer, json_body, json_response, require_admin};
+use crate::ids::{PathIdError, PublicSessionId};
+use crate::node::{RoomCell, WriteError};
+
+const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+fn parse_id(text: &str) -> Result<PublicSessionId, Problem> {
+    PublicSessionId::parse(text).map_err(|e| match e {
+        PathIdError::Malformed => {
+            Problem::bad_request("a session id is at most 128 characters of A-Z a-z 0-9 _ -")
+        }
+        PathIdError::Unknown => unknown_session(),
+    })
+}
+
+fn unknown_session() -> Problem {
+    let mut problem =
+        Problem::not_found("no such session (never issued, or forgotten after it ended)");
+    problem.kind = "unknown-session";
+    problem
+}
+
+fn unknown_room(room: &RoomId) -> Problem {
+    let mut problem = Problem::not_found(format!("no room {room} (never created, or closed)"));
+    problem.kind = "unknown-room";
+    problem
+}
+
+/// The session view as JSON, with a fresh admission token when ACTIVE.
+pub(crate) fn session_response(
+    state: &AppState,
+    status: StatusCode,
+    room: &RoomId,
+    id: &PublicSessionId,
+    view: SessionView,
+) -> Response {
+    let text = id.to_text();
+    let token = match (view.status, view.expires_at_ms) {
+        (Status::Active, Some(expires_at_ms)) => {
+            Some(state.tokens.issue(room.as_str(), &text, expires_at_ms))
+        }
+        _ => None,
+    };
+    let body = SessionBody::new(text, room.as_str(), view, token);
+    let mut response = json_response(status, &body);
+    if status == StatusCode::CREATED
+        && let Ok(location) = HeaderValue::from_str(&format!(
+            "/api/waiting-room/sessions/{}",
+            body.waiting_room_session_id
+        ))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The current view of `id` in `cell` (after a write); `404` if it was forgotten meanwhile.
+fn current(
+    state: &AppState,
+    cell: &RoomCell,
+    id: &PublicSessionId,
+    status: StatusCode,
+) -> Response {
+    match cell.state.read().view(&id.session) {
+        Some(view) => session_response(state, status, &cell.id, id, view),
+        None => unknown_session().into_response(),
+    }
+}
+
+async fn find(
+    state: &AppState,
+    id: &PublicSessionId,
+) -> Result<(Arc<RoomCell>, SessionView), Problem> {
+    state
+        .node
+        .find_session_caught_up(id)
+        .await?
+        .ok_or_else(unknown_session)
+}
+
+/// The client's address: the trusted header's first address if configured, else the peer.
+fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    if let Some(name) = &state.client_ip_header
+        && let Some(ip) = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    peer.map(|addr| addr.ip())
+}
+
+/// `POST /api/waiting-room/sessions`
+#[utoipa::path(
+    post, path = "/api/waiting-room/sessions", tag = "client",
+    request_body = JoinRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1..128 printable ASCII; the same key for the same room returns the same session")),
+    responses(
+        (status = 201, description = "A new place in line", body = SessionBody, headers(("Location" = String))),
+        (status = 200, description = "Idempotent replay: the session this key created", body = SessionBody),
+        (status = 400, description = "Malformed body, room id or key", body = super::problem::ProblemBody),
+        (status = 404, description = "Unknown room", body = super::problem::ProblemBody),
+        (status = 413, description = "Body over 4 KiB", body = super::problem::ProblemBody),
+        (status = 415, description = "Not JSON", body = super::problem::ProblemBody),
+        (status = 429, description = "Over the per-IP join rate (Retry-After)", body = super::problem::ProblemBody),
+        (status = 503, description = "Room full (maxWaiting) or backend unavailable (Retry-After)", body = super::problem::ProblemBody),
+    )
+)]
+pub(crate) async fn join(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let request: JoinRequest = json_body(&headers, &body)?;
+    let room_id =
+        RoomId::new(request.room_id).map_err(|e| Problem::bad_request(format!("roomId: {e}")))?;
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| IdempotencyKey::new(v).ok())
+                .ok_or_else(|| {
+                    Problem::bad_request("Idempotency-Key: 1 to 128 printable ASCII characters")
+                })?,
+        ),
+    };
+    if let Some(limit) = &state.join_rate_limit
+        && let Some(ip) = client_ip(
+            &state,
+            &headers,
+            peer.map(|Extension(ConnectInfo(addr))| addr),
+        )
+        && let Err(wait_s) = limit.check(ip)
+    {
+        state.node.metrics.join_rate_limited_total.inc();
+        let mut problem = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many joins from your address",
+            "retry after the time in Retry-After",
+        );
+        problem.retry_after_s = Some(wait_s);
+        return Err(problem);
+    }
+    let cell = state
+        .node
+        .existing_room_caught_up(&room_id)
+        .await?
+        .ok_or_else(|| unknown_room(&room_id))?;
+    // Answer from memory what the state machine would answer anyway: no record for a replay or
+    // for a room that is full.
+    {
+        let room = cell.state.read();
+        if let Some(key) = &key
+            && let Some(session) = room.session_for_idempotency_key(key)
+            && let Some(view) = room.view(&session)
+        {
+            drop(room);
+            let id = PublicSessionId::new(&room_id, session);
+            return Ok(session_response(
+                &state,
+                StatusCode::OK,
+                &room_id,
+                &id,
+                view,
+            ));
+        }
+        if let Some(max) = room.config().and_then(|c| c.max_waiting)
+            && room.waiting_count() >= u64::from(max)
+        {
+            return Err(Problem::room_full(format!(
+                "room {room_id} has {max} people waiting"
+            )));
+        }
+    }
+    let id = PublicSessionId::generate(&room_id);
+    let command = Command::Join {
+        session: id.session,
+        idempotency_key: key,
+    };
+    match state.node.write(&room_id, command).await {
+        Ok(Outcome::Joined { .. }) => Ok(current(&state, &cell, &id, StatusCode::CREATED)),
+        Ok(Outcome::Replayed { session }) => {
+            let id = PublicSessionId::new(&room_id, session);
+            Ok(current(&state, &cell, &id, StatusCode::OK))
+        }
+        Ok(Outcome::Rejected(Rejection::UnknownRoom)) => Err(unknown_room(&room_id)),
+        Ok(Outcome::Rejected(Rejection::RoomFull)) => {
+            Err(Problem::room_full(format!("room {room_id} is full")))
+        }
+        Ok(other) => {
+            tracing::error!(outcome = ?other, "unexpected outcome of a join");
+            Err(Problem::internal())
+        }
+        Err(error) => {
+            // The join may still land: take the place back so nobody holds an unknown place.
+            if !matches!(error, WriteError::Overloaded) {
+                compensate(&state, room_id, id);
+            }
+            Err(error.into())
+        }
+    }
+}
+
+/// Appends a `Leave` for a join whose answer was an error, in the background.
+fn compensate(state: &Arc<AppState>, room: RoomId, id: PublicSessionId) {
+    let node = state.node.clone();
+    tokio::spawn(async move {
+        let leave = Command::Leave {
+            session: id.session,
+            reason: LeaveReason::Left,
+        };
+        for attempt in 0..3u64 {
+            if node.write_unwaited(&room, leave.clone()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+        }
+        tracing::warn!(room = %room, "could not withdraw a failed join; it expires on its own");
+    });
+}
+
+/// `405` for a method the session resource does not have.
+fn method_not_allowed(allow: &'static str) -> Problem {
+    let mut problem = Problem::for_status(StatusCode::METHOD_NOT_ALLOWED);
+    problem.allow = Some(allow);
+    problem
+}
+
+/// Splits `{id}:{action}`.
+fn split_action(raw: &str) -> (&str, Option<&str>) {
+    match raw.split_once(':') {
+        Some((id, action)) => (id, Some(action)),
+        None => (raw, None),
+    }
+}
+
+/// `GET /api/waiting-room/sessions/{id}`
+#[utoipa::path(
+    get, path = "/api/waiting-room/sessions/{id}", tag = "client",
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 200, description = "The session view (changes nothing)", body = SessionBody),
+        (status = 400, description = "Malformed id", body = super::problem::ProblemBody),
+        (status = 404, description = "Never issued, or forgotten", body = super::problem::ProblemBody),
+        (status = 503, description = "This node could not catch up with its log in time", body = super::problem::ProblemBody),
+    )
+)]
+pub(crate) async fn get_session(
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+) -> Result<Response, Problem> {
+    if split_action(&raw).1.is_some() {
+        return Err(method_not_allowed("POST"));
+    }
+    let id = parse_id(&raw)?;
+    let (cell, view) = find(&state, &id).await?;
+    Ok(session_response(
+        &state,
+        StatusCode::OK,
+        &cell.id,
+        &id,
+        view,
+    ))
+}
+
+/// `DELETE /api/waiting-room/sessions/{id}`
+#[utoipa::path(
+    delete, path = "/api/waiting-room/sessions/{id}", tag = "client",
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 200, description = "Left (EXPIRED, reason `left`); idempotent", body = SessionBody),
+        (status = 400, description = "Malformed id", body = super::problem::ProblemBody),
+        (status = 404, description = "Unknown session", body = super::problem::ProblemBody),
+        (status = 503, description = "Backend unavailable", body = super::problem::ProblemBody),
+    )
+)]
+pub(crate) async fn leave(
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+) -> Result<Response, Problem> {
+    if split_action(&raw).1.is_some() {
+        return Err(method_not_allowed("POST"));
+    }
+    let id = parse_id(&raw)?;
+    let (cell, view) = find(&state, &id).await?;
+    if view.status == Status::Expired {
+        return Ok(session_response(
+            &state,
+            StatusCode::OK,
+            &cell.id,
+            &id,
+            view,
+        ));
+    }
+    end(
+        &state,
+        &cell,
+        &id,
+        Command::Leave {
+            session: id.session,
+            reason: LeaveReason::Left,
+        },
+    )
+    .await
+}
+
+/// Writes an ending command and answers with the view after it.
+async fn end(
+    state: &AppState,
+    cell: &RoomCell,
+    id: &PublicSessionId,
+    command: Command,
+) -> Result<Response, Problem> {
+    match state.node.write(&cell.id, command).await? {
+        Outcome::Ended { .. }
+        | Outcome::AlreadyEnded { .. }
+        | Outcome::Rejected(Rejection::NotActive) => Ok(current(state, cell, id, StatusCode::OK)),
+        Outcome::Rejected(Rejection::UnknownSession) => Err(unknown_session()),
+        other => {
+            tracing::error!(outcome = ?other, "unexpected outcome of an ending command");
+            Err(Problem::internal())
+        }
+    }
+}
+
+/// `POST /api/waiting-room/sessions/{id}:heartbeat`, `:complete`, `:evict`.
+pub(crate) async fn action(
+    State(state): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (raw_id, action) = split_action(&raw);
+    let Some(action) = action else {
+        return Err(method_not_allowed("GET, DELETE"));
+    };
+    match action {
+        "heartbeat" => heartbeat(state, raw_id).await,
+        "complete" => complete(state, raw_id, &headers).await,
+        "evict" => evict(state, raw_id, &headers).await,
+        _ => Err(Problem::not_found(format!(
+            "no action {action:?} (heartbeat, complete, evict)"
+        ))),
+    }
+}
+
+/// `POST /api/waiting-room/sessions/{id}:heartbeat`
+#[utoipa::path(
+    post, path = "/api/waiting-room/sessions/{id}:heartbeat", tag = "client",
+    params(("id" = String, Path, description = "The session id")),
+    responses(
+        (status = 200, description = "The view after the heartbeat took effect (EXPIRED sessions are unchanged)", body = SessionBody),
+        (status = 400, description = "Malformed id", body = super::problem::ProblemBody),
+        (status = 404, description = "Unknown session", body = super::problem::ProblemBody),
+        (status = 503, description = "Backend unavailable", body = super::problem::ProblemBody),
+    )
+)]
+pub(crate) async fn heartbeat(state: Arc<AppState>, raw_id: &str) -> Result<Response, Problem> {
+    let id = parse_id(raw_id)?;
+    let (cell, view) = find(&state, &id).await?;
+    let refresh_needed = {
+        let room = cell.state.read();
+        match (view.status, view.last_seen_ms, room.config()) {
+            (Status::Expired, ..) | (_, None, _) | (_, _, None) => false,
+            // A waiting session's heartbeat only has to reach the log often enough to beat
+            // the waiting idle timeout: at most once per quarter of it. Within that, the effect
+            // (an expiry at least three quarters of the timeout away) is already in place.
+            (Status::Waiting, Some(seen_ms), Some(config)) => {
+                let quarter_ms = u64::from(config.waiting_idle_timeout_seconds) * 250;
+                room.now_ms().saturating_sub(seen_ms) >= quarter_ms
+            }
+            (Status::Active, ..) => true,
+        }
+    };
+    if !refresh_needed {
+        return Ok(session_response(
+            &state,
+            StatusCode::OK,
+            &cell.id,
+            &id,
+            view,
+        ));
+    }
+    state.node.heartbeat(&cell.id, id.session).await?;
+    Ok(current(&state, &cell, &id, StatusCode::OK))
+}
+
+/// `POST /api/waiting-room/sessions/{id}:complete`
+#[utoipa::path(
+    post, path = "/api/waiting-room/sessions/{id}:complete", tag = "protected service",
+    params(("id" = String, Path, description = "The session id")),
+    security(("admissionToken" = [])),
+    responses(
+        (status = 200, description = "Ended (EXPIRED, reason `completed`); already ended sessions are unchanged", body = SessionBody),
+        (status = 400, description = "Malformed id", body = super::problem::ProblemBody),
+        (status = 401, description = "No valid, unexpired admission token of this session", body = super::problem::ProblemBody),
+        (status = 404, description = "Unknown session", body = super::problem::ProblemBody),
+        (status = 503, description = "Backend unavailable", body = super::problem::ProblemBody),
+    )
+)]
+pub(crate) async fn complete(
+    state: Arc<AppState>,
+    raw_id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, Problem> {
+    let id = parse_id(raw_id)?;
+    let (cell, view) = find(&state, &id).await?;
+    let token = bearer(headers).ok_or_else(|| {
+        Problem::unauthorized("send Authorization: Bearer <admissionToken of this session>")
+    })?;
+    state
+        .tokens
+        .check(token, cell.id.as_str(), &id.to_text())
+        .map_err(|why| Problem::unauthorized(format!("admission token rejected: {why}")))?;
+    if view.status == Status::Expired {
+        return Ok(session_response(
+            &state,
+            StatusCode::OK,
+            &cell.id,
+            &id,
+            view,
+        ));
+    }
+    end(
+        &state,
+        &cell,
+        &id,
+        Command::Leave {
+            session: id.session,
+            reason: LeaveReason::Completed,
+        },
+    )
+    .await
+}
+
+/// `POST /api/waiting-room/sessions/{id}:evict`
+#[utoipa::path(
+    post, path = "/api/waiting-room/sessions/{id}:evict", tag = "admin",
+    params(("id" = String, Path, description = "The session id")),
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "Ended (EXPIRED, reason `evicted`)", body = SessionBody),
+        (status = 401, description = "No admin token", body = super::problem::ProblemBody),
+        (status = 404, description = "Unknown session", body = super::problem::ProblemBody),
+    )
+)]
+pub(crate) async fn evict(
+    state: Arc<AppState>,
+    raw_id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, Problem> {
+    require_admin(&state, headers)?;
+    let id = parse_id(raw_id)?;
+    let (cell, view) = find(&state, &id).await?;
+    if view.status == Status::Expired {
+        return Ok(session_response(
+            &state,
+            StatusCode::OK,
+            &cell.id,
+            &id,
+            view,
+        ));
+    }
+    end(
+        &state,
+        &cell,
+        &id,
+        Command::Evict {
+            session: id.session,
+        },
+    )
+    .await
+}

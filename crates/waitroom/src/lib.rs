@@ -1,0 +1,34 @@
+//! # waitroom
+//!
+//! A virtual waiting room for ticket on-sales. Each room is a deterministic state machine
+//! (`waitroom-core`) applied to an ordered log; every node applies the whole log and answers
+//! status polls from memory (see `shared/DESIGN.md` in the repository).
+//!
+//! # Layout
+//! - `log`: the [`log::Log`] trait and its backends (memory, the embedded file log, Redis
+//!   Streams), plus the backend-generic conformance suite.
+//! - `test_support`: helpers for tests that need real servers (feature `test-support`).
+//! - `backend`: picks and opens a backend from the `--backend` URL.
+//! - `node`: the runtime: applier, appender (group commit), heartbeat batching, ticker,
+//!   read-your-writes waits.
+//! - `http`: the axum API of `shared/API.md`, the waiting page, metrics, OpenAPI.
+//! - `tokens`: admission tokens (EdDSA JWTs) and the JWKS.
+//! - `ids`: the text form of session ids (which carries the room's tag).
+//! - `metrics`: Prometheus metrics.
+//! - `server`: `waitroom serve` — [`server::run`] takes a listener and a shutdown future.
+//! - `demo`: `waitroom demo` — a node with a demo room, a simulated crowd and a seat-selection
+//!   page that verifies admission tokens.
+
+pub mod backend;
+pub mod demo;
+pub mod http;
+pub mod ids;
+pub mod log;
+pub mod metrics;
+pub mod node;
+pub mod server;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+pub mod tokens;
+
+pub use server::{ServeOptions, run};

@@ -1,0 +1,114 @@
+//! Group commit for every backend: concurrent writers' records go to the log in one append.
+//!
+//! One task owns the appending. It takes the first queued record, everything else queued behind
+//! it (up to the batch bounds), appends the lot in one backend call, and answers every writer.
+//! While a batch is in flight the next one fills, so batches grow with load and a backend's
+//! round trip (a Redis pipeline, a file fsync) is shared by everyone who arrived meanwhile.
+//! One batch is in flight at a time, which also keeps each room's records in submission order.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use waitroom_core::RecordId;
+
+use super::{Waiters, WriteError};
+use crate::log::{Append, Log};
+use crate::metrics::Metrics;
+
+/// Records per append call: well under every backend's own bound (4096 for memory and file).
+pub const APPEND_BATCH_RECORDS_MAX: usize = 1024;
+/// Payload bytes per append call (records are at most 256 KiB each).
+pub const APPEND_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Records queued for the appender; a full queue makes writers wait (their own deadline bounds
+/// the wait), which is the node's back-pressure towards a slow backend.
+pub const APPEND_QUEUE_RECORDS_MAX: usize = 16 * 1024;
+
+/// Who hears about an append.
+pub(crate) enum Ack {
+    /// A writer waiting (in [`Waiters`]) for its record to be applied: told only if the append
+    /// fails, since the applier tells it the outcome otherwise. One wake-up per write.
+    Applied(RecordId),
+    /// A caller waiting for the append itself.
+    Appended(oneshot::Sender<Result<(), String>>),
+}
+
+pub(crate) struct Appender {
+    queue: mpsc::Sender<(Append, Ack)>,
+}
+
+impl Appender {
+    pub(crate) fn new(
+        log: Arc<dyn Log>,
+        waiters: Arc<Waiters>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (queue, receiver) = mpsc::channel(APPEND_QUEUE_RECORDS_MAX);
+        (Self { queue }, run(log, waiters, metrics, receiver))
+    }
+
+    /// Queues a record; `ack` hears how it went.
+    pub(crate) async fn enqueue(&self, append: Append, ack: Ack) -> Result<(), String> {
+        self.queue
+            .send((append, ack))
+            .await
+            .map_err(|_| "the node is shutting down".to_string())
+    }
+
+    /// Appends one record (durably, once `Ok`).
+    pub(crate) async fn append(&self, append: Append) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(append, Ack::Appended(reply)).await?;
+        answer
+            .await
+            .map_err(|_| "the node is shutting down".to_string())?
+    }
+}
+
+async fn run(
+    log: Arc<dyn Log>,
+    waiters: Arc<Waiters>,
+    metrics: Arc<Metrics>,
+    mut queue: mpsc::Receiver<(Append, Ack)>,
+) {
+    let mut batch = Vec::with_capacity(APPEND_BATCH_RECORDS_MAX);
+    let mut replies = Vec::with_capacity(APPEND_BATCH_RECORDS_MAX);
+    while let Some((append, reply)) = queue.recv().await {
+        let mut bytes = append.payload.len();
+        batch.push(append);
+        replies.push(reply);
+        while batch.len() < APPEND_BATCH_RECORDS_MAX && bytes < APPEND_BATCH_BYTES_MAX {
+            match queue.try_recv() {
+                Ok((append, reply)) => {
+                    bytes += append.payload.len();
+                    batch.push(append);
+                    replies.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        metrics.log_append_batch_records.observe(batch.len() as f64);
+        let result = log.append(std::mem::take(&mut batch)).await.map_err(|e| {
+            metrics.log_append_errors_total.inc();
+            tracing::warn!(error = %e, "append failed");
+            e.to_string()
+        });
+        metrics
+            .log_append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for ack in replies.drain(..) {
+            match ack {
+                Ack::Appended(reply) => {
+                    let _ = reply.send(result.clone());
+                }
+                Ack::Applied(id) => {
+                    if let Err(why) = &result {
+                        waiters.fail(id, WriteError::Unavailable(why.clone()));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The node runtime: one applier feeding every room's state machine from the log, the appender
+//! that batches writes, heartbeat batching, the ticker, and the read-your-writes waits.
+//!
+//! # Layout
+//! - [`Node`]: the rooms (each behind its own lock), submit-and-wait, lookups with catch-up.
+//! - `applier`: consumes the log subscription, applies records, wakes writers, tracks progress.
+//! - `appender`: batches concurrent appends into one backend call (group commit).
+//! - `heartbeats`: batches heartbeats per room into one record.
+//! - `ticker`: appends `Tick`s for rooms that have live sessions; forgets vacant rooms.
+//!
+//! # Reads and writes
+//! Reads (status polls) take a room's read lock for about a microsecond and never touch the
+//! backend. Writes append a record, then wait until this node's applier has applied it and hand
+//! back the state machine's outcome: once a write is answered, this node's state includes it.
+//! Every wait is bounded ([`NodeOptions`]).
+
+mod appender;
+mod applier;
+mod heartbeats;
+mod ticker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+use waitroom_core::{
+    Command, Outcome, Record, RecordId, Room, RoomId, RoomStats, SessionId, SessionView,
+};
+
+use crate::ids::{PublicSessionId, new_record_id, room_tag};
+use crate::log::{Append, Checkpoint, Log};
+use crate::metrics::Metrics;
+
+pub use appender::APPEND_BATCH_RECORDS_MAX;
+
+/// Bounds and intervals of the node runtime.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// How long a write waits for its append and for this node to apply it; past it, a `503`.
+    pub write_wait_ms: u64,
+    /// How long a read of an unknown room or session waits for this node to catch up with the
+    /// log before answering `404` (or `503` if it could not catch up).
+    pub catch_up_wait_ms: u64,
+    /// Heartbeats arriving within this window go into one record per room.
+    pub heartbeat_flush_ms: u64,
+    /// Ticks are appended this often for rooms with live sessions.
+    pub tick_interval_ms: u64,
+    /// Writes waiting for their record to be applied, node-wide; past it, `503` (back-pressure).
+    pub pending_writes_max: usize,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            write_wait_ms: 5_000,
+            catch_up_wait_ms: 2_000,
+            heartbeat_flush_ms: 20,
+            tick_interval_ms: 250,
+            pending_writes_max: 100_000,
+        }
+    }
+}
+
+/// One room's state machine behind its lock.
+#[derive(Debug)]
+pub struct RoomCell {
+    pub id: RoomId,
+    pub state: RwLock<Room>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    by_id: HashMap<RoomId, Arc<RoomCell>>,
+    /// Room tag → rooms with that tag (almost always one).
+    by_tag: HashMap<u32, Vec<Arc<RoomCell>>>,
+}
+
+/// Where the applier is.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Per shard, the last entry applied.
+    pub applied: Checkpoint,
+    /// The applier has delivered everything that was in the log when it (re)subscribed.
+    pub caught_up: bool,
+    /// Set while the backend cannot be reached.
+    pub unavailable: Option<String>,
+}
+
+/// Why a write did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The backend refused or failed the append, or did not answer in time: nothing may have
+    /// been appended.
+    #[error("the log backend is unavailable: {0}")]
+    Unavailable(String),
+    /// The record was appended but this node did not apply it within the bound.
+    #[error("the write was accepted but not applied in time")]
+    NotApplied,
+    /// Too many writes are waiting already.
+    #[error("too many writes in flight")]
+    Overloaded,
+}
+
+/// Why a read could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error("this node has not caught up with its log yet")]
+    NotCaughtUp,
+    #[error("the log backend is unavailable: {0}")]
+    Unavailable(String),
+}
+
+type WriteResult = Result<Outcome, WriteError>;
+
+/// Writers waiting for their record to be applied, by record id.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    pending: Mutex<HashMap<RecordId, oneshot::Sender<WriteResult>>>,
+}
+
+impl Waiters {
+    fn register(
+        &self,
+        id: RecordId,
+        max: usize,
+    ) -> Result<oneshot::Receiver<WriteResult>, WriteError> {
+        let (sender, receiver) = oneshot::channel();
+        let mut pending = self.pending.lock();
+        if pending.len() >= max {
+            return Err(WriteError::Overloaded);
+        }
+        pending.insert(id, sender);
+        Ok(receiver)
+    }
+
+    fn forget(&self, id: &RecordId) {
+        self.pending.lock().remove(id);
+    }
+
+    pub(crate) fn fail(&self, id: RecordId, error: WriteError) {
+        if let Some(sender) = self.pending.lock().remove(&id) {
+            let _ = sender.send(Err(error));
+        }
+    }
+
+    /// Hands applied outcomes to the writers waiting for them.
+    fn applied(&self, outcomes: Vec<(RecordId, Outcome)>) {
+        let mut pending = self.pending.lock();
+        if pending.is_empty() {
+            return;
+        }
+        for (id, outcome) in outcomes {
+            if let Some(sender) = pending.remove(&id) {
+                // The writer may have given up (timed out); nothing to do then.
+                let _ = sender.send(Ok(outcome));
+            }
+        }
+    }
+}
+
+/// The node: every room of the log, kept up to date by the applier.
+pub struct Node {
+    log: Arc<dyn Log>,
+    options: NodeOptions,
+    rooms: RwLock<Rooms>,
+    waiters: Arc<Waiters>,
+    progress: watch::Sender<Progress>,
+    appender: appender::Appender,
+    heartbeats: heartbeats::Batcher,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("log", &self.log.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts the node's tasks on the current runtime: the applier (subscribed from the start of
+    /// the log), the appender, the heartbeat batcher and the ticker. They stop when `tasks` is
+    /// dropped or aborted.
+    pub fn start(log: Arc<dyn Log>, options: NodeOptions, tasks: &mut JoinSet<()>) -> Arc<Node> {
+        let metrics = Arc::new(Metrics::default());
+        let waiters = Arc::new(Waiters::default());
+        let (appender, appender_task) =
+            appender::Appender::new(log.clone(), waiters.clone(), metrics.clone());
+        let (heartbeats, heartbeats_rx) = heartbeats::Batcher::new();
+        let node = Arc::new(Node {
+            log,
+            options,
+            rooms: RwLock::new(Rooms::default()),
+            waiters,
+            progress: watch::Sender::new(Progress::default()),
+            appender,
+            heartbeats,
+            metrics,
+        });
+        tasks.spawn(appender_task);
+        tasks.spawn(applier::run(node.clone()));
+        tasks.spawn(heartbeats::run(node.clone(), heartbeats_rx));
+        tasks.spawn(ticker::run(node.clone()));
+        node
+    }
+
+    pub fn log(&self) -> &Arc<dyn Log> {
+        &self.log
+    }
+
+    pub fn options(&self) -> &NodeOptions {
+        &self.options
+    }
+
+    /// Caught up with the log and the backend reachable.
+    pub fn is_ready(&self) -> bool {
+        let progress = self.progress.borrow();
+        progress.caught_up && progress.unavailable.is_none()
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Waits (bounded) until the node is ready.
+    pub async fn wait_ready(&self, wait: Duration) -> Result<(), CatchUpError> {
+        let mut progress = self.progress.subscribe();
+        let ready = tokio::time::timeout(
+            wait,
+            progress.wait_for(|p| p.caught_up && p.unavailable.is_none()),
+        )
+        .await;
+        match ready {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self.not_ready_reason()),
+        }
+    }
+
+    fn not_ready_reason(&self) -> CatchUpError {
+        match &self.progress.borrow().unavailable {
+            Some(why) => CatchUpError::Unavailable(why.clone()),
+            None => CatchUpError::NotCaughtUp,
+        }
+    }
+
+    /// Waits until this node has applied everything appended to the log (by any node) before
+    /// the call: after it, "unknown" really means unknown.
+    pub async fn catch_up(&self) -> Result<(), CatchUpError> {
+        let wait = Duration::from_millis(self.options.catch_up_wait_ms);
+        let deadline = tokio::time::Instant::now() + wait;
+        self.wait_ready(wait).await?;
+        let head = tokio::time::timeout_at(deadline, self.log.head())
+            .await
+            .map_err(|_| CatchUpError::Unavailable("the backend did not answer in time".into()))?
+            .map_err(|e| CatchUpError::Unavailable(e.to_string()))?;
+        let mut progress = self.progress.subscribe();
+        match tokio::time::timeout_at(deadline, progress.wait_for(|p| p.applied.covers(&head)))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self.not_ready_reason()),
+        }
+    }
+
+    /// The room, if this node has seen any record of it.
+    pub fn room(&self, id: &RoomId) -> Option<Arc<RoomCell>> {
+        self.rooms.read().by_id.get(id).cloned()
+    }
+
+    /// Every room this node knows, configured or not, sorted by id.
+    pub fn rooms(&self) -> Vec<Arc<RoomCell>> {
+        let mut rooms: Vec<_> = self.rooms.read().by_id.values().cloned().collect();
+        rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        rooms
+    }
+
+    /// Stats of every existing room, for metrics.
+    pub fn all_room_stats(&self) -> Vec<(RoomId, RoomStats)> {
+        self.rooms()
+            .into_iter()
+            .filter_map(|cell| {
+                let room = cell.state.read();
+                room.exists().then(|| (cell.id.clone(), room.stats()))
+            })
+            .collect()
+    }
+
+    /// A session's room and view, from memory.
+    pub fn find_session(&self, id: &PublicSessionId) -> Option<(Arc<RoomCell>, SessionView)> {
+        let rooms = self.rooms.read();
+        rooms.by_tag.get(&id.tag)?.iter().find_map(|cell| {
+            let view = cell.state.read().view(&id.session)?;
+            Some((cell.clone(), view))
+        })
+    }
+
+    /// Like [`Node::find_session`], but a session not found locally is looked up again after
+    /// catching up with the log (it may have been created through another node a moment ago).
+    pub async fn find_session_caught_up(
+        &self,
+        id: &PublicSessionId,
+    ) -> Result<Option<(Arc<RoomCell>, SessionView)>, CatchUpError> {
+        if let Some(found) = self.find_session(id) {
+            return Ok(Some(found));
+        }
+        self.catch_up().await?;
+        Ok(self.find_session(id))
+    }
+
+    /// Like [`Node::room`] for an existing room, after catching up if it is not known here.
+    pub async fn existing_room_caught_up(
+        &self,
+        id: &RoomId,
+    ) -> Result<Option<Arc<RoomCell>>, CatchUpError> {
+        let exists = |cell: &Arc<RoomCell>| cell.state.read().exists();
+        if let Some(cell) = self.room(id).filter(exists) {
+            return Ok(Some(cell));
+        }
+        self.catch_up().await?;
+        Ok(self.room(id).filter(exists))
+    }
+
+    /// The cell of `id`, created (empty) if this is its first record.
+    fn room_or_insert(&self, id: &RoomId) -> Arc<RoomCell> {
+        if let Some(cell) = self.room(id) {
+            return cell;
+        }
+        let mut rooms = self.rooms.write();
+        if let Some(cell) = rooms.by_id.get(id) {
+            return cell.clone();
+        }
+        let cell = Arc::new(RoomCell {
+            id: id.clone(),
+            state: RwLock::new(Room::new(id.clone())),
+        });
+        rooms.by_id.insert(id.clone(), cell.clone());
+        rooms
+            .by_tag
+            .entry(room_tag(id))
+            .or_default()
+            .push(cell.clone());
+        cell
+    }
+
+    /// Forgets a room this node holds nothing of any more.
+    fn remove_room(&self, id: &RoomId) {
+        let mut rooms = self.rooms.write();
+        if rooms.by_id.remove(id).is_some()
+            && let Some(cells) = rooms.by_tag.get_mut(&room_tag(id))
+        {
+            cells.retain(|cell| cell.id != *id);
+            if cells.is_empty() {
+                rooms.by_tag.remove(&room_tag(id));
+            }
+        }
+    }
+
+    /// Appends `command` for `room`, waits until this node applied it, and returns what the state
+    /// machine did.
+    ///
+    /// # Errors
+    /// See [`WriteError`]. After `NotApplied` the record may still apply later.
+    pub async fn write(&self, room: &RoomId, command: Command) -> Result<Outcome, WriteError> {
+        let record = Record::new(new_record_id(), room.clone(), command);
+        let applied = self
+            .waiters
+            .register(record.id, self.options.pending_writes_max)?;
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.options.write_wait_ms);
+        let append = Self::to_append(&record);
+        let enqueued = tokio::time::timeout_at(
+            deadline,
+            self.appender
+                .enqueue(append, appender::Ack::Applied(record.id)),
+        )
+        .await;
+        let result = match enqueued {
+            Ok(Ok(())) => match tokio::time::timeout_at(deadline, applied).await {
+                Ok(Ok(result)) => return result,
+                // Appended or not, it was not applied in time (or the node is stopping).
+                _ => Err(WriteError::NotApplied),
+            },
+            Ok(Err(why)) => Err(WriteError::Unavailable(why)),
+            Err(_) => Err(WriteError::Unavailable(
+                "the append queue stayed full".into(),
+            )),
+        };
+        self.waiters.forget(&record.id);
+        self.metrics.writes_timed_out_total.inc();
+        result
+    }
+
+    /// Appends `command` without waiting for it to be applied (ticks, compensations).
+    pub async fn write_unwaited(&self, room: &RoomId, command: Command) -> Result<(), String> {
+        let record = Record::new(new_record_id(), room.clone(), command);
+        self.append(&record).await
+    }
+
+    async fn append(&self, record: &Record) -> Result<(), String> {
+        self.appender.append(Self::to_append(record)).await
+    }
+
+    fn to_append(record: &Record) -> Append {
+        Append {
+            room: Arc::from(record.room.as_str()),
+            payload: Bytes::from(record.encode()),
+        }
+    }
+
+    /// Refreshes `session` through the heartbeat batcher; returns once the heartbeat record was
+    /// applied.
+    pub async fn heartbeat(&self, room: &RoomId, session: SessionId) -> Result<(), WriteError> {
+        self.heartbeats.heartbeat(room.clone(), session).await
+    }
+
+    /// Hands applied outcomes to the writers waiting for them.
+    fn wake_writers(&self, outcomes: Vec<(RecordId, Outcome)>) {
+        self.waiters.applied(outcomes);
+    }
+}

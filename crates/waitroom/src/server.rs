@@ -1,0 +1,329 @@
+//! `waitroom serve`: wires the backend, the node and the HTTP API, and serves until shutdown.
+//!
+//! [`run`] takes its listener and its shutdown future as arguments, so tests start a server on
+//! `127.0.0.1:0` and stop it when they like.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use waitroom_core::{Command, RoomId};
+
+use crate::backend::{self, BackendUrl, Fsync};
+use crate::http::api::RoomConfigBody;
+use crate::http::{self, AppState, JoinRateLimit};
+use crate::node::{Node, NodeOptions};
+use crate::tokens::Tokens;
+
+/// Everything `waitroom serve` is configured with (flags and `WAITROOM_*` variables, see
+/// `main.rs`).
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    /// `file:` (default), `memory:`, `redis://…`.
+    pub backend: String,
+    pub admin_token: Option<String>,
+    /// An Ed25519 PKCS#8 PEM: a file path, or the PEM text itself.
+    pub signing_key: Option<String>,
+    pub issuer: String,
+    /// A TOML file of rooms to create (or update) at start.
+    pub rooms_file: Option<PathBuf>,
+    pub fsync: Fsync,
+    pub join_rate_per_ip: u32,
+    pub join_burst_per_ip: u32,
+    pub client_ip_header: Option<String>,
+    pub drain_timeout_ms: u64,
+    pub node: NodeOptions,
+    /// Routes of a program that embeds the node, served next to the API on the same listener
+    /// (see [`http::router_with`]); `waitroom demo` adds its seat-selection page this way.
+    pub extra_routes: Option<axum::Router>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./waitroom-data"),
+            backend: "file:".into(),
+            admin_token: None,
+            signing_key: None,
+            issuer: "waitroom".into(),
+            rooms_file: None,
+            fsync: Fsync::Interval(Duration::from_millis(5)),
+            join_rate_per_ip: 50,
+            join_burst_per_ip: 500,
+            client_ip_header: None,
+            drain_timeout_ms: 10_000,
+            node: NodeOptions::default(),
+            extra_routes: None,
+        }
+    }
+}
+
+/// A serving node, for callers that need its pieces (tests, `waitroom demo`).
+pub struct Started {
+    pub node: Arc<Node>,
+    pub admin_token: String,
+    pub url: String,
+}
+
+/// `rooms.toml`: `[rooms.<id>]` tables with the fields of the PUT body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomsFile {
+    #[serde(default)]
+    rooms: BTreeMap<String, RoomConfigBody>,
+}
+
+/// Serves until `shutdown` resolves, then drains requests for at most `drain_timeout_ms`.
+///
+/// # Errors
+/// Start-up failures (data dir, backend, keys, rooms file); serving errors.
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> Result<(), String> {
+    run_with(listener, shutdown, options, |_| {}).await
+}
+
+/// Like [`run`], calling `on_start` once the node serves.
+pub async fn run_with(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+    on_start: impl FnOnce(&Started),
+) -> Result<(), String> {
+    let backend_url = BackendUrl::parse(&options.backend, &options.data_dir)?;
+    if backend_url != BackendUrl::Memory
+        || options.admin_token.is_none()
+        || options.signing_key.is_none()
+    {
+        fs::create_dir_all(&options.data_dir).map_err(|e| {
+            format!(
+                "cannot create the data dir {}: {e}",
+                options.data_dir.display()
+            )
+        })?;
+    }
+    let admin_token = admin_token(&options)?;
+    let signing_key = signing_key(&options, &backend_url)?;
+    let rooms_file = match &options.rooms_file {
+        Some(path) => Some(read_rooms_file(path)?),
+        None => None,
+    };
+    let log = backend::open(&backend_url, options.fsync).await?;
+    tracing::info!(backend = %backend_url.describe(), "log opened");
+
+    let mut tasks = JoinSet::new();
+    let node = Node::start(log, options.node.clone(), &mut tasks);
+    let registry = node.metrics.registry(Arc::downgrade(&node));
+    let join_rate_limit = JoinRateLimit::new(options.join_rate_per_ip, options.join_burst_per_ip);
+    let client_ip_header = match &options.client_ip_header {
+        Some(name) => Some(
+            ::http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("--client-ip-header {name:?} is not a header name"))?,
+        ),
+        None => None,
+    };
+    let state = Arc::new(AppState {
+        node: node.clone(),
+        tokens: Tokens::new(signing_key, options.issuer.clone()),
+        admin_token: admin_token.clone(),
+        join_rate_limit,
+        client_ip_header,
+        registry,
+    });
+    if state.join_rate_limit.is_some() {
+        let state = state.clone();
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(http::RETAIN_INTERVAL_MS));
+            loop {
+                every.tick().await;
+                if let Some(limit) = &state.join_rate_limit {
+                    limit.retain_recent();
+                }
+            }
+        });
+    }
+    if let Some(rooms) = rooms_file {
+        tasks.spawn(apply_rooms_file(node.clone(), rooms));
+    }
+
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let url = format!("http://{address}");
+    tracing::info!(%url, "serving");
+    on_start(&Started {
+        node: node.clone(),
+        admin_token,
+        url,
+    });
+
+    let extra_routes = options.extra_routes.clone().unwrap_or_default();
+    let app =
+        http::router_with(state, extra_routes).into_make_service_with_connect_info::<SocketAddr>();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_timeout = Duration::from_millis(options.drain_timeout_ms);
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, draining requests");
+        let _ = drain_tx.send(());
+    };
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let drained = async move {
+        if drain_rx.await.is_ok() {
+            tokio::time::sleep(drain_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        served = serve => served.map_err(|e| format!("serving failed: {e}")),
+        () = drained => {
+            tracing::warn!("drain timeout reached; closing the remaining connections");
+            Ok(())
+        }
+    };
+    tasks.shutdown().await;
+    drop(node);
+    result
+}
+
+/// The admin token: given, kept in the data dir, or generated there on first start.
+fn admin_token(options: &ServeOptions) -> Result<String, String> {
+    if let Some(token) = &options.admin_token {
+        if token.len() < 16 {
+            return Err("--admin-token must be at least 16 characters".into());
+        }
+        return Ok(token.clone());
+    }
+    let path = options.data_dir.join("admin-token");
+    if let Ok(token) = fs::read_to_string(&path) {
+        let token = token.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_secret(&path, &token)?;
+    tracing::info!(path = %path.display(), "generated an admin token (read it from this file)");
+    eprintln!("waitroom: generated an admin token in {}", path.display());
+    Ok(token)
+}
+
+/// The signing key: `--signing-key` (a path or PEM text), or for an embedded backend, kept in
+/// (or generated into) the data dir. Shared backends need the same key on every node.
+fn signing_key(
+    options: &ServeOptions,
+    backend: &BackendUrl,
+) -> Result<waitroom_token::SigningKey, String> {
+    if let Some(given) = &options.signing_key {
+        let pem = if given.trim_start().starts_with("-----BEGIN") {
+            given.clone()
+        } else {
+            fs::read_to_string(given)
+                .map_err(|e| format!("cannot read --signing-key {given}: {e}"))?
+        };
+        return waitroom_token::SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|e| format!("--signing-key is not an Ed25519 PKCS#8 PEM: {e}"));
+    }
+    if !backend.is_embedded() {
+        return Err(format!(
+            "--signing-key (or WAITROOM_SIGNING_KEY) is required with the {} backend: every node of a \
+             fleet must sign admission tokens with the same Ed25519 key. Generate one with \
+             `openssl genpkey -algorithm ed25519 -out signing-key.pem`.",
+            backend.describe()
+        ));
+    }
+    let path = options.data_dir.join("signing-key.pem");
+    let (key, created) = waitroom_token::SigningKey::load_or_generate(&path)
+        .map_err(|e| format!("signing key {}: {e}", path.display()))?;
+    if created {
+        tracing::info!(path = %path.display(), "generated an Ed25519 signing key");
+    }
+    Ok(key)
+}
+
+/// Writes a secret readable by the owner only.
+fn write_secret(path: &Path, secret: &str) -> Result<(), String> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn read_rooms_file(path: &Path) -> Result<Vec<(RoomId, waitroom_core::RoomConfig)>, String> {
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: RoomsFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.rooms
+        .into_iter()
+        .map(|(id, body)| {
+            let room =
+                RoomId::new(&id).map_err(|e| format!("{}: room {id:?}: {e}", path.display()))?;
+            let config = body
+                .to_config()
+                .map_err(|p| format!("{}: room {id}: {}", path.display(), p.detail))?;
+            Ok((room, config))
+        })
+        .collect()
+}
+
+/// Creates or updates the rooms of the rooms file once the node is ready.
+async fn apply_rooms_file(node: Arc<Node>, rooms: Vec<(RoomId, waitroom_core::RoomConfig)>) {
+    loop {
+        if node.wait_ready(Duration::from_secs(60)).await.is_ok() {
+            break;
+        }
+    }
+    for (room, config) in rooms {
+        let current = node
+            .room(&room)
+            .and_then(|cell| cell.state.read().config().cloned());
+        if current.as_ref() == Some(&config) {
+            continue;
+        }
+        match node.write(&room, Command::ConfigureRoom(config)).await {
+            Ok(outcome) => tracing::info!(room = %room, ?outcome, "room from the rooms file"),
+            Err(e) => {
+                tracing::error!(room = %room, error = %e, "could not configure a room from the rooms file")
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,705 @@
+//! The whole API against a real server (random port, temporary data dir, the embedded file log),
+//! driven over HTTP.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{ADMIN_TOKEN, TestServer, eventually, id};
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_holds_under_300_concurrent_joins() {
+    common::init_tracing();
+    let server = TestServer::start().await;
+    server.put_room("concert", json!({ "capacity": 10 })).await;
+    let joins = join_all((0..300).map(|_| server.join("concert"))).await;
+    let mut ids = Vec::new();
+    for (status, view) in &joins {
+        assert_eq!(*status, 201, "{view}");
+        ids.push(id(view));
+    }
+    let views: Vec<Value> = join_all(ids.iter().map(|id| server.session(id)))
+        .await
+        .into_iter()
+        .map(|(s, v)| {
+            assert_eq!(s, 200);
+            v
+        })
+        .collect();
+    let active = views.iter().filter(|v| v["status"] == "ACTIVE").count();
+    assert_eq!(active, 10, "exactly capacity admitted");
+    let mut positions: Vec<u64> = views
+        .iter()
+        .filter_map(|v| v["position"].as_u64())
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(
+        positions,
+        (0..290).collect::<Vec<u64>>(),
+        "positions exactly 0..n-1"
+    );
+    for view in &views {
+        assert_eq!(view["waitingCount"], 290);
+        if view["status"] == "ACTIVE" {
+            assert!(view["admissionToken"].is_string());
+            assert!(view["position"].is_null());
+        }
+    }
+    let stats = &server.room("concert").await["stats"];
+    assert_eq!(
+        (
+            stats["activeCount"].as_u64(),
+            stats["waitingCount"].as_u64()
+        ),
+        (Some(10), Some(290))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_and_leave_admit_the_next_in_line() {
+    let server = TestServer::start().await;
+    server
+        .put_room(
+            "r",
+            json!({ "capacity": 1, "targetUrl": "https://tickets.example.com/select" }),
+        )
+        .await;
+    let (status, first) = server.join("r").await;
+    assert_eq!(status, 201);
+    assert_eq!(first["status"], "ACTIVE");
+    assert_eq!(first["targetUrl"], "https://tickets.example.com/select");
+    let (_, second) = server.join("r").await;
+    let (_, third) = server.join("r").await;
+    assert_eq!(
+        (second["position"].as_u64(), third["position"].as_u64()),
+        (Some(0), Some(1))
+    );
+
+    // Completing needs the session's own token.
+    let (status, problem) = server.post_action(&id(&first), "complete", None).await;
+    assert_eq!(status, 401, "{problem}");
+    let (status, _) = server
+        .post_action(&id(&first), "complete", Some("not-a-token"))
+        .await;
+    assert_eq!(status, 401);
+    let token = first["admissionToken"].as_str().unwrap();
+    let (status, _) = server
+        .post_action(&id(&second), "complete", Some(token))
+        .await;
+    assert_eq!(status, 401, "a token of another session");
+    let (status, done) = server
+        .post_action(&id(&first), "complete", Some(token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (done["status"].as_str(), done["expiredReason"].as_str()),
+        (Some("EXPIRED"), Some("completed"))
+    );
+    assert!(done["expiresAt"].is_null() && done["admissionToken"].is_null());
+    // Completing again changes nothing.
+    let (status, again) = server
+        .post_action(&id(&first), "complete", Some(token))
+        .await;
+    assert_eq!(
+        (status, again["expiredReason"].as_str()),
+        (200, Some("completed"))
+    );
+
+    let (_, second) = server.session(&id(&second)).await;
+    assert_eq!(
+        second["status"], "ACTIVE",
+        "the next in line got the slot at once"
+    );
+    assert!(second["admittedAt"].is_string());
+    let (_, third) = server.session(&id(&third)).await;
+    assert_eq!(third["position"], 0);
+
+    // Leaving (idempotent) frees the slot too.
+    let (status, left) = server.leave(&id(&second)).await;
+    assert_eq!(
+        (status, left["expiredReason"].as_str()),
+        (200, Some("left"))
+    );
+    let (status, left) = server.leave(&id(&second)).await;
+    assert_eq!(
+        (status, left["expiredReason"].as_str()),
+        (200, Some("left"))
+    );
+    let (_, third) = server.session(&id(&third)).await;
+    assert_eq!(third["status"], "ACTIVE");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_heartbeating_ones_survive() {
+    let server = TestServer::start().await;
+    let config = json!({
+        "capacity": 2,
+        "heartbeatIntervalSeconds": 1,
+        "activeIdleTimeoutSeconds": 2,
+        "waitingIdleTimeoutSeconds": 2,
+    });
+    server.put_room("short", config).await;
+    // One after the other, so the log order is the vector's order.
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(id(&server.join("short").await.1));
+    }
+    // Sessions 0 and 1 are ACTIVE, 2 and 3 WAITING. 0 and 2 heartbeat; 1 and 3 go quiet.
+    let mut statuses = Vec::new();
+    for s in &sessions {
+        statuses.push(
+            server.session(s).await.1["status"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(statuses, ["ACTIVE", "ACTIVE", "WAITING", "WAITING"]);
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(3_500) {
+        for s in [&sessions[0], &sessions[2]] {
+            let (status, view) = server.heartbeat(s).await;
+            assert_eq!(status, 200, "{view}");
+            assert_ne!(
+                view["status"], "EXPIRED",
+                "a heartbeating session expired: {view}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    for s in [&sessions[1], &sessions[3]] {
+        let (_, view) = server.session(s).await;
+        assert_eq!(
+            (view["status"].as_str(), view["expiredReason"].as_str()),
+            (Some("EXPIRED"), Some("timeout")),
+            "{view}"
+        );
+    }
+    // The quiet ACTIVE session's slot went to the heartbeating waiting one.
+    let (_, view) = server.session(&sessions[2]).await;
+    assert_eq!(view["status"], "ACTIVE");
+    // Heartbeating an expired session changes nothing and returns its view.
+    let (status, view) = server.heartbeat(&sessions[1]).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("EXPIRED")));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_join_returns_the_same_session() {
+    let server = TestServer::start().await;
+    server.put_room("r", json!({ "capacity": 1 })).await;
+    let (status, first) = server.join_with_key("r", Some("page-load-1")).await;
+    assert_eq!(status, 201);
+    let (status, replay) = server.join_with_key("r", Some("page-load-1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(id(&first), id(&replay));
+    let (status, other) = server.join_with_key("r", Some("page-load-2")).await;
+    assert_eq!(status, 201);
+    assert_ne!(id(&first), id(&other));
+    // Concurrent replays of one key: one place.
+    let replays = join_all((0..20).map(|_| server.join_with_key("r", Some("burst")))).await;
+    let ids: BTreeSet<String> = replays.iter().map(|(_, v)| id(v)).collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(replays.iter().filter(|(s, _)| *s == 201).count(), 1);
+    assert_eq!(server.room("r").await["stats"]["waitingCount"], 2);
+    server.stop().await;
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prequeue_is_drawn_at_opening() {
+    let server = TestServer::start().await;
+    let opens_at_ms = now_ms() + 1_500;
+    let opens_at = waitroom::http::api::rfc3339_ms(opens_at_ms);
+    server
+        .put_room("sale", json!({ "capacity": 1, "opensAt": opens_at }))
+        .await;
+    let mut early = Vec::new();
+    for _ in 0..30 {
+        let (status, view) = server.join("sale").await;
+        assert_eq!(status, 201);
+        assert_eq!(
+            (view["status"].as_str(), view["prequeue"].as_bool()),
+            (Some("WAITING"), Some(true))
+        );
+        assert!(view["position"].is_null() && view["estimatedWaitSeconds"].is_null());
+        assert_eq!(view["opensAt"].as_str(), Some(opens_at.as_str()));
+        early.push(id(&view));
+    }
+    // After the opening, everyone has a place; a later joiner is behind all of them.
+    let views: Vec<Value> = eventually(Duration::from_secs(5), || async {
+        let views: Vec<Value> = join_all(early.iter().map(|s| server.session(s)))
+            .await
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        views
+            .iter()
+            .all(|v| v["prequeue"] == false)
+            .then_some(views)
+    })
+    .await;
+    let (_, late) = server.join("sale").await;
+    assert_eq!(late["position"], 29);
+    assert_eq!(views.iter().filter(|v| v["status"] == "ACTIVE").count(), 1);
+    let mut by_position: Vec<(u64, usize)> = views
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v["position"].as_u64().map(|p| (p, i)))
+        .collect();
+    by_position.sort_unstable();
+    assert_eq!(
+        by_position.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        (0..29).collect::<Vec<_>>()
+    );
+    let order: Vec<usize> = by_position.iter().map(|(_, i)| *i).collect();
+    let mut join_order = order.clone();
+    join_order.sort_unstable();
+    assert_ne!(
+        order, join_order,
+        "the draw is not the join order (a 1 in 29! chance)"
+    );
+    server.stop().await;
+}
+
+async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    if matches!(status, 429 | 503) {
+        assert!(retry_after.is_some(), "Retry-After on {status}");
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_a_problem() {
+    let server = TestServer::start_with(|o| {
+        o.join_rate_per_ip = 1;
+        o.join_burst_per_ip = 8;
+    })
+    .await;
+    server
+        .put_room("small", json!({ "capacity": 1, "maxWaiting": 1 }))
+        .await;
+    let c = &server.client;
+    let sessions = server.url("/api/waiting-room/sessions");
+    let post_json = |body: &'static str| {
+        c.post(&sessions)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+
+    // 400
+    assert_problem(post_json("{not json").send().await.unwrap(), 400).await;
+    assert_problem(
+        post_json(r#"{"roomId": "small", "extra": 1}"#)
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_problem(
+        post_json(r#"{"roomId": "no spaces"}"#)
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_problem(
+        post_json(r#"{"roomId": "small"}"#)
+            .header("Idempotency-Key", "")
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_problem(
+        c.get(server.url("/api/waiting-room/sessions/bad.id"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_problem(
+        c.get(server.url(&format!("/api/waiting-room/sessions/{}", "a".repeat(129))))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    let bad_config = c
+        .put(server.url("/api/waiting-room/rooms/x"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "capacity": 0 }));
+    let body = assert_problem(bad_config.send().await.unwrap(), 400).await;
+    assert!(body["detail"].as_str().unwrap().contains("capacity"));
+    // 401
+    assert_problem(
+        c.get(server.url("/api/waiting-room/rooms"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    assert_problem(
+        c.get(server.url("/api/waiting-room/rooms"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    // 404
+    assert_problem(
+        post_json(r#"{"roomId": "nope"}"#).send().await.unwrap(),
+        404,
+    )
+    .await;
+    assert_problem(
+        c.get(server.url("/api/waiting-room/sessions/wr_AAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert_problem(
+        c.get(server.url("/api/waiting-room/sessions/unknown"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert_problem(
+        c.get(server.url("/nothing/here")).send().await.unwrap(),
+        404,
+    )
+    .await;
+    assert_problem(
+        c.get(server.url("/api/waiting-room/rooms/nope"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    // 405
+    let response = c
+        .put(server.url("/api/waiting-room/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("allow").is_some());
+    assert_problem(response, 405).await;
+    assert_problem(
+        c.post(server.url("/api/waiting-room/sessions/wr_x"))
+            .send()
+            .await
+            .unwrap(),
+        405,
+    )
+    .await;
+    // 413
+    let big = format!(r#"{{"roomId": "small", "pad": "{}"}}"#, "x".repeat(5000));
+    assert_problem(
+        c.post(&sessions)
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+        413,
+    )
+    .await;
+    // 415
+    assert_problem(
+        c.post(&sessions)
+            .header("content-type", "text/plain")
+            .body(r#"{"roomId":"small"}"#)
+            .send()
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    assert_problem(
+        c.post(&sessions)
+            .body(r#"{"roomId":"small"}"#)
+            .send()
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    // 503: maxWaiting reached (one active, one waiting).
+    assert_eq!(server.join("small").await.0, 201);
+    assert_eq!(server.join("small").await.0, 201);
+    let body = assert_problem(
+        post_json(r#"{"roomId": "small"}"#).send().await.unwrap(),
+        503,
+    )
+    .await;
+    assert!(body["title"].as_str().unwrap().contains("full"));
+    // 429: the burst of 8 joins per address is used up by now.
+    let mut limited = None;
+    for _ in 0..10 {
+        let response = post_json(r#"{"roomId": "small"}"#).send().await.unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    assert_problem(limited.expect("rate limited"), 429).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_token_verifies_against_the_jwks() {
+    let server = TestServer::start().await;
+    server.put_room("r", json!({ "capacity": 1 })).await;
+    let (_, view) = server.join("r").await;
+    let token = view["admissionToken"]
+        .as_str()
+        .expect("ACTIVE sessions carry a token");
+    let jwks = server
+        .client
+        .get(server.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+    let verifier = waitroom_token::Verifier::from_jwks_json(&jwks.text().await.unwrap()).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expected = waitroom_token::Expectations::new("waitroom", "r");
+    let claims = verifier
+        .verify(token, &expected, now)
+        .expect("token verifies");
+    assert_eq!(claims.sub, id(&view));
+    assert!(claims.exp <= now + 300);
+    let expires_at_s =
+        waitroom::http::api::parse_rfc3339_ms(view["expiresAt"].as_str().unwrap()).unwrap() / 1000;
+    assert!(claims.exp <= expires_at_s, "exp ≤ expiresAt");
+    assert!(
+        verifier
+            .verify(
+                token,
+                &waitroom_token::Expectations::new("waitroom", "other-room"),
+                now
+            )
+            .is_err()
+    );
+    // WAITING sessions have no token.
+    let (_, waiting) = server.join("r").await;
+    assert!(waiting["admissionToken"].is_null());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_endpoints() {
+    let server = TestServer::start().await;
+    server.put_room("r", json!({ "capacity": 1 })).await;
+    server.join("r").await;
+    server.join("r").await;
+    let c = &server.client;
+    assert_eq!(
+        c.get(server.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(server.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+
+    // Metrics parse as Prometheus text, and carry the room's figures and request latencies.
+    let text = c
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_'),
+            "bad name {name}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    assert!(text.ends_with("# EOF\n"));
+    assert_eq!(
+        samples.get(r#"waitroom_room_waiting{room="r"}"#),
+        Some(&1.0)
+    );
+    assert_eq!(samples.get(r#"waitroom_room_active{room="r"}"#), Some(&1.0));
+    assert_eq!(
+        samples.get(r#"waitroom_room_admissions_total{room="r"}"#),
+        Some(&1.0)
+    );
+    assert!(samples.contains_key(r#"waitroom_room_expired_total{room="r",reason="timeout"}"#));
+    assert!(
+        samples
+            .keys()
+            .any(|k| k.starts_with("waitroom_http_request_duration_seconds_bucket{"))
+    );
+    assert!(samples.contains_key("waitroom_applier_lag_milliseconds"));
+    assert_eq!(samples.get("waitroom_ready"), Some(&1.0));
+
+    // The OpenAPI document describes every endpoint.
+    let doc: Value = c
+        .get(server.url("/api/waiting-room/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/waiting-room/sessions",
+        "/api/waiting-room/sessions/{id}",
+        "/api/waiting-room/sessions/{id}:heartbeat",
+        "/api/waiting-room/sessions/{id}:complete",
+        "/api/waiting-room/sessions/{id}:evict",
+        "/api/waiting-room/rooms",
+        "/api/waiting-room/rooms/{roomId}",
+        "/.well-known/jwks.json",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+
+    // The placeholder page is served with a strict CSP.
+    let page = c.get(server.url("/room/r")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert!(page.text().await.unwrap().contains("<html"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rooms_lifecycle_and_evict() {
+    let server = TestServer::start().await;
+    let body = server
+        .put_room("r", json!({ "capacity": 3, "paused": true }))
+        .await;
+    assert_eq!(body["roomId"], "r");
+    assert_eq!(body["config"]["capacity"], 3);
+    assert_eq!(
+        body["config"]["waitingIdleTimeoutSeconds"], 120,
+        "defaults filled in"
+    );
+    assert_eq!(body["config"]["targetUrl"], Value::Null);
+    let (_, a) = server.join("r").await;
+    assert_eq!(a["status"], "WAITING", "paused rooms admit nobody");
+    let body = server.put_room("r", json!({ "capacity": 3 })).await;
+    assert_eq!(body["stats"]["activeCount"], 1);
+    let list: Value = server
+        .client
+        .get(server.url("/api/waiting-room/rooms"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["rooms"].as_array().unwrap().len(), 1);
+
+    let (status, _) = server.post_action(&id(&a), "evict", None).await;
+    assert_eq!(status, 401);
+    let (status, evicted) = server
+        .post_action(&id(&a), "evict", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(
+        (status, evicted["expiredReason"].as_str()),
+        (200, Some("evicted"))
+    );
+
+    let (_, b) = server.join("r").await;
+    let closed: Value = server
+        .client
+        .delete(server.url("/api/waiting-room/rooms/r"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(closed["stats"]["expiredTotal"]["closed"], 1);
+    let (_, b) = server.session(&id(&b)).await;
+    assert_eq!(b["expiredReason"], "closed");
+    assert_eq!(server.join("r").await.0, 404, "a closed room is unknown");
+    let status = server
+        .client
+        .get(server.url("/api/waiting-room/rooms/r"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    server.put_room("r", json!({ "capacity": 1 })).await;
+    assert_eq!(server.join("r").await.0, 201, "created afresh");
+    server.stop().await;
+}
