@@ -13,7 +13,7 @@
 //!    same digest; and the digest changes whenever anything observable changes.
 //!
 //! Failing cases shrink and are saved under `proptest-regressions/` (commit them).
-//! `PROPTEST_CASES` raises the number of cases (CI runs the default below).
+//! `PROPTEST_CASES` sets the number of cases (default 3 000, which CI runs).
 
 use std::collections::BTreeMap;
 
@@ -769,7 +769,8 @@ impl StateMachineTest for RoomModel {
 
 prop_state_machine! {
     #![proptest_config(Config {
-        cases: 1000,
+        // Thousands of sequences by default; `PROPTEST_CASES` raises (or lowers) it.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(3000),
         max_shrink_iters: 20_000,
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::WithSource("regressions"),

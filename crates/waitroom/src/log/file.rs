@@ -47,6 +47,8 @@
 //! never dropped silently. Opening reads the whole log once; a node replays it anyway (and then
 //! finds it in the page cache).
 
+use super::check_batch;
+pub use super::{APPEND_BATCH_BYTES_MAX, APPEND_BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -72,20 +74,8 @@ pub const LOCK_FILE_NAME: &str = "LOCK";
 /// Bytes of a frame before its payload: length (4), CRC32C (4), timestamp (8).
 pub const FRAME_HEADER_BYTES: usize = 16;
 
-/// Largest payload of one record, in bytes. Records are commands, far smaller than this; the
-/// limit keeps every record well inside what any backend accepts (Kafka refuses messages over
-/// about 1 MB by default) and bounds the memory a reader needs for one frame.
-pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
-
 /// Largest frame, header included.
 pub const FRAME_BYTES_MAX: usize = FRAME_HEADER_BYTES + RECORD_BYTES_MAX;
-
-/// Most records in one `append` batch: bounds the time one batch holds the writer.
-pub const APPEND_BATCH_RECORDS_MAX: usize = 4096;
-
-/// Most frame bytes (payloads plus headers) in one `append` batch: bounds the memory one batch
-/// takes in the writer's queue.
-pub const APPEND_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Most frame bytes waiting in the writer's queue (appends not yet acknowledged). Appenders beyond
 /// it wait, which pushes back on callers when the disk falls behind, and it bounds one group
@@ -355,35 +345,6 @@ impl Drop for FileLog {
     }
 }
 
-/// Checks a batch against the per-batch limits; returns its frame bytes.
-fn check_batch(batch: &[Append]) -> Result<usize, LogError> {
-    if batch.len() > APPEND_BATCH_RECORDS_MAX {
-        return Err(LogError::Rejected(format!(
-            "batch of {} records exceeds APPEND_BATCH_RECORDS_MAX ({APPEND_BATCH_RECORDS_MAX})",
-            batch.len()
-        )));
-    }
-    let mut frame_bytes = 0;
-    for (index, append) in batch.iter().enumerate() {
-        if append.payload.len() > RECORD_BYTES_MAX {
-            return Err(LogError::Rejected(format!(
-                "record {index} of the batch (room {}) has {} bytes, more than RECORD_BYTES_MAX \
-                 ({RECORD_BYTES_MAX})",
-                append.room,
-                append.payload.len()
-            )));
-        }
-        frame_bytes += FRAME_HEADER_BYTES + append.payload.len();
-    }
-    if frame_bytes > APPEND_BATCH_BYTES_MAX {
-        return Err(LogError::Rejected(format!(
-            "batch of {frame_bytes} frame bytes exceeds APPEND_BATCH_BYTES_MAX \
-             ({APPEND_BATCH_BYTES_MAX})"
-        )));
-    }
-    Ok(frame_bytes)
-}
-
 #[async_trait]
 impl Log for FileLog {
     /// Appends the batch; returns once the writer has written it (and fsynced it, under
@@ -395,7 +356,7 @@ impl Log for FileLog {
     /// - [`LogError::Io`] when writing or syncing failed; [`LogError::Unavailable`] when an earlier
     ///   failure stopped the writer. The log must be reopened.
     async fn append(&self, batch: Vec<Append>) -> Result<(), LogError> {
-        let frame_bytes = check_batch(&batch)?;
+        let frame_bytes = check_batch(&batch, FRAME_HEADER_BYTES)?;
         if batch.is_empty() {
             return Ok(());
         }

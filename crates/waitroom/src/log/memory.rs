@@ -10,6 +10,8 @@
 //! The log is bounded ([`LOG_ENTRIES_MAX`], [`LOG_BYTES_MAX`]): once full it rejects appends
 //! instead of growing until the process is killed.
 
+use super::check_batch;
+pub use super::{APPEND_BATCH_BYTES_MAX, APPEND_BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,18 +24,6 @@ use super::{Append, Checkpoint, Entry, Event, Log, LogError, Position, ShardId};
 
 /// The name of the one shard of a memory log.
 pub const SHARD_NAME: &str = "memory";
-
-/// Largest payload of one record, in bytes. The same limit as the embedded file log, so code that
-/// passes its tests against the memory log does not produce records a durable backend refuses.
-pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
-
-/// Most records in one `append` batch. A batch is applied under one lock; bounding it bounds how
-/// long one append can hold up every other appender and subscriber.
-pub const APPEND_BATCH_RECORDS_MAX: usize = 4096;
-
-/// Most payload bytes in one `append` batch: bounds the work (and the copy a subscriber makes)
-/// for one batch, as the record count does.
-pub const APPEND_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Most entries the log holds. About 72 bytes of bookkeeping per entry besides its payload, so
 /// this caps that overhead near 1.2 GiB, enough for a benchmark of millions of joins.
@@ -114,34 +104,6 @@ impl Inner {
     }
 }
 
-/// Checks a batch against the per-batch limits; returns its payload bytes.
-fn check_batch(batch: &[Append]) -> Result<usize, LogError> {
-    if batch.len() > APPEND_BATCH_RECORDS_MAX {
-        return Err(LogError::Rejected(format!(
-            "batch of {} records exceeds APPEND_BATCH_RECORDS_MAX ({APPEND_BATCH_RECORDS_MAX})",
-            batch.len()
-        )));
-    }
-    let mut batch_bytes = 0;
-    for (index, append) in batch.iter().enumerate() {
-        if append.payload.len() > RECORD_BYTES_MAX {
-            return Err(LogError::Rejected(format!(
-                "record {index} of the batch (room {}) has {} bytes, more than RECORD_BYTES_MAX \
-                 ({RECORD_BYTES_MAX})",
-                append.room,
-                append.payload.len()
-            )));
-        }
-        batch_bytes += append.payload.len();
-    }
-    if batch_bytes > APPEND_BATCH_BYTES_MAX {
-        return Err(LogError::Rejected(format!(
-            "batch of {batch_bytes} bytes exceeds APPEND_BATCH_BYTES_MAX ({APPEND_BATCH_BYTES_MAX})"
-        )));
-    }
-    Ok(batch_bytes)
-}
-
 fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -159,7 +121,7 @@ impl Log for MemoryLog {
     /// [`RECORD_BYTES_MAX`], [`APPEND_BATCH_BYTES_MAX`]) or the log is full ([`LOG_ENTRIES_MAX`],
     /// [`LOG_BYTES_MAX`]).
     async fn append(&self, batch: Vec<Append>) -> Result<(), LogError> {
-        let batch_bytes = check_batch(&batch)?;
+        let batch_bytes = check_batch(&batch, 0)?;
         if batch.is_empty() {
             return Ok(());
         }

@@ -5,6 +5,9 @@
 //!   checkpoint, read the head for read-after-write barriers).
 //! - `memory`: an in-process log for tests and benchmarks.
 //! - `file`: the embedded, durable single-node log (segment files, CRC-framed records).
+//! - `redis`: Redis Streams, one stream per room (feature `redis`).
+//! - `conformance`: the scenarios every backend must pass, written once (feature
+//!   `test-support`).
 //!
 //! # The model
 //! A log is made of independent **shards**, each a totally ordered sequence of entries: the one
@@ -45,6 +48,53 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+
+/// Largest payload of one record, in bytes, in every backend: records are commands, far smaller
+/// than this (at most 256 KiB by `waitroom_core`'s own limit); the bound keeps every record inside
+/// what any backend accepts and bounds the memory a reader needs for one record.
+pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most records in one `append` batch, in every backend: bounds the time one batch holds a writer
+/// (the file log's writer thread, a Redis pipeline, the memory log's lock).
+pub const APPEND_BATCH_RECORDS_MAX: usize = 4096;
+
+/// Most bytes in one `append` batch (payloads plus each backend's per-record overhead): bounds
+/// the memory one batch takes in a writer's queue or a pipeline's buffers.
+pub const APPEND_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+const _: () = assert!(RECORD_BYTES_MAX <= APPEND_BATCH_BYTES_MAX);
+
+/// Checks a batch against the limits above, counting `overhead_per_record_bytes` for each
+/// record's framing; returns the batch's bytes.
+pub(crate) fn check_batch(
+    batch: &[Append],
+    overhead_per_record_bytes: usize,
+) -> Result<usize, LogError> {
+    if batch.len() > APPEND_BATCH_RECORDS_MAX {
+        return Err(LogError::Rejected(format!(
+            "batch of {} records exceeds APPEND_BATCH_RECORDS_MAX ({APPEND_BATCH_RECORDS_MAX})",
+            batch.len()
+        )));
+    }
+    let mut batch_bytes = 0;
+    for (index, append) in batch.iter().enumerate() {
+        if append.payload.len() > RECORD_BYTES_MAX {
+            return Err(LogError::Rejected(format!(
+                "record {index} of the batch (room {}) has {} bytes, more than RECORD_BYTES_MAX \
+                 ({RECORD_BYTES_MAX})",
+                append.room,
+                append.payload.len()
+            )));
+        }
+        batch_bytes += overhead_per_record_bytes + append.payload.len();
+    }
+    if batch_bytes > APPEND_BATCH_BYTES_MAX {
+        return Err(LogError::Rejected(format!(
+            "batch of {batch_bytes} bytes exceeds APPEND_BATCH_BYTES_MAX ({APPEND_BATCH_BYTES_MAX})"
+        )));
+    }
+    Ok(batch_bytes)
+}
 
 /// Name of one independently ordered sequence of a log.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -137,6 +137,7 @@
 //! whatever the fsync policy. Run `appendonly yes` with `appendfsync always` where a lost join
 //! matters; `everysec` is a deliberate trade of up to a second of joins for write throughput.
 
+pub use super::{APPEND_BATCH_BYTES_MAX, APPEND_BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -164,17 +165,6 @@ pub const PREFIX_DEFAULT: &str = "waitroom";
 
 /// Longest `prefix` or `node` option, in bytes: names stay readable in `XINFO GROUPS` and keys.
 pub const NAME_BYTES_MAX: usize = 64;
-
-/// Largest payload of one record, in bytes. The same limit as every other backend, so code that
-/// passes against the memory log does not produce records this one refuses.
-pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
-
-/// Most records in one `append` batch: one pipeline of this many `XADD`s is a few milliseconds
-/// of Redis time, so one batch cannot hold up the other clients of the Redis for long.
-pub const APPEND_BATCH_RECORDS_MAX: usize = 4096;
-
-/// Most payload bytes in one `append` batch: bounds the pipeline's buffer on both ends.
-pub const APPEND_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Longest room name, in bytes. Room ids are at most 64 bytes (`waitroom-core`); the slack is for
 /// tests and tools, while keeping keys short.
@@ -760,33 +750,10 @@ fn unavailable(what: &str, error: impl fmt::Display) -> LogError {
     LogError::Unavailable(format!("{what}: {error}"))
 }
 
-/// Checks a batch against the per-batch limits.
+/// Checks a batch against the shared limits and the room names against this backend's.
 fn check_batch(batch: &[Append]) -> Result<(), LogError> {
-    if batch.len() > APPEND_BATCH_RECORDS_MAX {
-        return Err(rejected(format!(
-            "batch of {} records exceeds APPEND_BATCH_RECORDS_MAX ({APPEND_BATCH_RECORDS_MAX})",
-            batch.len()
-        )));
-    }
-    let mut batch_bytes = 0;
-    for (index, append) in batch.iter().enumerate() {
-        check_room(&append.room)?;
-        if append.payload.len() > RECORD_BYTES_MAX {
-            return Err(rejected(format!(
-                "record {index} of the batch (room {}) has {} bytes, more than RECORD_BYTES_MAX \
-                 ({RECORD_BYTES_MAX})",
-                append.room,
-                append.payload.len()
-            )));
-        }
-        batch_bytes += append.payload.len();
-    }
-    if batch_bytes > APPEND_BATCH_BYTES_MAX {
-        return Err(rejected(format!(
-            "batch of {batch_bytes} bytes exceeds APPEND_BATCH_BYTES_MAX ({APPEND_BATCH_BYTES_MAX})"
-        )));
-    }
-    Ok(())
+    super::check_batch(batch, 0)?;
+    batch.iter().try_for_each(|append| check_room(&append.room))
 }
 
 fn check_room(room: &str) -> Result<(), LogError> {

@@ -2,14 +2,18 @@
 //!
 //! One task owns the appending. It takes the first queued record, everything else queued behind
 //! it (up to the batch bounds), appends the lot in one backend call, and answers every writer.
-//! While a batch is in flight the next one fills, so batches grow with load and a backend's
+//! While batches are in flight the next ones fill, so batches grow with load and a backend's
 //! round trip (a Redis pipeline, a file fsync) is shared by everyone who arrived meanwhile.
-//! One batch is in flight at a time, which also keeps each room's records in submission order.
+//!
+//! Up to `APPEND_BATCHES_IN_FLIGHT_MAX` batches are in flight at once, so a backend whose round
+//! trip includes a disk flush (Redis with `appendfsync always`) gets the next batch while it
+//! flushes the previous one. Batches in flight together carry writes that were concurrent anyway
+//! (every writer waits for its record before writing again), so no writer's order is at stake.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use waitroom_core::RecordId;
 
@@ -21,6 +25,8 @@ use crate::metrics::Metrics;
 pub const APPEND_BATCH_RECORDS_MAX: usize = 1024;
 /// Payload bytes per append call (records are at most 256 KiB each).
 pub const APPEND_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Append calls running at once (see the module documentation).
+pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// Records queued for the appender; a full queue makes writers wait (their own deadline bounds
 /// the wait), which is the node's back-pressure towards a slow backend.
 pub const APPEND_QUEUE_RECORDS_MAX: usize = 16 * 1024;
@@ -72,43 +78,53 @@ async fn run(
     metrics: Arc<Metrics>,
     mut queue: mpsc::Receiver<(Append, Ack)>,
 ) {
-    let mut batch = Vec::with_capacity(APPEND_BATCH_RECORDS_MAX);
-    let mut replies = Vec::with_capacity(APPEND_BATCH_RECORDS_MAX);
-    while let Some((append, reply)) = queue.recv().await {
+    let in_flight = Arc::new(Semaphore::new(APPEND_BATCHES_IN_FLIGHT_MAX));
+    loop {
+        // Wait for a free slot first: meanwhile the queue fills, and the batch grows.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some((append, ack)) = queue.recv().await else {
+            return;
+        };
         let mut bytes = append.payload.len();
-        batch.push(append);
-        replies.push(reply);
+        let mut batch = vec![append];
+        let mut acks = vec![ack];
         while batch.len() < APPEND_BATCH_RECORDS_MAX && bytes < APPEND_BATCH_BYTES_MAX {
             match queue.try_recv() {
-                Ok((append, reply)) => {
+                Ok((append, ack)) => {
                     bytes += append.payload.len();
                     batch.push(append);
-                    replies.push(reply);
+                    acks.push(ack);
                 }
                 Err(_) => break,
             }
         }
-        let started = Instant::now();
-        metrics.log_append_batch_records.observe(batch.len() as f64);
-        let result = log.append(std::mem::take(&mut batch)).await.map_err(|e| {
-            metrics.log_append_errors_total.inc();
-            tracing::warn!(error = %e, "append failed");
-            e.to_string()
-        });
-        metrics
-            .log_append_seconds
-            .observe(started.elapsed().as_secs_f64());
-        for ack in replies.drain(..) {
-            match ack {
-                Ack::Appended(reply) => {
-                    let _ = reply.send(result.clone());
-                }
-                Ack::Applied(id) => {
-                    if let Err(why) = &result {
-                        waiters.fail(id, WriteError::Unavailable(why.clone()));
+        let (log, waiters, metrics) = (log.clone(), waiters.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            metrics.log_append_batch_records.observe(batch.len() as f64);
+            let result = log.append(batch).await.map_err(|e| {
+                metrics.log_append_errors_total.inc();
+                tracing::warn!(error = %e, "append failed");
+                e.to_string()
+            });
+            metrics
+                .log_append_seconds
+                .observe(started.elapsed().as_secs_f64());
+            drop(permit);
+            for ack in acks {
+                match ack {
+                    Ack::Appended(reply) => {
+                        let _ = reply.send(result.clone());
+                    }
+                    Ack::Applied(id) => {
+                        if let Err(why) = &result {
+                            waiters.fail(id, WriteError::Unavailable(why.clone()));
+                        }
                     }
                 }
             }
-        }
+        });
     }
 }
