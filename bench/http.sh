@@ -1,47 +1,44 @@
 #!/usr/bin/env bash
 # Status polls/s and joins/s against one embedded waitroom node, and against a bare axum handler
 # with the same routes and response sizes (the physical limit of the HTTP stack here), measured
-# with the same wrk settings in the same run. Prints the figures and the ratios.
+# with the same wrk settings in the same run. Each measurement is repeated REPEAT times, the
+# four kinds interleaved (so a burst of noise from other processes hits both sides); the figure
+# kept is the median. Prints the figures and the ratios.
 #
-#   bench/http.sh                      # defaults: 10 s per run, 64 connections, 1 wrk thread
-#   DURATION=30s CONNECTIONS=128 bench/http.sh
+#   bench/http.sh                      # defaults: 3 × 10 s per kind, 64 connections, 1 wrk thread
+#   DURATION=30s CONNECTIONS=128 REPEAT=5 bench/http.sh
+#   OUT=dir bench/http.sh              # also keep wrk's outputs, http.txt and http.json in dir
 #
 # Needs wrk (apt-get install wrk) and python3. Everything listens on 127.0.0.1 and is stopped by
 # PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-1}"
 SESSIONS="${SESSIONS:-5000}"
+REPEAT="${REPEAT:-3}"
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+out="${OUT:-$bench_scratch/http}"
+mkdir -p "$out"
 
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin waitroom --example bare_axum
-scratch="$(mktemp -d -t waitroom-bench.XXXXXX)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$scratch"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-admin="bench-admin-token-0123456789"
-wr_port="$(free_port)"; bare_port="$(free_port)"
-WAITROOM_LOG=warn target/release/waitroom serve --listen "127.0.0.1:$wr_port" --data-dir "$scratch/data" \
-  --admin-token "$admin" --join-rate-per-ip 0 >"$scratch/waitroom.out" 2>&1 &
-pids+=("$!")
-target/release/examples/bare_axum "127.0.0.1:$bare_port" >"$scratch/bare.out" 2>&1 &
-pids+=("$!")
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wr_port/readyz" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$wr_port/readyz" >/dev/null
+bench_build --bin waitroom --example bare_axum
+bench_start_waitroom http
+bare_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+"$BENCH_BIN/examples/bare_axum" "127.0.0.1:$bare_port" >"$bench_scratch/bare.out" 2>&1 &
+bench_pids+=("$!")
+bare_url="$(bench_url "$bench_scratch/bare.out" "bare axum")"
 
 # A room where everyone waits and nobody expires during the runs.
-curl -sf -X PUT "http://127.0.0.1:$wr_port/api/waiting-room/rooms/bench" -H "Authorization: Bearer $admin" \
+curl -sf -X PUT "$WAITROOM_URL/api/waiting-room/rooms/bench" -H "Authorization: Bearer $BENCH_ADMIN_TOKEN" \
   -H 'Content-Type: application/json' \
   -d '{"capacity":100,"waitingIdleTimeoutSeconds":3600,"activeIdleTimeoutSeconds":3600,"maxActiveSeconds":7200,"heartbeatIntervalSeconds":10}' >/dev/null
-python3 - "$wr_port" "$SESSIONS" "$scratch/ids" <<'PY'
+python3 - "$WAITROOM_URL" "$SESSIONS" "$bench_scratch/ids" <<'PY'
 import concurrent.futures, json, sys, urllib.request
-port, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+url, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def join(_):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/waiting-room/sessions", method="POST",
+    req = urllib.request.Request(f"{url}/api/waiting-room/sessions", method="POST",
         data=b'{"roomId":"bench"}', headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req) as r:
         return json.load(r)["waitingRoomSessionId"]
@@ -50,24 +47,73 @@ with concurrent.futures.ThreadPoolExecutor(32) as pool:
 open(out, "w").write("\n".join(ids) + "\n")
 PY
 
-run() { # name url script -> requests/s
-  local out
-  out="$(IDS_FILE="$scratch/ids" ROOM=bench wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$3" "$2")"
-  echo "$out" >"$scratch/$1.wrk"
-  local rps p50 p99 errors
-  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-  p50="$(awk '$1=="50%" {print $2}' <<<"$out")"
-  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  errors="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
-  printf '%-22s %12s req/s   p50 %-9s p99 %-9s non-2xx %s\n' "$1" "$rps" "$p50" "$p99" "${errors:-0}"
-  echo "$rps" >"$scratch/$1.rps"
+run() { # name repetition url script: one wrk run, kept as $out/<name>.<repetition>.wrk
+  local file="$out/${1// /-}.$2.wrk"
+  echo "# load average before: $(bench_loadavg)" >"$file"
+  IDS_FILE="$bench_scratch/ids" ROOM=bench wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$4" "$3" >>"$file"
 }
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION on $(nproc) cores; $SESSIONS sessions polled at random"
-run "bare axum polls" "http://127.0.0.1:$bare_port" bench/poll.lua
-run "waitroom polls" "http://127.0.0.1:$wr_port" bench/poll.lua
-run "bare axum joins" "http://127.0.0.1:$bare_port" bench/join.lua
-run "waitroom joins" "http://127.0.0.1:$wr_port" bench/join.lua
-ratio() { python3 -c "print(f'{float(open(\"$scratch/$1.rps\").read())/float(open(\"$scratch/$2.rps\").read()):.2f}')"; }
-echo "polls: waitroom / bare axum = $(ratio "waitroom polls" "bare axum polls")   (target >= 0.8)"
-echo "joins: waitroom / bare axum = $(ratio "waitroom joins" "bare axum joins")   (target >= 0.5)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $REPEAT, on $(bench_machine); $SESSIONS sessions polled at random"
+echo "load average at start: $(bench_loadavg)"
+for repetition in $(seq 1 "$REPEAT"); do
+  run "bare axum polls" "$repetition" "$bare_url" bench/poll.lua
+  run "waitroom polls" "$repetition" "$WAITROOM_URL" bench/poll.lua
+  run "bare axum joins" "$repetition" "$bare_url" bench/join.lua
+  run "waitroom joins" "$repetition" "$WAITROOM_URL" bench/join.lua
+done
+echo "load average at end: $(bench_loadavg)"
+
+python3 - "$out" "$REPEAT" <<'PY' | tee "$out/http.txt"
+import json, pathlib, statistics, sys
+out, repeat = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+def ms(text):  # wrk latency text → ms
+    for unit, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    raise ValueError(text)
+def parse(path):
+    figures = {"non2xx": 0, "socketErrors": 0}
+    for line in path.read_text().splitlines():
+        words = line.split()
+        if line.startswith("# load average before:"):
+            figures["loadAverage"] = [float(word) for word in words[4:7]]
+        elif words[:1] == ["Requests/sec:"]:
+            figures["requestsPerSecond"] = float(words[1])
+        elif words[:1] == ["50%"]:
+            figures["p50Ms"] = ms(words[1])
+        elif words[:1] == ["99%"]:
+            figures["p99Ms"] = ms(words[1])
+        elif line.strip().startswith("Non-2xx"):
+            figures["non2xx"] = int(words[-1])
+        elif line.strip().startswith("Socket errors"):
+            figures["socketErrors"] = sum(int(word.rstrip(",")) for word in words[3::2])
+    return figures
+results = {}
+for name in ("bare axum polls", "waitroom polls", "bare axum joins", "waitroom joins"):
+    runs = [parse(out / f"{name.replace(' ', '-')}.{i}.wrk") for i in range(1, repeat + 1)]
+    median = statistics.median(run["requestsPerSecond"] for run in runs)
+    results[name] = {"runs": runs, "medianRequestsPerSecond": median}
+    rates = " ".join(f"{run['requestsPerSecond']:.0f}" for run in runs)
+    p99 = statistics.median(run["p99Ms"] for run in runs)
+    errors = sum(run["non2xx"] + run["socketErrors"] for run in runs)
+    print(f"{name:<16} median {median:>9.0f} req/s  (runs: {rates})  median p99 {p99:.2f} ms  non-2xx/socket errors {errors}")
+ratios = {
+    "polls": results["waitroom polls"]["medianRequestsPerSecond"] / results["bare axum polls"]["medianRequestsPerSecond"],
+    "joins": results["waitroom joins"]["medianRequestsPerSecond"] / results["bare axum joins"]["medianRequestsPerSecond"],
+}
+targets = {"polls": 0.8, "joins": 0.5}
+# Each waitroom run against the bare run just before it: less sensitive to the machine's load
+# drifting during the whole measurement than the ratio of the medians.
+paired = {
+    kind: sorted(w["requestsPerSecond"] / b["requestsPerSecond"]
+                 for b, w in zip(results[f"bare axum {kind}"]["runs"], results[f"waitroom {kind}"]["runs"]))
+    for kind in ("polls", "joins")
+}
+for kind, ratio in ratios.items():
+    verdict = "met" if ratio >= targets[kind] else "MISSED"
+    pairs = paired[kind]
+    print(f"{kind}: waitroom / bare axum = {ratio:.3f}   (target >= {targets[kind]}: {verdict}; "
+          f"run by run {pairs[0]:.2f}..{pairs[-1]:.2f}, median {statistics.median(pairs):.3f})")
+json.dump({"results": results, "ratios": ratios, "pairedRatios": paired, "targets": targets},
+          open(out / "http.json", "w"), indent=2)
+PY

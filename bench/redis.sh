@@ -15,10 +15,11 @@ SESSIONS="${SESSIONS:-3000}"
 for tool in wrk redis-server redis-benchmark python3; do
   command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 1; }
 done
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin waitroom
-scratch="$(mktemp -d -t waitroom-redis-bench.XXXXXX)"
+source bench/lib.sh
+bench_build --bin waitroom
+scratch="$bench_scratch"
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$scratch"; }
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; bench_cleanup; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
@@ -29,12 +30,12 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --
 pids+=("$!")
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
-admin="bench-admin-token-0123456789"
+admin="$BENCH_ADMIN_TOKEN"
 openssl genpkey -algorithm ed25519 -out "$scratch/key.pem" 2>/dev/null
 urls=()
 start_node() { # index: starts a node, appends its URL to urls
   local port; port="$(free_port)"
-  WAITROOM_LOG=warn target/release/waitroom serve --listen "127.0.0.1:$port" --data-dir "$scratch/node$1" \
+  WAITROOM_LOG=warn "$BENCH_BIN/waitroom" serve --listen "127.0.0.1:$port" --data-dir "$scratch/node$1" \
     --backend "redis://127.0.0.1:$redis_port?node=bench-$1" --signing-key "$scratch/key.pem" \
     --admin-token "$admin" --join-rate-per-ip 0 >"$scratch/node$1.out" 2>&1 &
   pids+=("$!")

@@ -10,6 +10,10 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
+// The same allocator as the waitroom binary, so the comparison is of the request path alone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A session view of the size waitroom answers (WAITING, all fields present).
 fn view(id: &str) -> String {
     format!(
@@ -49,7 +53,13 @@ async fn main() {
     let app = Router::new()
         .route("/api/waiting-room/sessions", post(join))
         .route("/api/waiting-room/sessions/{id}", get(status));
-    let listener = tokio::net::TcpListener::bind(&address).await.expect("bind");
+    // The same listener as waitroom's (backlog, connection bound, TCP_NODELAY), so the comparison
+    // is of the request path alone.
+    let listener = waitroom::server::listen(&address).await.expect("bind");
+    let listener = waitroom::connections::BoundedListener::new(
+        listener,
+        waitroom::connections::CONNECTIONS_MAX,
+    );
     println!("bare axum serving at http://{address}");
     axum::serve(listener, app).await.expect("serve");
 }

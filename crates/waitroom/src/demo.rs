@@ -142,12 +142,9 @@ pub struct DemoStarted {
 /// # Errors
 /// The address cannot be bound, or the node cannot start (see [`run_with`]).
 pub async fn run(args: DemoArgs) -> Result<(), String> {
-    let listener = TcpListener::bind(&args.listen).await.map_err(|e| {
-        format!(
-            "cannot listen on {}: {e} (try --listen 127.0.0.1:0)",
-            args.listen
-        )
-    })?;
+    let listener = crate::server::listen(&args.listen)
+        .await
+        .map_err(|e| format!("{e} (try --listen 127.0.0.1:0)"))?;
     let crowd = args.crowd;
     let capacity = args.capacity;
     let hold = args.hold_seconds;

@@ -15,11 +15,13 @@
 //! - `tokens`: admission tokens (EdDSA JWTs) and the JWKS.
 //! - `ids`: the text form of session ids (which carries the room's tag).
 //! - `metrics`: Prometheus metrics.
+//! - `connections`: the bound on open client connections.
 //! - `server`: `waitroom serve` — [`server::run`] takes a listener and a shutdown future.
 //! - `demo`: `waitroom demo` — a node with a demo room, a simulated crowd and a seat-selection
 //!   page that verifies admission tokens.
 
 pub mod backend;
+pub mod connections;
 pub mod demo;
 pub mod http;
 pub mod ids;

@@ -4,6 +4,7 @@
 //! active, admissions, expiries by reason) are read from the rooms at scrape time by a collector,
 //! so the applier's hot path never touches them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use prometheus_client::collector::Collector;
@@ -17,20 +18,207 @@ use waitroom_core::ExpiredReason;
 
 use crate::node::Node;
 
+/// Route templates, the `route` label of request latencies (a fixed set, never raw paths, so the
+/// metric's cardinality stays bounded).
+pub const ROUTES: [&str; 15] = [
+    "/api/waiting-room/sessions",
+    "/api/waiting-room/sessions/{id}",
+    "/api/waiting-room/sessions/{id}:heartbeat",
+    "/api/waiting-room/sessions/{id}:complete",
+    "/api/waiting-room/sessions/{id}:evict",
+    "/api/waiting-room/rooms",
+    "/api/waiting-room/rooms/{roomId}",
+    "/api/waiting-room/openapi.json",
+    "/.well-known/jwks.json",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/room/{roomId}",
+    "/assets/{file}",
+    "other",
+];
+/// The `method` label.
+pub const METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OTHER"];
+/// The `status` label: every status the API answers; anything else is counted as "other".
+const STATUSES: [&str; 13] = [
+    "200", "201", "400", "401", "404", "405", "413", "415", "429", "500", "503", "504", "other",
+];
+/// Upper bounds of the latency buckets, in microseconds: 50 µs doubling to ~6.5 s.
+const LATENCY_BUCKETS_US: [u64; 18] = {
+    let mut bounds = [0; 18];
+    let mut i = 0;
+    while i < 18 {
+        bounds[i] = 50 << i;
+        i += 1;
+    }
+    bounds
+};
+
+fn status_index(status: u16) -> usize {
+    match status {
+        200 => 0,
+        201 => 1,
+        400 => 2,
+        401 => 3,
+        404 => 4,
+        405 => 5,
+        413 => 6,
+        415 => 7,
+        429 => 8,
+        500 => 9,
+        503 => 10,
+        504 => 11,
+        _ => 12,
+    }
+}
+
+#[derive(Default)]
+struct LatencyCell {
+    /// Per-bucket counts; the last one counts what exceeded every bound (`+Inf`).
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+/// Request latency histograms by route, method and status, with lock-free observation.
+///
+/// Every request is observed, so this is on the status poll's hot path: prometheus-client's
+/// `Histogram` takes a mutex per observation and its `Family` a read lock and a hash per lookup,
+/// which the worker threads then fight over. Here an observation is three relaxed atomic adds in
+/// a cell found by index.
+pub struct RequestLatency {
+    cells: Box<[LatencyCell]>,
+}
+
+impl Default for RequestLatency {
+    fn default() -> Self {
+        let cells = (0..ROUTES.len() * METHODS.len() * STATUSES.len())
+            .map(|_| LatencyCell::default())
+            .collect();
+        Self { cells }
+    }
+}
+
+impl std::fmt::Debug for RequestLatency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestLatency").finish_non_exhaustive()
+    }
+}
+
+impl RequestLatency {
+    /// Records one request; `route` and `method` index [`ROUTES`] and [`METHODS`].
+    pub fn observe(&self, route: usize, method: usize, status: u16, elapsed: std::time::Duration) {
+        let index = (route * METHODS.len() + method) * STATUSES.len() + status_index(status);
+        let Some(cell) = self.cells.get(index) else {
+            return;
+        };
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        cell.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        cell.count.fetch_add(1, Ordering::Relaxed);
+        cell.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for (index, cell) in self.cells.iter().enumerate() {
+            let count = cell.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let (route_method, status) = (index / STATUSES.len(), index % STATUSES.len());
+            let labels = RequestLabels {
+                route: ROUTES[route_method / METHODS.len()],
+                method: METHODS[route_method % METHODS.len()],
+                status: STATUSES[status],
+            };
+            // Per-bucket counts, as prometheus-client's own histogram passes them.
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+                .iter()
+                .map(|&bound| bound as f64 / 1e6)
+                .chain(std::iter::once(f64::INFINITY))
+                .zip(&cell.buckets)
+                .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+                .collect();
+            let sum_s = cell.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum_s, count, &buckets, None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// The route template (`/api/waiting-room/sessions/{id}`), never the raw path.
-    pub route: &'static str,
-    pub method: &'static str,
-    pub status: u16,
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_latency_encodes_cumulative_buckets() {
+        let latency = RequestLatency::default();
+        latency.observe(1, 0, 200, std::time::Duration::from_micros(40));
+        latency.observe(1, 0, 200, std::time::Duration::from_micros(120));
+        latency.observe(1, 0, 200, std::time::Duration::from_secs(60));
+        latency.observe(0, 1, 418, std::time::Duration::from_micros(75));
+        let mut registry = Registry::default();
+        #[derive(Debug)]
+        struct Only(RequestLatency);
+        impl Collector for Only {
+            fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+                self.0.encode(&mut encoder)
+            }
+        }
+        registry.register_collector(Box::new(Only(latency)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let poll = r#"route="/api/waiting-room/sessions/{id}",method="GET",status="200""#;
+        assert!(
+            text.contains(&format!("http_request_duration_seconds_count{{{poll}}} 3")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "http_request_duration_seconds_bucket{{le=\"0.00005\",{poll}}} 1"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "http_request_duration_seconds_bucket{{le=\"0.0002\",{poll}}} 2"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "http_request_duration_seconds_bucket{{le=\"+Inf\",{poll}}} 3"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(r#"status="other""#), "{text}");
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~6.5 s
@@ -40,7 +228,7 @@ fn latency_histogram() -> Histogram {
 /// The node's own metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    pub http_request_seconds: HistogramFamily<RequestLabels>,
+    pub http_request_seconds: RequestLatency,
     pub log_append_seconds: Histogram,
     pub log_append_batch_records: Histogram,
     pub log_append_errors_total: Counter,
@@ -55,7 +243,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            http_request_seconds: Family::new_with_constructor(latency_histogram),
+            http_request_seconds: RequestLatency::default(),
             log_append_seconds: latency_histogram(),
             log_append_batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             log_append_errors_total: Counter::default(),
@@ -74,11 +262,6 @@ impl Metrics {
     pub fn registry(self: &Arc<Self>, node: Weak<Node>) -> Registry {
         let mut registry = Registry::with_prefix("waitroom");
         let m = self;
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route, method and status",
-            m.http_request_seconds.clone(),
-        );
         registry.register(
             "log_append_duration_seconds",
             "Latency of one append batch to the log backend",
@@ -124,7 +307,10 @@ impl Metrics {
             "Writes appended but not applied within the wait bound",
             m.writes_timed_out_total.clone(),
         );
-        registry.register_collector(Box::new(RoomCollector { node }));
+        registry.register_collector(Box::new(RoomCollector {
+            node,
+            metrics: self.clone(),
+        }));
         registry
     }
 }
@@ -142,14 +328,16 @@ struct RoomReasonLabels {
 
 type StatReader = fn(&waitroom_core::RoomStats) -> u64;
 
-/// Per-room figures, read from the rooms at scrape time.
+/// Request latencies and per-room figures, read at scrape time.
 #[derive(Debug)]
 struct RoomCollector {
     node: Weak<Node>,
+    metrics: Arc<Metrics>,
 }
 
 impl Collector for RoomCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.metrics.http_request_seconds.encode(&mut encoder)?;
         let Some(node) = self.node.upgrade() else {
             return Ok(());
         };

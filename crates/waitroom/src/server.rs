@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,8 +165,8 @@ pub async fn run_with(
     });
 
     let extra_routes = options.extra_routes.clone().unwrap_or_default();
-    let app =
-        http::router_with(state, extra_routes).into_make_service_with_connect_info::<SocketAddr>();
+    let app = http::router_with(state, extra_routes)
+        .into_make_service_with_connect_info::<crate::connections::PeerAddr>();
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_timeout = Duration::from_millis(options.drain_timeout_ms);
     let shutdown = async move {
@@ -175,6 +174,8 @@ pub async fn run_with(
         tracing::info!("shutting down: no new connections, draining requests");
         let _ = drain_tx.send(());
     };
+    let listener =
+        crate::connections::BoundedListener::new(listener, crate::connections::CONNECTIONS_MAX);
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
     let drained = async move {
         if drain_rx.await.is_ok() {
@@ -304,6 +305,40 @@ async fn apply_rooms_file(node: Arc<Node>, rooms: Vec<(RoomId, waitroom_core::Ro
             }
         }
     }
+}
+
+/// Pending connections the kernel queues before `accept`: a thundering herd opens thousands of
+/// connections within a second, and tokio's default (128) overflows, which clients see as
+/// connection stalls and retransmits. The kernel caps it at `net.core.somaxconn` (4096 by
+/// default on current Linux).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `address` (`host:port`) with [`LISTEN_BACKLOG`].
+///
+/// # Errors
+/// The address does not resolve or cannot be bound.
+pub async fn listen(address: &str) -> Result<TcpListener, String> {
+    let resolved = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address} resolves to no address"))?;
+    let socket = if resolved.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("cannot open a socket for {address}: {e}"))?;
+    // A restarted node can bind again while the old connections sit in TIME_WAIT.
+    socket
+        .set_reuseaddr(true)
+        .map_err(|e| format!("cannot set SO_REUSEADDR: {e}"))?;
+    socket
+        .bind(resolved)
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -8,10 +8,60 @@ use super::problem::Problem;
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.
 pub fn rfc3339_ms(ms: u64) -> String {
-    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        Err(_) => "9999-12-31T23:59:59.999Z".into(),
+    Rfc3339Ms(ms).to_string()
+}
+
+/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999Z); later times are clamped.
+const RFC3339_MS_MAX: u64 = 253_402_300_799_999;
+
+/// An instant (milliseconds since the Unix epoch) that displays and serialises as RFC 3339 UTC
+/// with millisecond precision, e.g. `2026-11-27T10:00:00.123Z`.
+///
+/// Written by hand rather than with `jiff`'s `strftime` because every status poll formats two or
+/// three of these: this one writes into a stack buffer without allocating (the civil-date
+/// conversion is Howard Hinnant's `civil_from_days`). Tests check it against `jiff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rfc3339Ms(pub u64);
+
+impl std::fmt::Display for Rfc3339Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.min(RFC3339_MS_MAX);
+        let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+        // civil_from_days, for days ≥ 0 (1970-01-01 onward).
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        let (hour, minute) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
+        let (second, milli) = (ms_of_day / 1_000 % 60, ms_of_day % 1_000);
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, value: u64, digits: usize| {
+            let mut value = value;
+            for i in (0..digits).rev() {
+                out[at + i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, hour, 2);
+        put(14, minute, 2);
+        put(17, second, 2);
+        put(20, milli, 3);
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl Serialize for Rfc3339Ms {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -75,10 +125,11 @@ impl From<ExpiredReason> for ExpiredReasonBody {
 /// The session view (shared/API.md).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionBody {
+pub struct SessionBody<'a> {
     #[schema(example = "wr_AAECAwQFBgcICQoLDA0ODxAREhM")]
     pub waiting_room_session_id: String,
-    pub room_id: String,
+    #[schema(value_type = String)]
+    pub room_id: &'a str,
     pub status: StatusBody,
     /// WAITING only: live WAITING sessions ahead (0 = next). `null` in the pre-queue.
     pub position: Option<u64>,
@@ -86,11 +137,15 @@ pub struct SessionBody {
     /// WAITING only; `null` until an estimate is possible.
     pub estimated_wait_seconds: Option<u64>,
     pub prequeue: bool,
-    pub opens_at: Option<String>,
-    pub joined_at: String,
-    pub admitted_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub opens_at: Option<Rfc3339Ms>,
+    #[schema(value_type = String, format = DateTime)]
+    pub joined_at: Rfc3339Ms,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub admitted_at: Option<Rfc3339Ms>,
     /// When the session ends without a heartbeat; `null` once EXPIRED.
-    pub expires_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Rfc3339Ms>,
     pub heartbeat_interval_seconds: u32,
     /// ACTIVE only: a signed JWT (EdDSA) for the protected service.
     pub admission_token: Option<String>,
@@ -99,25 +154,102 @@ pub struct SessionBody {
     pub expired_reason: Option<ExpiredReasonBody>,
 }
 
-impl SessionBody {
+impl SessionBody<'_> {
+    /// The JSON of this view, exactly as `serde_json` writes it, written directly: every status
+    /// poll answers one of these, and `serde_json`'s generic escaping of every string was a
+    /// quarter of a poll's CPU. Only `targetUrl` and the token can hold characters that need
+    /// escaping, and they still go through `serde_json`. A test checks the two agree.
+    pub fn to_json(&self) -> Vec<u8> {
+        use std::io::Write as _;
+        fn opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
+            match value {
+                Some(v) => {
+                    let _ = write!(out, "{v}");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn opt_time(out: &mut Vec<u8>, value: Option<Rfc3339Ms>) {
+            match value {
+                Some(t) => {
+                    let _ = write!(out, "\"{t}\"");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn opt_str(out: &mut Vec<u8>, value: Option<&str>) {
+            match value {
+                // Writing a `&str` into a Vec cannot fail.
+                Some(s) => serde_json::to_writer(&mut *out, s).unwrap_or(()),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        let mut out = Vec::with_capacity(512);
+        let status = match self.status {
+            StatusBody::Waiting => "WAITING",
+            StatusBody::Active => "ACTIVE",
+            StatusBody::Expired => "EXPIRED",
+        };
+        // The session id (base64url) and the room id ([A-Za-z0-9._-]) never need escaping.
+        let _ = write!(
+            out,
+            "{{\"waitingRoomSessionId\":\"{}\",\"roomId\":\"{}\",\"status\":\"{status}\",\"position\":",
+            self.waiting_room_session_id, self.room_id
+        );
+        opt_u64(&mut out, self.position);
+        let _ = write!(
+            out,
+            ",\"waitingCount\":{},\"estimatedWaitSeconds\":",
+            self.waiting_count
+        );
+        opt_u64(&mut out, self.estimated_wait_seconds);
+        let _ = write!(out, ",\"prequeue\":{},\"opensAt\":", self.prequeue);
+        opt_time(&mut out, self.opens_at);
+        let _ = write!(out, ",\"joinedAt\":\"{}\",\"admittedAt\":", self.joined_at);
+        opt_time(&mut out, self.admitted_at);
+        out.extend_from_slice(b",\"expiresAt\":");
+        opt_time(&mut out, self.expires_at);
+        let _ = write!(
+            out,
+            ",\"heartbeatIntervalSeconds\":{},\"admissionToken\":",
+            self.heartbeat_interval_seconds
+        );
+        opt_str(&mut out, self.admission_token.as_deref());
+        out.extend_from_slice(b",\"targetUrl\":");
+        opt_str(&mut out, self.target_url.as_deref());
+        out.extend_from_slice(b",\"expiredReason\":");
+        let reason = self.expired_reason.map(|r| match r {
+            ExpiredReasonBody::Timeout => "timeout",
+            ExpiredReasonBody::Left => "left",
+            ExpiredReasonBody::Completed => "completed",
+            ExpiredReasonBody::Evicted => "evicted",
+            ExpiredReasonBody::Closed => "closed",
+        });
+        opt_str(&mut out, reason);
+        out.push(b'}');
+        out
+    }
+}
+
+impl<'a> SessionBody<'a> {
     pub fn new(
         id: String,
-        room_id: &str,
+        room_id: &'a str,
         view: SessionView,
         admission_token: Option<String>,
     ) -> Self {
         Self {
             waiting_room_session_id: id,
-            room_id: room_id.to_string(),
+            room_id,
             status: view.status.into(),
             position: view.position,
             waiting_count: view.waiting_count,
             estimated_wait_seconds: view.estimated_wait_seconds,
             prequeue: view.prequeue,
-            opens_at: view.opens_at_ms.map(rfc3339_ms),
-            joined_at: rfc3339_ms(view.joined_at_ms),
-            admitted_at: view.admitted_at_ms.map(rfc3339_ms),
-            expires_at: view.expires_at_ms.map(rfc3339_ms),
+            opens_at: view.opens_at_ms.map(Rfc3339Ms),
+            joined_at: Rfc3339Ms(view.joined_at_ms),
+            admitted_at: view.admitted_at_ms.map(Rfc3339Ms),
+            expires_at: view.expires_at_ms.map(Rfc3339Ms),
             heartbeat_interval_seconds: view.heartbeat_interval_seconds,
             admission_token,
             target_url: view.target_url,
@@ -293,6 +425,96 @@ pub struct RoomListBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_written_json_matches_serde() {
+        use waitroom_core::{SessionId, SessionView};
+        let base = SessionView {
+            session: SessionId::from_u128(1),
+            status: Status::Waiting,
+            position: Some(1523),
+            waiting_count: 48_211,
+            estimated_wait_seconds: Some(310),
+            prequeue: false,
+            opens_at_ms: None,
+            joined_at_ms: 1_800_000_000_123,
+            admitted_at_ms: None,
+            expires_at_ms: Some(1_800_000_120_123),
+            last_seen_ms: Some(1_800_000_000_123),
+            heartbeat_interval_seconds: 10,
+            target_url: None,
+            expired_reason: None,
+        };
+        let views = [
+            base.clone(),
+            SessionView {
+                position: None,
+                estimated_wait_seconds: None,
+                prequeue: true,
+                opens_at_ms: Some(1_800_000_060_000),
+                ..base.clone()
+            },
+            SessionView {
+                status: Status::Active,
+                position: None,
+                admitted_at_ms: Some(1_800_000_001_000),
+                target_url: Some("https://tickets.example.com/select?a=\"b\"&c=\\d\u{e9}".into()),
+                ..base.clone()
+            },
+            SessionView {
+                status: Status::Expired,
+                expires_at_ms: None,
+                expired_reason: Some(ExpiredReason::Completed),
+                ..base.clone()
+            },
+        ];
+        for (i, view) in views.into_iter().enumerate() {
+            let token = (i == 2).then(|| "eyJhbGciOiJFZERTQSJ9.e30.c2ln".to_string());
+            let body = SessionBody::new(
+                "wr_AAECAwQFBgcICQoLDA0ODxAREhM".into(),
+                "eras-tour.2026_05-01",
+                view,
+                token,
+            );
+            assert_eq!(
+                String::from_utf8(body.to_json()).unwrap(),
+                serde_json::to_string(&body).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn fast_format_matches_jiff() {
+        let jiff_format = |ms: u64| {
+            jiff::Timestamp::from_millisecond(ms as i64)
+                .unwrap()
+                .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string()
+        };
+        let mut samples = vec![
+            0,
+            1,
+            999,
+            86_399_999,
+            86_400_000,
+            951_782_400_000,
+            951_868_799_999,
+        ];
+        // jiff's own range ends a day before RFC 3339's.
+        const JIFF_MS_MAX: u64 = 253_402_207_200_000;
+        samples.extend([4_107_542_399_999, 1_800_000_000_123, JIFF_MS_MAX]);
+        // Every week across eighty centuries (leap years included), at varying times of day.
+        let mut ms = 0u64;
+        while ms < JIFF_MS_MAX {
+            samples.push(ms);
+            ms += 86_400_000 * 7 + 3_599_123;
+        }
+        for ms in samples {
+            assert_eq!(rfc3339_ms(ms), jiff_format(ms), "{ms}");
+        }
+        assert_eq!(rfc3339_ms(RFC3339_MS_MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
 
     #[test]
     fn times() {

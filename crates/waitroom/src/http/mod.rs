@@ -9,8 +9,10 @@
 //! - `ops`: health, readiness, metrics, JWKS, OpenAPI.
 //! - `page`: the waiting page and its assets.
 //! - `limits`: the per-IP join rate limit.
+//! - `guard`: the middleware around everything (latency metrics, problem bodies).
 
 pub mod api;
+mod guard;
 mod limits;
 mod openapi;
 mod ops;
@@ -20,34 +22,24 @@ mod rooms;
 mod sessions;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{self, Next};
+use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::{HeaderMap, HeaderName, StatusCode, header};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
-use tower_http::limit::RequestBodyLimitLayer;
 
 pub use limits::{JoinRateLimit, RETAIN_INTERVAL_MS};
-use problem::{PROBLEM_JSON, Problem};
+use problem::Problem;
 
-use crate::metrics::RequestLabels;
 use crate::node::Node;
 use crate::tokens::Tokens;
 
 /// Request bodies are at most this large (the API: `413` over 4 KiB).
 pub const REQUEST_BODY_BYTES_MAX: usize = 4096;
-/// A request that takes longer than this is answered `503`: every wait inside is bounded more
-/// tightly, so this only catches the unexpected.
-pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
-/// Requests in flight at once; past it, new ones are refused with `503` at once.
-pub const REQUESTS_IN_FLIGHT_MAX: usize = 20_000;
 
 /// Everything a handler needs.
 pub struct AppState {
@@ -94,110 +86,23 @@ pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/room/{room_id}", get(page::room_page))
         .route("/assets/{file}", get(page::asset))
-        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .merge(extra.with_state::<Arc<AppState>>(()));
-    // Layers run outside-in from the last one added: problem bodies for whatever the inner
-    // layers answer, then the overload and time bounds, then the body size bounds.
+    // The guard wraps everything (latency metrics, problem bodies). There is no
+    // request timeout layer: every wait inside a handler is bounded on its own (`NodeOptions`),
+    // and a timer per request would cost every status poll. Request bodies are bounded where
+    // they are read (`json_body`); handlers without a body never read one.
+    let guard = guard::GuardLayer::new(state.node.metrics.clone());
     api.fallback(|| async { Problem::not_found("no such resource") })
-        .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
-        .layer(RequestBodyLimitLayer::new(REQUEST_BODY_BYTES_MAX))
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async {
-                        Problem::unavailable(
-                            "the server is overloaded or the request took too long",
-                        )
-                    },
-                ))
-                .load_shed()
-                .concurrency_limit(REQUESTS_IN_FLIGHT_MAX)
-                .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS)),
-        )
-        .layer(middleware::map_response(problemize))
+        .layer(guard)
         .with_state(state)
 }
 
-/// Records the latency of every routed request by route template.
-async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| route_name(p.as_str()))
-        .unwrap_or("unmatched");
-    let method = method_name(request.method());
-    let response = next.run(request).await;
-    state
-        .node
-        .metrics
-        .http_request_seconds
-        .get_or_create(&RequestLabels {
-            route,
-            method,
-            status: response.status().as_u16(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
-/// Route templates as `'static` labels (a fixed set, so label cardinality stays bounded).
-fn route_name(path: &str) -> &'static str {
-    const ROUTES: [&str; 11] = [
-        "/api/waiting-room/sessions",
-        "/api/waiting-room/sessions/{id}",
-        "/api/waiting-room/rooms",
-        "/api/waiting-room/rooms/{room_id}",
-        "/api/waiting-room/openapi.json",
-        "/.well-known/jwks.json",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/room/{room_id}",
-        "/assets/{file}",
-    ];
-    ROUTES.into_iter().find(|r| *r == path).unwrap_or("other")
-}
-
-fn method_name(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::HEAD => "HEAD",
-        _ => "OTHER",
-    }
-}
-
-/// Errors produced by the framework or a layer (`405`, `413`, ...) carry no body: give them the
-/// API's problem body, keeping their headers (`Allow`).
-async fn problemize(response: Response) -> Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if is_problem {
-        return response;
-    }
-    let allow = response.headers().get(header::ALLOW).cloned();
-    let mut replaced = Problem::for_status(status).into_response();
-    *replaced.status_mut() = status;
-    if let Some(allow) = allow {
-        replaced.headers_mut().insert(header::ALLOW, allow);
-    }
-    replaced
-}
-
-/// Parses a JSON body: `415` without a JSON content type, `400` for anything malformed or
-/// unknown. (Size is bounded by the body limit layers: `413`.)
-pub(crate) fn json_body<T: DeserializeOwned>(
+/// Reads and parses a JSON body: `415` without a JSON content type, `413` over
+/// `REQUEST_BODY_BYTES_MAX`, `400` for anything malformed or unknown. (Bodies are read here only,
+/// so no body-limit layer wraps every request.)
+pub(crate) async fn json_body<T: DeserializeOwned>(
     headers: &HeaderMap,
-    body: &Bytes,
+    body: Body,
 ) -> Result<T, Problem> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -210,7 +115,19 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     if !is_json {
         return Err(Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
-    serde_json::from_slice(body)
+    let too_large = || Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > REQUEST_BODY_BYTES_MAX as u64) {
+        return Err(too_large());
+    }
+    // Reads at most the limit: a longer (chunked) body fails here without being read whole.
+    let bytes = axum::body::to_bytes(body, REQUEST_BODY_BYTES_MAX)
+        .await
+        .map_err(|_| too_large())?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
 }
 

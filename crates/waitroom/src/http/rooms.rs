@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -58,11 +58,13 @@ pub(crate) async fn put(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, Problem> {
     require_admin(&state, &headers)?;
     let id = room_id(&raw)?;
-    let config = json_body::<RoomConfigBody>(&headers, &body)?.to_config()?;
+    let config = json_body::<RoomConfigBody>(&headers, body)
+        .await?
+        .to_config()?;
     match state
         .node
         .write(&id, Command::ConfigureRoom(config))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,7 +15,8 @@ use waitroom_core::{
 
 use super::api::{JoinRequest, SessionBody};
 use super::problem::Problem;
-use super::{AppState, bearer, json_body, json_response, require_admin};
+use super::{AppState, bearer, json_body, require_admin};
+use crate::connections::PeerAddr;
 use crate::ids::{PathIdError, PublicSessionId};
 use crate::node::{RoomCell, WriteError};
 
@@ -59,7 +60,15 @@ pub(crate) fn session_response(
         _ => None,
     };
     let body = SessionBody::new(text, room.as_str(), view, token);
-    let mut response = json_response(status, &body);
+    let mut response = (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_json(),
+    )
+        .into_response();
     if status == StatusCode::CREATED
         && let Ok(location) = HeaderValue::from_str(&format!(
             "/api/waiting-room/sessions/{}",
@@ -127,11 +136,11 @@ fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) ->
 )]
 pub(crate) async fn join(
     State(state): State<Arc<AppState>>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<Extension<ConnectInfo<PeerAddr>>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, Problem> {
-    let request: JoinRequest = json_body(&headers, &body)?;
+    let request: JoinRequest = json_body(&headers, body).await?;
     let room_id =
         RoomId::new(request.room_id).map_err(|e| Problem::bad_request(format!("roomId: {e}")))?;
     let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
@@ -150,7 +159,7 @@ pub(crate) async fn join(
         && let Some(ip) = client_ip(
             &state,
             &headers,
-            peer.map(|Extension(ConnectInfo(addr))| addr),
+            peer.map(|Extension(ConnectInfo(PeerAddr(addr)))| addr),
         )
         && let Err(wait_s) = limit.check(ip)
     {

@@ -1,0 +1,113 @@
+# Shared by the bench scripts (sourced, not run): binaries, process bookkeeping, starting a node
+# and the seat service, and describing the machine. Everything listens on 127.0.0.1; every
+# process started here is stopped by PID when the calling script exits.
+
+# Where cargo puts the release binaries.
+BENCH_BIN="${CARGO_TARGET_DIR:-target}/release"
+# Admin token of the nodes started here (local, throw-away).
+BENCH_ADMIN_TOKEN="bench-admin-token-0123456789"
+
+bench_pids=()
+bench_scratch="$(mktemp -d -t waitroom-bench.XXXXXX)"
+
+bench_cleanup() {
+  local pid
+  for pid in "${bench_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  bench_pids=()
+  rm -rf "$bench_scratch"
+}
+trap bench_cleanup EXIT
+
+# bench_stop PID: stops one process started here.
+bench_stop() {
+  local pid="$1" kept=() other
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for other in "${bench_pids[@]}"; do [ "$other" = "$pid" ] || kept+=("$other"); done
+  bench_pids=("${kept[@]}")
+}
+
+# bench_build ARGS...: `cargo build --release` of what the scripts run, unless NO_BUILD is set.
+bench_build() {
+  [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p waitroom "$@"
+}
+
+# bench_url FILE WHAT: waits (≤ 10 s) for "WHAT serving at http://…" in FILE; prints the URL.
+bench_url() {
+  local url=""
+  for _ in $(seq 1 100); do
+    url="$(sed -n "s/^$2 serving at //p" "$1" 2>/dev/null | head -n 1)"
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { echo "$2 did not start; its output:" >&2; cat "$1" >&2; return 1; }
+  echo "$url"
+}
+
+# bench_start_waitroom NAME: starts a fresh embedded node (release build, its own data dir, the
+# per-IP join limit off because all the load comes from one address); sets WAITROOM_URL and
+# WAITROOM_PID once /readyz answers 200.
+bench_start_waitroom() {
+  local dir="$bench_scratch/$1"
+  mkdir -p "$dir"
+  WAITROOM_LOG="${WAITROOM_LOG:-warn}" "$BENCH_BIN/waitroom" serve --listen 127.0.0.1:0 \
+    --data-dir "$dir/data" --admin-token "$BENCH_ADMIN_TOKEN" --join-rate-per-ip 0 \
+    >"$dir/stdout" 2>"$dir/stderr" &
+  WAITROOM_PID=$!
+  bench_pids+=("$WAITROOM_PID")
+  WAITROOM_URL="$(bench_url "$dir/stdout" "waitroom is")"
+  for _ in $(seq 1 100); do
+    curl -sf "$WAITROOM_URL/readyz" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "waitroom at $WAITROOM_URL never became ready" >&2
+  return 1
+}
+
+# bench_start_seats NAME ARGS...: starts the seat service (examples/seat_service.rs) with ARGS;
+# sets SEATS_URL and SEATS_PID.
+bench_start_seats() {
+  local dir="$bench_scratch/$1"
+  shift
+  mkdir -p "$dir"
+  "$BENCH_BIN/examples/seat_service" --listen 127.0.0.1:0 "$@" >"$dir/stdout" 2>"$dir/stderr" &
+  SEATS_PID=$!
+  bench_pids+=("$SEATS_PID")
+  SEATS_URL="$(bench_url "$dir/stdout" "seat service")"
+}
+
+# bench_loadavg: the 1, 5 and 15 minute load averages now.
+bench_loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# bench_sample_loadavg FILE: appends "<unix s> <1-min load average>" to FILE every 5 s until the
+# script ends (or bench_stop $LOADAVG_PID).
+bench_sample_loadavg() {
+  ( while :; do echo "$(date +%s) $(cut -d' ' -f1 /proc/loadavg)" >>"$1"; sleep 5; done ) &
+  LOADAVG_PID=$!
+  bench_pids+=("$LOADAVG_PID")
+}
+
+# bench_machine: one line describing the machine, from /proc.
+bench_machine() {
+  local model memory_gib
+  model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+  memory_gib="$(awk '/^MemTotal:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)"
+  printf '%s cores (%s), %s GiB memory (MemTotal), Linux %s' "$(nproc)" "${model:-unknown CPU}" \
+    "$memory_gib" "$(uname -r)"
+}
+
+# bench_version: which code was measured: the commit, whether the tree had uncommitted
+# changes, and when the waitroom binary was built.
+bench_version() {
+  local commit dirty=""
+  commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  [ -z "$(git status --porcelain 2>/dev/null)" ] || dirty=" + uncommitted changes"
+  echo "commit $commit$dirty, binaries built $(date -u -r "$BENCH_BIN/waitroom" +%Y-%m-%dT%H:%M:%SZ)"
+}
+
+# Enough file descriptors for the herd: the load tool keeps up to --connections-max
+# connections per server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

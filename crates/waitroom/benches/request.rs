@@ -1,0 +1,98 @@
+//! `cargo bench -p waitroom --bench request`: the cost of one status poll through waitroom's
+//! whole router (routing, layers, metrics, the state lookup, JSON) without a socket, next to a
+//! bare axum route answering a body of the same size. The difference is what waitroom adds to
+//! each poll on top of the HTTP stack.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use tower::ServiceExt;
+use waitroom::http::{AppState, router};
+use waitroom::ids::PublicSessionId;
+use waitroom::log::memory::MemoryLog;
+use waitroom::node::{Node, NodeOptions};
+use waitroom::tokens::Tokens;
+use waitroom_core::{Command, RoomConfig, RoomId};
+
+fn polls(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (app, path) = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        let node = Node::start(
+            Arc::new(MemoryLog::new()),
+            NodeOptions::default(),
+            &mut tasks,
+        );
+        node.wait_ready(Duration::from_secs(5)).await.unwrap();
+        let room = RoomId::new("bench").unwrap();
+        node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(1)))
+            .await
+            .unwrap();
+        let mut last = None;
+        for _ in 0..1000 {
+            let id = PublicSessionId::generate(&room);
+            node.write(
+                &room,
+                Command::Join {
+                    session: id.session,
+                    idempotency_key: None,
+                },
+            )
+            .await
+            .unwrap();
+            last = Some(id);
+        }
+        let state = Arc::new(AppState {
+            node: node.clone(),
+            tokens: Tokens::new(
+                waitroom_token::SigningKey::generate().unwrap(),
+                "waitroom".into(),
+            ),
+            admin_token: "bench-admin-token-0123456789".into(),
+            join_rate_limit: None,
+            client_ip_header: None,
+            registry: node.metrics.registry(Arc::downgrade(&node)),
+        });
+        std::mem::forget(tasks);
+        (
+            router(state),
+            format!("/api/waiting-room/sessions/{}", last.unwrap().to_text()),
+        )
+    });
+    let body = vec![b'x'; 420];
+    let bare = Router::new().route(
+        "/api/waiting-room/sessions/{id}",
+        get(move || {
+            let body = body.clone();
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    );
+    let mut group = c.benchmark_group("status poll in-process");
+    group.bench_function("waitroom router", |b| {
+        b.to_async(&runtime).iter(|| {
+            let request = Request::get(&path).body(Body::empty()).unwrap();
+            let app = app.clone();
+            async move { black_box(app.oneshot(request).await.unwrap()) }
+        })
+    });
+    group.bench_function("bare axum route", |b| {
+        b.to_async(&runtime).iter(|| {
+            let request = Request::get(&path).body(Body::empty()).unwrap();
+            let bare = bare.clone();
+            async move { black_box(bare.oneshot(request).await.unwrap()) }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, polls);
+criterion_main!(benches);
