@@ -133,6 +133,19 @@ impl ServeArgs {
     }
 }
 
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let listener = server::listen(&args.listen).await?;
+    server::run_with(
+        listener,
+        server::shutdown_signal(),
+        args.options(),
+        |started| {
+            println!("waitroom is serving at {}", started.url);
+        },
+    )
+    .await
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -149,24 +162,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Commands::Load(args) = cli.command {
-        return runtime.block_on(waitroom_load::cli_main(*args));
-    }
-    let result = runtime.block_on(async {
-        match cli.command {
-            Commands::Load(_) => unreachable!("handled above"),
-            Commands::Serve(args) => {
-                let listen = args.listen.clone();
-                let listener = server::listen(&listen).await?;
-                let options = args.options();
-                server::run_with(listener, server::shutdown_signal(), options, |started| {
-                    println!("waitroom is serving at {}", started.url);
-                })
-                .await
-            }
-            Commands::Demo(args) => waitroom::demo::run(args).await,
-        }
-    });
+    let result = match cli.command {
+        Commands::Load(args) => return runtime.block_on(waitroom_load::cli_main(*args)),
+        Commands::Serve(args) => runtime.block_on(serve(args)),
+        Commands::Demo(args) => runtime.block_on(waitroom::demo::run(args)),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
