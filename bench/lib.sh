@@ -100,11 +100,12 @@ bench_machine() {
 }
 
 # bench_version: which code was measured: the commit, whether the tree had uncommitted
-# changes, and when the waitroom binary was built.
+# changes (outside bench/results, which the run itself writes), and when the waitroom binary
+# was built.
 bench_version() {
   local commit dirty=""
   commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  [ -z "$(git status --porcelain 2>/dev/null)" ] || dirty=" + uncommitted changes"
+  [ -z "$(git status --porcelain -- . ':!bench/results' 2>/dev/null)" ] || dirty=" + uncommitted changes"
   echo "commit $commit$dirty, binaries built $(date -u -r "$BENCH_BIN/waitroom" +%Y-%m-%dT%H:%M:%SZ)"
 }
 
