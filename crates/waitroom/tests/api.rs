@@ -436,6 +436,15 @@ async fn every_error_is_a_problem() {
         405,
     )
     .await;
+    // An action takes POST only: GET and DELETE of `{id}:heartbeat` are 405 with `Allow: POST`.
+    for request in [
+        c.get(server.url("/api/waiting-room/sessions/wr_x:heartbeat")),
+        c.delete(server.url("/api/waiting-room/sessions/wr_x:complete")),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.headers()["allow"], "POST");
+        assert_problem(response, 405).await;
+    }
     // 413
     let big = format!(r#"{{"roomId": "small", "pad": "{}"}}"#, "x".repeat(5000));
     assert_problem(

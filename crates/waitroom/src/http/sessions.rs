@@ -266,6 +266,14 @@ fn split_action(raw: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The id of a path with no `:action` (GET and DELETE); `405` for an action, which takes POST.
+fn plain_id(raw: &str) -> Result<PublicSessionId, Problem> {
+    if split_action(raw).1.is_some() {
+        return Err(method_not_allowed("POST"));
+    }
+    parse_id(raw)
+}
+
 /// `GET /api/waiting-room/sessions/{id}`
 #[utoipa::path(
     get, path = "/api/waiting-room/sessions/{id}", tag = "client",
@@ -281,10 +289,7 @@ pub(crate) async fn get_session(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
 ) -> Result<Response, Problem> {
-    if split_action(&raw).1.is_some() {
-        return Err(method_not_allowed("POST"));
-    }
-    let id = parse_id(&raw)?;
+    let id = plain_id(&raw)?;
     let (cell, view) = find(&state, &id).await?;
     Ok(session_response(
         &state,
@@ -310,10 +315,7 @@ pub(crate) async fn leave(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
 ) -> Result<Response, Problem> {
-    if split_action(&raw).1.is_some() {
-        return Err(method_not_allowed("POST"));
-    }
-    let id = parse_id(&raw)?;
+    let id = plain_id(&raw)?;
     let (cell, view) = find(&state, &id).await?;
     if view.status == Status::Expired {
         return Ok(session_response(
