@@ -54,6 +54,9 @@
   const REDIRECT_LOOP_GUARD_MS = 20000;
   /** Tab switches closer together than this do not each cause a request. */
   const RESYNC_MIN_INTERVAL_MS = 2000;
+  /** Near the front of the line the page reads its view this often between heartbeats (see
+   *  `scheduleFrontCheck`). */
+  const FRONT_CHECK_MS = 1000;
   /** At `opensAt` everyone re-reads; a random delay up to this spreads that herd out. */
   const OPENING_JITTER_MS = 4000;
   /** A clock difference from the server smaller than this is within the `Date` header's
@@ -168,6 +171,7 @@
   let lastSyncAt = 0;
   let tickTimer = null;
   let redirectTimer = null;
+  let frontTimer = null;
   let openingRequestedFor = null; // opensAt value for which the post-opening re-read was scheduled
   let expiryRequestedFor = null; // expiresAt value for which a re-read at 0:00 was scheduled
   let clockOffsetMs = 0; // server clock minus ours, when clearly off
@@ -372,9 +376,11 @@
     clearTimeout(heartbeatTimer);
     clearTimeout(tickTimer);
     clearTimeout(redirectTimer);
+    clearTimeout(frontTimer);
     heartbeatTimer = null;
     tickTimer = null;
     redirectTimer = null;
+    frontTimer = null;
   }
 
   /** Start over: resume the stored session if it is still worth showing, else join. */
@@ -503,6 +509,45 @@
       renderPrequeue(next);
     } else {
       renderWaiting(next);
+    }
+    scheduleFrontCheck();
+  }
+
+  // Heartbeats keep the place alive; at their interval (often 10-30 s) they would also tell the
+  // person of their turn up to a whole interval late, while the slot sits idle and its idle clock
+  // runs. So a page near the front also reads its view (a GET: answered from the node's memory,
+  // nothing written to the log) every FRONT_CHECK_MS. "Near" is next in line, or an estimated
+  // wait shorter than the heartbeat interval, so about (admissions per second x heartbeat
+  // interval) pages do this at once, whatever the size of the line.
+  function isNearFront(v) {
+    if (!v || v.status !== "WAITING" || v.prequeue === true) return false;
+    if (v.position === 0) return true;
+    const eta = v.estimatedWaitSeconds;
+    return Number.isInteger(eta) && eta * 1000 < intervalMs(v);
+  }
+
+  function scheduleFrontCheck() {
+    clearTimeout(frontTimer);
+    frontTimer = null;
+    if (record && isNearFront(view)) frontTimer = setTimeout(frontCheck, FRONT_CHECK_MS);
+  }
+
+  async function frontCheck() {
+    frontTimer = null;
+    const gen = generation;
+    if (!record || !isNearFront(view)) return;
+    if (heartbeatInFlight === gen) {
+      scheduleFrontCheck(); // the heartbeat's answer will do
+      return;
+    }
+    try {
+      const next = await api.get(record.id);
+      if (gen !== generation) return;
+      lastSyncAt = Date.now();
+      accept(next); // schedules the next check while still near the front
+    } catch (_) {
+      // Failures are the heartbeat's to report and retry; this check just tries again later.
+      if (gen === generation) scheduleFrontCheck();
     }
   }
 

@@ -49,6 +49,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const ISSUER: &str = "waitroom";
 /// Seconds between heartbeats of the page in the test rooms: the smallest the API allows.
 const HEARTBEAT_INTERVAL_SECONDS: u64 = 1;
+/// The heartbeat interval of the room where the page must learn of its turn between heartbeats.
+const SLOW_HEARTBEAT_INTERVAL_SECONDS: u64 = 60;
+/// How soon after its slot is freed that page must be at the target: a fraction of the interval
+/// above, so only a read between heartbeats meets it (the page reads every second, then shows
+/// "it's your turn" for 1.5 s before it redirects).
+const FRONT_TURN_WAIT: Duration = Duration::from_secs(20);
+/// Two reads of the view a second apart take at least this long; less would be a busy loop.
+const FRONT_READS_MIN_SPAN: Duration = Duration::from_millis(900);
 /// Idle timeouts of the test rooms: long enough that sessions driven by the test through the
 /// API (which does not heartbeat them) outlive every test.
 const IDLE_TIMEOUT_SECONDS: u64 = 600;
@@ -748,6 +756,75 @@ async fn the_prequeue_then_a_turn_without_a_target() {
         server.stop().await;
     })
     .await;
+}
+
+/// Next in line, the page learns of its turn within seconds even when heartbeats are a minute
+/// apart: between heartbeats it reads its view (GETs, about one a second, not a busy loop), and
+/// it is at the target long before the next heartbeat would have told it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_in_line_the_page_learns_of_its_turn_between_heartbeats() {
+    with_browser(|browser| async move {
+        let server = TestServer::start().await;
+        let room = "browser-front";
+        let target = TargetService::start(&server, room).await;
+        let mut config = room_config(1, Some(&format!("{}/seat-selection", target.url)), None);
+        config["heartbeatIntervalSeconds"] = json!(SLOW_HEARTBEAT_INTERVAL_SECONDS);
+        server.put_room(room, config).await;
+        let holder = join(&server, room, "ACTIVE").await;
+
+        browser.goto(&server.url(&format!("/room/{room}"))).await;
+        browser.wait_for_state("waiting").await;
+        browser.wait_for_text("position", &position_words(0)).await;
+        // From here until the slot is freed the test itself sends no GET of a session, so every
+        // one counted is the page's (its heartbeats are POSTs, and a minute away).
+        let counted_from = tokio::time::Instant::now();
+        let before = session_gets(&server).await;
+        let reads = common::eventually(PAGE_WAIT, || async {
+            let now = session_gets(&server).await;
+            (now >= before + 2).then_some(now - before)
+        })
+        .await;
+        let elapsed = counted_from.elapsed();
+        assert!(
+            elapsed >= FRONT_READS_MIN_SPAN,
+            "{reads} reads of the view within {elapsed:?}: the page should read about once a second"
+        );
+
+        complete(&server, &holder).await;
+        let freed_at = tokio::time::Instant::now();
+        browser
+            .wait_for_within(
+                FRONT_TURN_WAIT,
+                "the seat selection, well before the next heartbeat",
+                &format!(
+                    "return location.href.startsWith({}) && document.getElementById('verified') !== null;",
+                    json!(format!("{}/seat-selection?", target.url))
+                ),
+            )
+            .await;
+        tracing::info!(after = ?freed_at.elapsed(), "the page reached the target after the slot was freed");
+
+        drop(target);
+        server.stop().await;
+    })
+    .await;
+}
+
+/// `GET /api/waiting-room/sessions/{id}` answered `200` so far, from the node's metrics.
+async fn session_gets(server: &TestServer) -> u64 {
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let series = r#"waitroom_http_request_duration_seconds_count{route="/api/waiting-room/sessions/{id}",method="GET",status="200"} "#;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .map_or(0, |count| count.trim().parse().expect("a count"))
 }
 
 /// A session ended by the organiser shows why, with a button to join again, which gets a new
