@@ -57,6 +57,9 @@ const SLOW_HEARTBEAT_INTERVAL_SECONDS: u64 = 60;
 const FRONT_TURN_WAIT: Duration = Duration::from_secs(20);
 /// Two reads of the view a second apart take at least this long; less would be a busy loop.
 const FRONT_READS_MIN_SPAN: Duration = Duration::from_millis(900);
+/// `waitingIdleTimeoutSeconds` of the room whose page is closed for a while: short, so the place
+/// expires soon after the heartbeats stop (the page heartbeats every second while open).
+const AWAY_IDLE_TIMEOUT_SECONDS: u64 = 3;
 /// Idle timeouts of the test rooms: long enough that sessions driven by the test through the
 /// API (which does not heartbeat them) outlive every test.
 const IDLE_TIMEOUT_SECONDS: u64 = 600;
@@ -827,6 +830,64 @@ async fn session_gets(server: &TestServer) -> u64 {
         .map_or(0, |count| count.trim().parse().expect("a count"))
 }
 
+/// The tab is closed while waiting: heartbeats stop and the place expires (`timeout`). Opened
+/// again, the page says what happened and why, and offers to join again, which gives a new place
+/// at the back of the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_place_lost_while_away_is_explained_on_return() {
+    with_browser(|browser| async move {
+        let server = TestServer::start().await;
+        let room = "browser-away";
+        let mut config = room_config(1, None, None);
+        config["waitingIdleTimeoutSeconds"] = json!(AWAY_IDLE_TIMEOUT_SECONDS);
+        server.put_room(room, config).await;
+        let holder = join(&server, room, "ACTIVE").await;
+
+        let page = server.url(&format!("/room/{room}"));
+        browser.goto(&page).await;
+        browser.wait_for_state("waiting").await;
+        let me = browser.stored_session_id(room).await;
+        browser.goto("about:blank").await;
+        let gone = wait_for_view(&server, &me, "expired", |v| v["status"] == "EXPIRED").await;
+        assert_eq!(gone["expiredReason"], "timeout", "{gone}");
+        // Someone else joins meanwhile: rejoining must put this person behind them.
+        let other = join(&server, room, "WAITING").await;
+
+        browser.goto(&page).await;
+        browser.wait_for_state("expired").await;
+        browser
+            .wait_for(
+                "data-reason=timeout",
+                "return document.getElementById('main').dataset.reason === 'timeout';",
+            )
+            .await;
+        assert_eq!(
+            browser.text("heading").await,
+            "Your place in line has expired"
+        );
+        assert!(
+            browser
+                .text("expired-message")
+                .await
+                .starts_with("Your place expired because this page stopped checking in"),
+            "the page says why"
+        );
+        assert!(
+            !browser.is_hidden("rejoin").await,
+            "the rejoin button shows"
+        );
+        browser.screenshot("expired").await;
+
+        browser.click("rejoin").await;
+        browser.wait_for_state("waiting").await;
+        browser.wait_for_text("position", &position_words(1)).await;
+        assert_eq!(view(&server, &other).await["position"], 0);
+        assert_eq!(view(&server, &holder).await["status"], "ACTIVE");
+        server.stop().await;
+    })
+    .await;
+}
+
 /// A session ended by the organiser shows why, with a button to join again, which gets a new
 /// place; leaving the line (confirmed in the dialog) ends the session as `left`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -874,7 +935,7 @@ async fn expired_then_rejoined_then_left() {
             "nothing to leave any more"
         );
         assert_eq!(browser.text("status").await, "Ended");
-        browser.screenshot("expired").await;
+        browser.screenshot("evicted").await;
 
         // Join again: a new session, back in line.
         browser.click("rejoin").await;
