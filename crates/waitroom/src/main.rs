@@ -78,7 +78,7 @@ struct ServeArgs {
     /// Joins per second per client address (0 disables the limit).
     #[arg(long, env = "WAITROOM_JOIN_RATE_PER_IP", default_value_t = 50)]
     join_rate_per_ip: u32,
-    /// Burst of joins per client address.
+    /// Burst of joins per client address (0 disables the limit).
     #[arg(long, env = "WAITROOM_JOIN_BURST_PER_IP", default_value_t = 500)]
     join_burst_per_ip: u32,
     /// Take the client address from this header (e.g. X-Forwarded-For) — only behind a proxy

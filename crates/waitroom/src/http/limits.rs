@@ -22,10 +22,10 @@ pub struct JoinRateLimit {
 }
 
 impl JoinRateLimit {
-    /// `None` when `per_second` is 0 (disabled).
+    /// `None` when `per_second` or `burst` is 0 (disabled, as the API contract says of both).
     pub fn new(per_second: u32, burst: u32) -> Option<Self> {
         let per_second = NonZeroU32::new(per_second)?;
-        let burst = NonZeroU32::new(burst).unwrap_or(per_second);
+        let burst = NonZeroU32::new(burst)?;
         let quota = Quota::per_second(per_second).allow_burst(burst);
         Some(Self {
             limiter: DefaultKeyedRateLimiter::keyed(quota),
@@ -67,5 +67,6 @@ mod tests {
         assert_eq!(limit.check(a), Err(1));
         assert_eq!(limit.check(b), Ok(()));
         assert!(JoinRateLimit::new(0, 10).is_none());
+        assert!(JoinRateLimit::new(10, 0).is_none());
     }
 }

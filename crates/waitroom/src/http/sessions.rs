@@ -104,18 +104,28 @@ async fn find(
         .ok_or_else(unknown_session)
 }
 
-/// The client's address: the trusted header's first address if configured, else the peer.
+/// The client's address: the last address of the trusted header if configured, else the peer.
+/// The last one, because that is the one the load balancer in front of us added (or set): a
+/// client can put any addresses it likes before it in `X-Forwarded-For`, which would let it
+/// dodge the per-address limit (and grow the limiter's table).
 fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
     if let Some(name) = &state.client_ip_header
-        && let Some(ip) = headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
+        && let Some(ip) = last_forwarded_ip(headers, name)
     {
         return Some(ip);
     }
     peer.map(|addr| addr.ip())
+}
+
+/// The last address of the last `name` header (`X-Forwarded-For: client, proxy1, proxy2`).
+fn last_forwarded_ip(headers: &HeaderMap, name: &http::HeaderName) -> Option<IpAddr> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `POST /api/waiting-room/sessions`
@@ -205,6 +215,7 @@ pub(crate) async fn join(
         }
     }
     let id = PublicSessionId::generate(&room_id);
+    let keyed = key.is_some();
     let command = Command::Join {
         session: id.session,
         idempotency_key: key,
@@ -224,8 +235,10 @@ pub(crate) async fn join(
             Err(Problem::internal())
         }
         Err(error) => {
-            // The join may still land: take the place back so nobody holds an unknown place.
-            if !matches!(error, WriteError::Overloaded) {
+            // The join may still land. With an Idempotency-Key the client retries with it and
+            // gets that place back (withdrawing it would answer the retry with a session that
+            // `left`); without one, nobody can ever claim it, so take it back.
+            if !keyed && !matches!(error, WriteError::Overloaded) {
                 compensate(&state, room_id, id);
             }
             Err(error.into())
@@ -233,16 +246,35 @@ pub(crate) async fn join(
     }
 }
 
-/// Appends a `Leave` for a join whose answer was an error, in the background.
+/// Withdrawals of failed joins on their way at once (see [`compensate`]).
+const COMPENSATIONS_IN_FLIGHT_MAX: usize = 1024;
+/// Attempts to append one withdrawal, and how long each may wait for the append queue.
+const COMPENSATION_ATTEMPTS_MAX: u64 = 3;
+const COMPENSATION_ATTEMPT_WAIT_MS: u64 = 2_000;
+static COMPENSATIONS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(COMPENSATIONS_IN_FLIGHT_MAX);
+
+/// Appends a `Leave` for a join whose answer was an error, in the background. Bounded: during
+/// an outage every join fails, and a withdrawal that cannot be sent is not worth a task per
+/// join; past the bound (or the attempts) the place expires on its own, like any abandoned one,
+/// after the room's `waitingIdleTimeoutSeconds`.
 fn compensate(state: &Arc<AppState>, room: RoomId, id: PublicSessionId) {
+    let Ok(permit) = COMPENSATIONS.try_acquire() else {
+        tracing::debug!(room = %room, "too many withdrawals on their way; this failed join expires on its own");
+        return;
+    };
     let node = state.node.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let leave = Command::Leave {
             session: id.session,
             reason: LeaveReason::Left,
         };
-        for attempt in 0..3u64 {
-            if node.write_unwaited(&room, leave.clone()).await.is_ok() {
+        for attempt in 0..COMPENSATION_ATTEMPTS_MAX {
+            let wait = Duration::from_millis(COMPENSATION_ATTEMPT_WAIT_MS);
+            if let Ok(Ok(())) =
+                tokio::time::timeout(wait, node.write_unwaited(&room, leave.clone())).await
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
@@ -395,13 +427,12 @@ pub(crate) async fn heartbeat(state: Arc<AppState>, raw_id: &str) -> Result<Resp
         let room = cell.state.read();
         match (view.status, view.last_seen_ms, room.config()) {
             (Status::Expired, ..) | (_, None, _) | (_, _, None) => false,
-            // A waiting session's heartbeat only has to reach the log often enough to beat
-            // the waiting idle timeout: at most once per quarter of it. Within that, the effect
-            // (an expiry at least three quarters of the timeout away) is already in place.
-            (Status::Waiting, Some(seen_ms), Some(config)) => {
-                let quarter_ms = u64::from(config.waiting_idle_timeout_seconds) * 250;
-                room.now_ms().saturating_sub(seen_ms) >= quarter_ms
-            }
+            (Status::Waiting, Some(seen_ms), Some(config)) => waiting_heartbeat_needs_record(
+                room.now_ms(),
+                seen_ms,
+                config.waiting_idle_timeout_seconds,
+                config.heartbeat_interval_seconds,
+            ),
             (Status::Active, ..) => true,
         }
     };
@@ -416,6 +447,27 @@ pub(crate) async fn heartbeat(state: Arc<AppState>, raw_id: &str) -> Result<Resp
     }
     state.node.heartbeat(&cell.id, id.session).await?;
     Ok(current(&state, &cell, &id, StatusCode::OK))
+}
+
+/// Whether a WAITING session's heartbeat must go to the log, its last one recorded at `seen_ms`.
+/// It only has to reach the log often enough to beat the waiting idle timeout, so it is skipped
+/// (answered from memory) while the last recorded one is less than a quarter of the timeout old
+/// *and* the deadline that one set is still more than a heartbeat interval plus that quarter
+/// away: the client's next heartbeat, due within one interval, then lands long before the place
+/// could expire, whatever the ratio of interval to timeout. This halves the log records of
+/// heartbeats at the default settings (10 s interval, 120 s timeout) and absorbs the extra
+/// heartbeats a page sends when it comes back to the foreground.
+fn waiting_heartbeat_needs_record(
+    now_ms: u64,
+    seen_ms: u64,
+    waiting_idle_timeout_seconds: u32,
+    heartbeat_interval_seconds: u32,
+) -> bool {
+    let timeout_ms = u64::from(waiting_idle_timeout_seconds) * 1000;
+    let quarter_ms = timeout_ms / 4;
+    let interval_ms = u64::from(heartbeat_interval_seconds) * 1000;
+    let remaining_ms = (seen_ms + timeout_ms).saturating_sub(now_ms);
+    now_ms.saturating_sub(seen_ms) >= quarter_ms || remaining_ms < interval_ms + quarter_ms
 }
 
 /// `POST /api/waiting-room/sessions/{id}:complete`
@@ -503,4 +555,135 @@ pub(crate) async fn evict(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+    use waitroom_core::{Command, RoomConfig, RoomId};
+
+    use super::waiting_heartbeat_needs_record as needs_record;
+    use crate::http::{AppState, router};
+    use crate::log::memory::MemoryLog;
+    use crate::node::{Node, NodeOptions};
+    use crate::tokens::Tokens;
+
+    async fn join(app: &axum::Router, key: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::post("/api/waiting-room/sessions")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(r#"{"roomId":"held"}"#))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// A join that was appended but not applied in time is answered 503; the client retries
+    /// with the same Idempotency-Key (the waiting page does) and must get that place, alive,
+    /// not a session withdrawn behind its back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timed_out_join_is_kept_for_the_retry_with_its_key() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let options = NodeOptions {
+            write_wait_ms: 200,
+            ..NodeOptions::default()
+        };
+        let node = Node::start(Arc::new(MemoryLog::new()), options, &mut tasks);
+        node.wait_ready(Duration::from_secs(5)).await.unwrap();
+        let room = RoomId::new("held").unwrap();
+        node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(1)))
+            .await
+            .unwrap();
+        let app = router(Arc::new(AppState {
+            node: node.clone(),
+            tokens: Tokens::new(
+                waitroom_token::SigningKey::generate().unwrap(),
+                "waitroom".into(),
+            ),
+            admin_token: "test-admin-token-0123456789".into(),
+            join_rate_limit: None,
+            client_ip_header: None,
+            registry: node.metrics.registry(Arc::downgrade(&node)),
+        }));
+
+        // Another thread holds the room's state, so the applier cannot apply the join in time.
+        let cell = node.room(&room).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _state = cell.state.read();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        held_rx.recv().unwrap();
+        let (status, body) = join(&app, "retry-me").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let place = loop {
+            let (status, body) = join(&app, "retry-me").await;
+            if status == StatusCode::OK {
+                break body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{status}: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(place["status"], "ACTIVE", "{place}");
+        // Still alive a moment later: no withdrawal was on its way.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (status, again) = join(&app, "retry-me").await;
+        assert_eq!(
+            (status, &again["status"]),
+            (StatusCode::OK, &place["status"]),
+            "{again}"
+        );
+        assert_eq!(again["waitingRoomSessionId"], place["waitingRoomSessionId"]);
+        tasks.abort_all();
+    }
+
+    #[test]
+    fn the_client_address_is_the_one_our_proxy_added() {
+        let name = http::HeaderName::from_static("x-forwarded-for");
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(super::last_forwarded_ip(&headers, &name), None);
+        headers.append(&name, "6.6.6.6, 10.0.0.1".parse().unwrap());
+        headers.append(&name, "203.0.113.7, 198.51.100.2".parse().unwrap());
+        assert_eq!(
+            super::last_forwarded_ip(&headers, &name),
+            Some("198.51.100.2".parse().unwrap())
+        );
+        let mut single = http::HeaderMap::new();
+        single.insert(&name, " 2001:db8::1 ".parse().unwrap());
+        assert_eq!(
+            super::last_forwarded_ip(&single, &name),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        single.insert(&name, "not-an-address".parse().unwrap());
+        assert_eq!(super::last_forwarded_ip(&single, &name), None);
+    }
+
+    #[test]
+    fn waiting_heartbeats_are_skipped_only_while_the_next_one_is_safe() {
+        // Defaults (10 s interval, 120 s timeout): recorded at 0, skipped until 30 s.
+        assert!(!needs_record(10_000, 0, 120, 10));
+        assert!(!needs_record(29_999, 0, 120, 10));
+        assert!(needs_record(30_000, 0, 120, 10));
+        // An interval close to the timeout (100 s of 120 s): a heartbeat 20 s after the recorded
+        // one must be recorded, or the next one (100 s later) would come exactly at the deadline.
+        assert!(needs_record(20_000, 0, 120, 100));
+        assert!(needs_record(1_000, 0, 120, 100));
+        // The log clock behind the last recorded heartbeat (another node's record): skip.
+        assert!(!needs_record(0, 5_000, 120, 10));
+    }
 }

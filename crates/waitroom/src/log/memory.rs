@@ -91,6 +91,14 @@ impl MemoryLog {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Moves the log's clock `ms` ahead of now: later entries are stamped at least that far in
+    /// the future (until the wall clock catches up), so tests can let retention periods pass.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn skip_time_ms(&self, ms: u64) {
+        let mut state = self.inner.lock();
+        state.last_timestamp_ms = state.last_timestamp_ms.max(wall_clock_ms()) + ms;
+    }
 }
 
 impl Inner {

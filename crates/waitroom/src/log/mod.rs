@@ -223,9 +223,12 @@ pub trait Log: Send + Sync + 'static {
     async fn head(&self) -> Result<Checkpoint, LogError>;
 
     /// Drops a room's history where the backend keeps rooms apart (a closed room whose retention
-    /// has passed). Backends that share a shard between rooms do nothing.
-    async fn forget_room(&self, _room: &str) -> Result<(), LogError> {
-        Ok(())
+    /// has passed), but only if `last` (the position of the last entry the caller applied for the
+    /// room) is still its newest entry: a record appended meanwhile (the room created again) keeps
+    /// the history and the room, and the answer is `false`. Backends that share a shard between
+    /// rooms do nothing and answer `true`.
+    async fn forget_room(&self, _room: &str, _last: Position) -> Result<bool, LogError> {
+        Ok(true)
     }
 
     /// A short description for logs and `/metrics` (never includes secrets).

@@ -115,8 +115,9 @@
 //! trimming (`MAXLEN`) would break replay; bounding it needs room snapshots (a later issue). Today
 //! a stream grows for the life of the room: about 100–200 bytes of Redis memory per record (a
 //! join, a heartbeat batch, a tick), so size Redis for the on-sale's records. Once a room is
-//! closed and its retention has passed, [`Log::forget_room`] deletes its stream (`UNLINK`) and
-//! removes it from the registry. The registry holds at most [`ROOMS_MAX`] rooms; the events
+//! closed and its retention has passed, every node drops it and [`Log::forget_room`] removes it
+//! from the registry and deletes its stream (`UNLINK`), unless a record was appended to it
+//! meanwhile (the room created again). The registry holds at most [`ROOMS_MAX`] rooms; the events
 //! stream is trimmed (approximately) to [`ROOM_EVENTS_MAX`] entries, which is safe because a
 //! (re)starting subscription reads the registry itself.
 //!
@@ -255,6 +256,16 @@ return 1
 const FORGET_SCRIPT: &str = r"
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'forget', ARGV[1])
+return 1
+";
+
+/// Deletes a room stream if its newest entry is the given one (or it has none). KEYS: the
+/// stream. ARGV: the stream id the caller applied last. Returns 1 if deleted (or absent), 0 if
+/// newer entries keep it. One key, so it runs under Redis Cluster too.
+const DELETE_IF_LAST_SCRIPT: &str = r"
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #newest > 0 and newest[1][1] ~= ARGV[1] then return 0 end
+redis.call('UNLINK', KEYS[1])
 return 1
 ";
 
@@ -1095,8 +1106,15 @@ impl Log for RedisLog {
     }
 
     /// Removes the room from the registry (announcing it, so subscriptions drop its stream), then
-    /// deletes its stream (`UNLINK`, which frees the memory in the background).
-    async fn forget_room(&self, room: &str) -> Result<(), LogError> {
+    /// deletes its stream (`UNLINK`, which frees the memory in the background) if `last` is still
+    /// its newest entry. In that order, so no subscription re-creates the stream (`MKSTREAM`)
+    /// after it was deleted. If another node appended to the room meanwhile, the stream stays and
+    /// the room is registered (and announced) again, so every node reads it on.
+    ///
+    /// One window remains: a node that appends to the room right after the `UNLINK`, and still
+    /// holds a fresh registration in its cache ([`ROOM_REGISTRATION_REFRESH`]), writes to a
+    /// stream nobody reads. Its write is never applied, so it is answered `503`, not acknowledged.
+    async fn forget_room(&self, room: &str, last: Position) -> Result<bool, LogError> {
         check_room(room)?;
         let keys = &self.shared.keys;
         let mut conn = self.commands.clone();
@@ -1111,12 +1129,29 @@ impl Log for RedisLog {
             .await
             .map_err(|error| unavailable(&format!("forgetting room {room}"), error))?;
         self.registered().remove(room);
-        let _: i64 = redis::cmd("UNLINK")
+        let deleted: i64 = redis::cmd("EVAL")
+            .arg(DELETE_IF_LAST_SCRIPT)
+            .arg(1)
             .arg(keys.room(room))
+            .arg(StreamId::from_position(last).to_string())
             .query_async(&mut conn)
             .await
             .map_err(|error| unavailable(&format!("deleting the stream of room {room}"), error))?;
-        Ok(())
+        if deleted == 1 {
+            return Ok(true);
+        }
+        let _: i64 = redis::cmd("EVAL")
+            .arg(REGISTER_SCRIPT)
+            .arg(2)
+            .arg(&keys.rooms)
+            .arg(&keys.events)
+            .arg(room)
+            .arg(ROOMS_MAX)
+            .arg(ROOM_EVENTS_MAX)
+            .query_async(&mut conn)
+            .await
+            .map_err(|error| unavailable(&format!("registering room {room} again"), error))?;
+        Ok(false)
     }
 
     fn describe(&self) -> String {
@@ -2103,8 +2138,21 @@ mod tests {
         node.read_until_caught_up(&mut stream).await;
         assert_eq!(node.applied.len(), 10);
 
-        log.forget_room("gone").await.unwrap();
         let (kept, gone) = (log.room_key("kept"), log.room_key("gone"));
+        let last_of_gone = log.head().await.unwrap().0[&ShardId(gone.clone().into())];
+        // Not the newest entry of the room: something was appended after it, so it stays.
+        let older = Position(last_of_gone.0 - 1);
+        assert!(!log.forget_room("gone", older).await.unwrap());
+        let mut raw = raw_connection(&url).await;
+        let member: i64 = redis::cmd("SISMEMBER")
+            .arg(&log.shared.keys.rooms)
+            .arg("gone")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(member, 1, "registered again");
+        assert_eq!(log.head().await.unwrap().0.len(), 2);
+        assert!(log.forget_room("gone", last_of_gone).await.unwrap());
         let head = log.head().await.unwrap();
         assert_eq!(
             head.0
@@ -2113,7 +2161,6 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![kept.clone()]
         );
-        let mut raw = raw_connection(&url).await;
         let exists: i64 = redis::cmd("EXISTS")
             .arg(&gone)
             .query_async(&mut raw)
@@ -2143,7 +2190,7 @@ mod tests {
         );
         assert_eq!(node.unavailable, 0);
         // Forgetting an unknown room is fine.
-        log.forget_room("never-was").await.unwrap();
+        assert!(log.forget_room("never-was", Position(0)).await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

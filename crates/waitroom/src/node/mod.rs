@@ -49,6 +49,9 @@ pub struct NodeOptions {
     pub heartbeat_flush_ms: u64,
     /// Ticks are appended this often for rooms with live sessions.
     pub tick_interval_ms: u64,
+    /// A closed room that still remembers ended sessions or record ids is ticked this often, so
+    /// its clock reaches the end of their retention and the node can forget it.
+    pub closed_room_tick_interval_ms: u64,
     /// Writes waiting for their record to be applied, node-wide; past it, `503` (back-pressure).
     pub pending_writes_max: usize,
 }
@@ -60,6 +63,7 @@ impl Default for NodeOptions {
             catch_up_wait_ms: 2_000,
             heartbeat_flush_ms: 20,
             tick_interval_ms: 250,
+            closed_room_tick_interval_ms: 10_000,
             pending_writes_max: 100_000,
         }
     }
@@ -347,17 +351,28 @@ impl Node {
         cell
     }
 
-    /// Forgets a room this node holds nothing of any more.
-    fn remove_room(&self, id: &RoomId) {
+    /// Removes `cell` from the node if its room is vacant, under the rooms lock (lock order: rooms,
+    /// then room). Only the applier calls this: it is the only writer of room state, so the room
+    /// cannot be created again between the check and the removal.
+    fn remove_room_if_vacant(&self, cell: &Arc<RoomCell>) -> bool {
         let mut rooms = self.rooms.write();
-        if rooms.by_id.remove(id).is_some()
-            && let Some(cells) = rooms.by_tag.get_mut(&room_tag(id))
+        if !cell.state.read().is_vacant()
+            || !rooms
+                .by_id
+                .get(&cell.id)
+                .is_some_and(|known| Arc::ptr_eq(known, cell))
         {
+            return false;
+        }
+        let id = &cell.id;
+        rooms.by_id.remove(id);
+        if let Some(cells) = rooms.by_tag.get_mut(&room_tag(id)) {
             cells.retain(|cell| cell.id != *id);
             if cells.is_empty() {
                 rooms.by_tag.remove(&room_tag(id));
             }
         }
+        true
     }
 
     /// Appends `command` for `room`, waits until this node applied it, and returns what the state
@@ -421,5 +436,69 @@ impl Node {
     /// Hands applied outcomes to the writers waiting for them.
     fn wake_writers(&self, outcomes: Vec<(RecordId, Outcome)>) {
         self.waiters.applied(outcomes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use waitroom_core::{Command, RoomConfig, RoomId};
+
+    use super::{Node, NodeOptions};
+    use crate::log::memory::MemoryLog;
+
+    /// A closed room is ticked until its retention has passed, then dropped from the node; a room
+    /// created again under the same id starts afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_room_is_forgotten_after_its_retention() {
+        let log = Arc::new(MemoryLog::new());
+        let mut tasks = tokio::task::JoinSet::new();
+        let options = NodeOptions {
+            closed_room_tick_interval_ms: 50,
+            ..NodeOptions::default()
+        };
+        let node = Node::start(log.clone(), options, &mut tasks);
+        node.wait_ready(Duration::from_secs(5)).await.unwrap();
+        let room = RoomId::new("closing").unwrap();
+        node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(1)))
+            .await
+            .unwrap();
+        let session = crate::ids::PublicSessionId::generate(&room).session;
+        node.write(
+            &room,
+            Command::Join {
+                session,
+                idempotency_key: None,
+            },
+        )
+        .await
+        .unwrap();
+        node.write(&room, Command::CloseRoom).await.unwrap();
+        node.write(&room, Command::Tick).await.unwrap();
+        assert!(
+            node.room(&room).is_some(),
+            "remembered during the retention"
+        );
+
+        // The ticker's next tick of the closed room is stamped after the retention.
+        log.skip_time_ms(waitroom_core::limits::SESSION_RETENTION_MS + 1_000);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while node.room(&room).is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "never forgotten");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            node.find_session(&crate::ids::PublicSessionId::new(&room, session))
+                .is_none()
+        );
+
+        node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(2)))
+            .await
+            .unwrap();
+        let cell = node.room(&room).expect("created again");
+        assert_eq!(cell.state.read().stats().active_count, 0);
+        tasks.abort_all();
     }
 }

@@ -1,13 +1,17 @@
 //! The ticker: time only moves in a room when a record arrives, so every `tick_interval_ms` the
 //! node appends a `Tick` for each room that has live sessions and heard nothing for that long
 //! (expiry, the rate limit's refill and the pre-queue draw then happen on time). Ticks are
-//! idempotent, so several nodes ticking the same room is harmless. It also drops rooms that are
-//! closed and hold nothing any more, and asks the backend to drop their history.
+//! idempotent, so several nodes ticking the same room is harmless. A closed room that still
+//! remembers ended sessions or record ids is ticked now and then, so its
+//! clock reaches the end of their retention: the applier then drops the vacant room and its log.
+//! (`NodeOptions::closed_room_tick_interval_ms`, 10 s by default.)
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use waitroom_core::Command;
+use parking_lot::Mutex;
+use waitroom_core::{Command, RoomId};
 
 use super::Node;
 
@@ -15,6 +19,9 @@ pub(crate) async fn run(node: Arc<Node>) {
     let interval_ms = node.options.tick_interval_ms.max(1);
     let mut interval = tokio::time::interval(Duration::from_millis(interval_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Rooms with a Tick on its way to the log: at most one each, so a stalled backend does not
+    // pile up a task per room per interval.
+    let in_flight: Arc<Mutex<HashSet<RoomId>>> = Arc::default();
     loop {
         interval.tick().await;
         if !node.is_ready() {
@@ -24,31 +31,30 @@ pub(crate) async fn run(node: Arc<Node>) {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         for cell in node.rooms() {
-            let (needs_tick, vacant) = {
+            let needs_tick = {
                 let room = cell.state.read();
-                let quiet = now_ms.saturating_sub(room.now_ms()) >= interval_ms;
-                let opening = room
-                    .config()
-                    .and_then(|c| c.opens_at_ms)
-                    .is_some_and(|at| at <= now_ms && room.now_ms() < at);
-                (
-                    room.exists() && quiet && (room.has_live_sessions() || opening),
-                    room.is_vacant(),
-                )
+                let quiet_ms = now_ms.saturating_sub(room.now_ms());
+                if room.exists() {
+                    let opening = room
+                        .config()
+                        .and_then(|c| c.opens_at_ms)
+                        .is_some_and(|at| at <= now_ms && room.now_ms() < at);
+                    quiet_ms >= interval_ms && (room.has_live_sessions() || opening)
+                } else {
+                    // Nothing in it waits for time but forgetting: a slow pace is enough.
+                    !room.is_vacant() && quiet_ms >= node.options.closed_room_tick_interval_ms
+                }
             };
-            if needs_tick {
+            if needs_tick && in_flight.lock().insert(cell.id.clone()) {
                 let node = node.clone();
                 let room = cell.id.clone();
+                let in_flight = Arc::clone(&in_flight);
                 tokio::spawn(async move {
                     if let Err(why) = node.write_unwaited(&room, Command::Tick).await {
                         tracing::debug!(room = %room, reason = %why, "tick not appended");
                     }
+                    in_flight.lock().remove(&room);
                 });
-            } else if vacant {
-                node.remove_room(&cell.id);
-                if let Err(e) = node.log.forget_room(cell.id.as_str()).await {
-                    tracing::warn!(room = %cell.id, error = %e, "could not drop the room's log");
-                }
             }
         }
     }
