@@ -259,6 +259,19 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'forget', ARGV[1])
 return 1
 ";
 
+/// The `EVAL` of [`REGISTER_SCRIPT`] for `room`.
+fn register_command(keys: &Keys, room: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(REGISTER_SCRIPT)
+        .arg(2)
+        .arg(&keys.rooms)
+        .arg(&keys.events)
+        .arg(room)
+        .arg(ROOMS_MAX)
+        .arg(ROOM_EVENTS_MAX);
+    cmd
+}
+
 /// Deletes a room stream if its newest entry is the given one (or it has none). KEYS: the
 /// stream. ARGV: the stream id the caller applied last. Returns 1 if deleted (or absent), 0 if
 /// newer entries keep it. One key, so it runs under Redis Cluster too.
@@ -941,17 +954,7 @@ impl RedisLog {
         let keys = &self.shared.keys;
         let commands = due
             .iter()
-            .map(|room| {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(REGISTER_SCRIPT)
-                    .arg(2)
-                    .arg(&keys.rooms)
-                    .arg(&keys.events)
-                    .arg(&**room)
-                    .arg(ROOMS_MAX)
-                    .arg(ROOM_EVENTS_MAX);
-                (keys.rooms.clone(), cmd)
-            })
+            .map(|room| (keys.rooms.clone(), register_command(keys, room)))
             .collect();
         let replies = query_per_slot(&self.commands, commands, true)
             .await
@@ -1140,14 +1143,7 @@ impl Log for RedisLog {
         if deleted == 1 {
             return Ok(true);
         }
-        let _: i64 = redis::cmd("EVAL")
-            .arg(REGISTER_SCRIPT)
-            .arg(2)
-            .arg(&keys.rooms)
-            .arg(&keys.events)
-            .arg(room)
-            .arg(ROOMS_MAX)
-            .arg(ROOM_EVENTS_MAX)
+        let _: i64 = register_command(keys, room)
             .query_async(&mut conn)
             .await
             .map_err(|error| unavailable(&format!("registering room {room} again"), error))?;
