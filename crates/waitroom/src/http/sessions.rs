@@ -454,9 +454,9 @@ pub(crate) async fn heartbeat(state: Arc<AppState>, raw_id: &str) -> Result<Resp
 /// (answered from memory) while the last recorded one is less than a quarter of the timeout old
 /// *and* the deadline that one set is still more than a heartbeat interval plus that quarter
 /// away: the client's next heartbeat, due within one interval, then lands long before the place
-/// could expire, whatever the ratio of interval to timeout. This halves the log records of
-/// heartbeats at the default settings (10 s interval, 120 s timeout) and absorbs the extra
-/// heartbeats a page sends when it comes back to the foreground.
+/// could expire, whatever the ratio of interval to timeout. At the default settings (10 s
+/// interval, 120 s timeout) one heartbeat in three is recorded, and the extra heartbeats a page
+/// sends when it comes back to the foreground are absorbed.
 fn waiting_heartbeat_needs_record(
     now_ms: u64,
     seen_ms: u64,
