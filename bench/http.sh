@@ -25,7 +25,7 @@ mkdir -p "$out"
 
 bench_build --bin waitroom --example bare_axum
 bench_start_waitroom http
-bare_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+bare_port="$(bench_free_port)"
 "$BENCH_BIN/examples/bare_axum" "127.0.0.1:$bare_port" >"$bench_scratch/bare.out" 2>&1 &
 bench_pids+=("$!")
 bare_url="$(bench_url "$bench_scratch/bare.out" "bare axum")"
@@ -34,18 +34,7 @@ bare_url="$(bench_url "$bench_scratch/bare.out" "bare axum")"
 curl -sf -X PUT "$WAITROOM_URL/api/waiting-room/rooms/bench" -H "Authorization: Bearer $BENCH_ADMIN_TOKEN" \
   -H 'Content-Type: application/json' \
   -d '{"capacity":100,"waitingIdleTimeoutSeconds":3600,"activeIdleTimeoutSeconds":3600,"maxActiveSeconds":7200,"heartbeatIntervalSeconds":10}' >/dev/null
-python3 - "$WAITROOM_URL" "$SESSIONS" "$bench_scratch/ids" <<'PY'
-import concurrent.futures, json, sys, urllib.request
-url, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-def join(_):
-    req = urllib.request.Request(f"{url}/api/waiting-room/sessions", method="POST",
-        data=b'{"roomId":"bench"}', headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req) as r:
-        return json.load(r)["waitingRoomSessionId"]
-with concurrent.futures.ThreadPoolExecutor(32) as pool:
-    ids = list(pool.map(join, range(n)))
-open(out, "w").write("\n".join(ids) + "\n")
-PY
+bench_join_sessions bench "$SESSIONS" "$bench_scratch/ids" "$WAITROOM_URL"
 
 run() { # name repetition url script: one wrk run, kept as $out/<name>.<repetition>.wrk
   local file="$out/${1// /-}.$2.wrk"

@@ -21,6 +21,29 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
+# bench_free_port: a free TCP port on 127.0.0.1.
+bench_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# bench_join_sessions ROOM COUNT OUT URL...: joins COUNT sessions to ROOM, round-robin over the
+# node URLs, 32 at a time, and writes their ids to OUT, one per line.
+bench_join_sessions() {
+  python3 - "$@" <<'PY'
+import concurrent.futures, json, sys, urllib.request
+room, n, out, urls = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+body = json.dumps({"roomId": room}).encode()
+def join(i):
+    req = urllib.request.Request(f"{urls[i % len(urls)]}/api/waiting-room/sessions", method="POST",
+        data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)["waitingRoomSessionId"]
+with concurrent.futures.ThreadPoolExecutor(32) as pool:
+    ids = list(pool.map(join, range(n)))
+open(out, "w").write("\n".join(ids) + "\n")
+PY
+}
+
 # bench_stop PID: stops one process started here.
 bench_stop() {
   local pid="$1" kept=() other

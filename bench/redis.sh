@@ -18,27 +18,23 @@ done
 source bench/lib.sh
 bench_build --bin waitroom
 scratch="$bench_scratch"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; bench_cleanup; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-redis_port="$(free_port)"
+redis_port="$(bench_free_port)"
 # AOF with appendfsync always: nothing acknowledged is lost (the setting the README recommends).
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
   --dir "$scratch" --daemonize no --logfile "$scratch/redis.log" &
-pids+=("$!")
+bench_pids+=("$!")
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 admin="$BENCH_ADMIN_TOKEN"
 openssl genpkey -algorithm ed25519 -out "$scratch/key.pem" 2>/dev/null
 urls=()
 start_node() { # index: starts a node, appends its URL to urls
-  local port; port="$(free_port)"
+  local port; port="$(bench_free_port)"
   WAITROOM_LOG=warn "$BENCH_BIN/waitroom" serve --listen "127.0.0.1:$port" --data-dir "$scratch/node$1" \
     --backend "redis://127.0.0.1:$redis_port?node=bench-$1" --signing-key "$scratch/key.pem" \
     --admin-token "$admin" --join-rate-per-ip 0 >"$scratch/node$1.out" 2>&1 &
-  pids+=("$!")
+  bench_pids+=("$!")
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$scratch/node$1.out" >&2; exit 1; }
   urls+=("http://127.0.0.1:$port")
@@ -50,18 +46,7 @@ room() { # name -> create a room where everyone waits and nobody expires during 
     -d '{"capacity":100,"waitingIdleTimeoutSeconds":3600,"activeIdleTimeoutSeconds":3600,"maxActiveSeconds":7200}' >/dev/null
 }
 room bench1; room bench3
-python3 - "$SESSIONS" "$scratch/ids" "${urls[@]}" <<'PY'
-import concurrent.futures, json, sys, urllib.request
-n, out, urls = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-def join(i):
-    req = urllib.request.Request(f"{urls[i % len(urls)]}/api/waiting-room/sessions", method="POST",
-        data=b'{"roomId":"bench3"}', headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req) as r:
-        return json.load(r)["waitingRoomSessionId"]
-with concurrent.futures.ThreadPoolExecutor(32) as pool:
-    ids = list(pool.map(join, range(n)))
-open(out, "w").write("\n".join(ids) + "\n")
-PY
+bench_join_sessions bench3 "$SESSIONS" "$scratch/ids" "${urls[@]}"
 
 wrk_rps() { # script room url... -> "total requests/s, non-2xx" over the urls, run in parallel
   local script="$1" room="$2"; shift 2

@@ -157,27 +157,43 @@ impl SimulatedUser {
         kind: RequestKind,
         exchange: Exchange<SessionView>,
     ) -> Option<(TimeUs, TimeUs, SessionView)> {
-        self.requests.push(RequestRecord {
+        let ok = self.count_request(
             kind,
-            outcome: exchange.outcome,
-            sent_us: exchange.sent_us,
-            received_us: exchange.received_us,
-        });
-        let live = &self.context.live;
-        live.requests.fetch_add(1, Ordering::Relaxed);
-        if exchange.outcome != Outcome::Ok {
-            live.failed_requests.fetch_add(1, Ordering::Relaxed);
-            self.consecutive_failures += 1;
-        } else {
-            self.consecutive_failures = 0;
-        }
-        self.context.count_records(1);
+            exchange.outcome,
+            exchange.sent_us,
+            exchange.received_us,
+        );
+        self.consecutive_failures = if ok { 0 } else { self.consecutive_failures + 1 };
         let view = exchange.body?;
         if let Some(seconds) = view.heartbeat_interval_seconds {
             self.heartbeat_interval_us =
                 seconds.clamp(1, HEARTBEAT_INTERVAL_SECONDS_CEILING) * 1_000_000;
         }
         Some((exchange.sent_us, exchange.received_us, view))
+    }
+
+    /// Keeps one request in this user's record and in the live counters; `true` if it succeeded.
+    fn count_request(
+        &mut self,
+        kind: RequestKind,
+        outcome: Outcome,
+        sent_us: TimeUs,
+        received_us: TimeUs,
+    ) -> bool {
+        self.requests.push(RequestRecord {
+            kind,
+            outcome,
+            sent_us,
+            received_us,
+        });
+        let live = &self.context.live;
+        live.requests.fetch_add(1, Ordering::Relaxed);
+        let ok = outcome == Outcome::Ok;
+        if !ok {
+            live.failed_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        self.context.count_records(1);
+        ok
     }
 
     fn observe(&mut self, sent_us: TimeUs, received_us: TimeUs, view: &SessionView) {
@@ -196,18 +212,12 @@ impl SimulatedUser {
             return;
         };
         let exchange = protected.protected(admission_token, user).await;
-        self.requests.push(RequestRecord {
-            kind: RequestKind::Protected,
-            outcome: exchange.outcome,
-            sent_us: exchange.sent_us,
-            received_us: exchange.received_us,
-        });
-        let live = &self.context.live;
-        live.requests.fetch_add(1, Ordering::Relaxed);
-        if exchange.outcome != Outcome::Ok {
-            live.failed_requests.fetch_add(1, Ordering::Relaxed);
-        }
-        self.context.count_records(1);
+        self.count_request(
+            RequestKind::Protected,
+            exchange.outcome,
+            exchange.sent_us,
+            exchange.received_us,
+        );
     }
 
     async fn run(&mut self, index: usize, plan: UserPlan) {

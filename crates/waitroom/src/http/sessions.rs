@@ -248,9 +248,8 @@ pub(crate) async fn join(
 
 /// Withdrawals of failed joins on their way at once (see [`compensate`]).
 const COMPENSATIONS_IN_FLIGHT_MAX: usize = 1024;
-/// Attempts to append one withdrawal, and how long each may wait for the append queue.
+/// Attempts to append one withdrawal (each waits at most the node's `write_wait_ms`).
 const COMPENSATION_ATTEMPTS_MAX: u64 = 3;
-const COMPENSATION_ATTEMPT_WAIT_MS: u64 = 2_000;
 static COMPENSATIONS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(COMPENSATIONS_IN_FLIGHT_MAX);
 
@@ -271,10 +270,7 @@ fn compensate(state: &Arc<AppState>, room: RoomId, id: PublicSessionId) {
             reason: LeaveReason::Left,
         };
         for attempt in 0..COMPENSATION_ATTEMPTS_MAX {
-            let wait = Duration::from_millis(COMPENSATION_ATTEMPT_WAIT_MS);
-            if let Ok(Ok(())) =
-                tokio::time::timeout(wait, node.write_unwaited(&room, leave.clone())).await
-            {
+            if node.write_unwaited(&room, leave.clone()).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
@@ -349,19 +345,11 @@ pub(crate) async fn leave(
 ) -> Result<Response, Problem> {
     let id = plain_id(&raw)?;
     let (cell, view) = find(&state, &id).await?;
-    if view.status == Status::Expired {
-        return Ok(session_response(
-            &state,
-            StatusCode::OK,
-            &cell.id,
-            &id,
-            view,
-        ));
-    }
     end(
         &state,
         &cell,
         &id,
+        view,
         Command::Leave {
             session: id.session,
             reason: LeaveReason::Left,
@@ -370,13 +358,18 @@ pub(crate) async fn leave(
     .await
 }
 
-/// Writes an ending command and answers with the view after it.
+/// Writes an ending command and answers with the view after it; a session that already ended
+/// is answered as it is, with nothing written (ending is idempotent).
 async fn end(
     state: &AppState,
     cell: &RoomCell,
     id: &PublicSessionId,
+    view: SessionView,
     command: Command,
 ) -> Result<Response, Problem> {
+    if view.status == Status::Expired {
+        return Ok(session_response(state, StatusCode::OK, &cell.id, id, view));
+    }
     match state.node.write(&cell.id, command).await? {
         Outcome::Ended { .. }
         | Outcome::AlreadyEnded { .. }
@@ -497,19 +490,11 @@ pub(crate) async fn complete(
         .tokens
         .check(token, cell.id.as_str(), &id.to_text())
         .map_err(|why| Problem::unauthorized(format!("admission token rejected: {why}")))?;
-    if view.status == Status::Expired {
-        return Ok(session_response(
-            &state,
-            StatusCode::OK,
-            &cell.id,
-            &id,
-            view,
-        ));
-    }
     end(
         &state,
         &cell,
         &id,
+        view,
         Command::Leave {
             session: id.session,
             reason: LeaveReason::Completed,
@@ -537,19 +522,11 @@ pub(crate) async fn evict(
     require_admin(&state, headers)?;
     let id = parse_id(raw_id)?;
     let (cell, view) = find(&state, &id).await?;
-    if view.status == Status::Expired {
-        return Ok(session_response(
-            &state,
-            StatusCode::OK,
-            &cell.id,
-            &id,
-            view,
-        ));
-    }
     end(
         &state,
         &cell,
         &id,
+        view,
         Command::Evict {
             session: id.session,
         },

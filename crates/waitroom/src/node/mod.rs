@@ -410,14 +410,14 @@ impl Node {
         result
     }
 
-    /// Appends `command` without waiting for it to be applied (ticks, compensations).
+    /// Appends `command` without waiting for it to be applied (ticks, compensations), within
+    /// `write_wait_ms` like any write: a stalled backend does not keep the caller forever.
     pub async fn write_unwaited(&self, room: &RoomId, command: Command) -> Result<(), String> {
         let record = Record::new(new_record_id(), room.clone(), command);
-        self.append(&record).await
-    }
-
-    async fn append(&self, record: &Record) -> Result<(), String> {
-        self.appender.append(Self::to_append(record)).await
+        let wait = Duration::from_millis(self.options.write_wait_ms);
+        tokio::time::timeout(wait, self.appender.append(Self::to_append(&record)))
+            .await
+            .unwrap_or_else(|_| Err(format!("not appended within {} ms", wait.as_millis())))
     }
 
     fn to_append(record: &Record) -> Append {
