@@ -8,6 +8,8 @@ BENCH_BIN="${CARGO_TARGET_DIR:-target}/release"
 BENCH_ADMIN_TOKEN="bench-admin-token-0123456789"
 
 bench_pids=()
+# Servers started with the test kit's launcher (not children of this shell): stopped by it.
+bench_server_pids=()
 bench_scratch="$(mktemp -d -t waitroom-bench.XXXXXX)"
 
 bench_cleanup() {
@@ -17,6 +19,10 @@ bench_cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   bench_pids=()
+  if [ "${#bench_server_pids[@]}" -gt 0 ]; then
+    "$BENCH_BIN/waitroom-servers" stop "${bench_server_pids[@]}" || true
+  fi
+  bench_server_pids=()
   rm -rf "$bench_scratch"
 }
 trap bench_cleanup EXIT
@@ -56,6 +62,29 @@ bench_stop() {
 # bench_build ARGS...: `cargo build --release` of what the scripts run, unless NO_BUILD is set.
 bench_build() {
   [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p waitroom "$@"
+}
+
+# bench_build_servers: the test kit's server launcher (`waitroom-servers`), unless NO_BUILD is set.
+bench_build_servers() {
+  [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p waitroom-log --all-features --bin waitroom-servers
+}
+
+# bench_server_stop PID: stops a server started with the test kit's launcher.
+bench_server_stop() {
+  local pid="$1" kept=() other
+  "$BENCH_BIN/waitroom-servers" stop "$pid" || true
+  for other in "${bench_server_pids[@]}"; do [ "$other" = "$pid" ] || kept+=("$other"); done
+  bench_server_pids=("${kept[@]}")
+}
+
+# bench_redis DIR PERSISTENCE: starts a redis-server with the test kit's launcher (none,
+# everysec or always); sets REDIS_URL and REDIS_PID, and stops it on exit.
+bench_redis() {
+  local URL PID
+  eval "$("$BENCH_BIN/waitroom-servers" redis --dir "$1" --persistence "$2")"
+  bench_server_pids+=("$PID")
+  REDIS_URL="$URL"
+  REDIS_PID="$PID"
 }
 
 # bench_url FILE WHAT: waits (≤ 10 s) for "WHAT serving at http://…" in FILE; prints the URL.

@@ -17,14 +17,12 @@ for tool in wrk redis-server redis-benchmark python3; do
 done
 source bench/lib.sh
 bench_build --bin waitroom
+bench_build_servers
 scratch="$bench_scratch"
 
-redis_port="$(bench_free_port)"
 # AOF with appendfsync always: nothing acknowledged is lost (the setting the README recommends).
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
-  --dir "$scratch" --daemonize no --logfile "$scratch/redis.log" &
-bench_pids+=("$!")
-for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+bench_redis "$scratch/redis" always
+redis_port="${REDIS_URL##*:}"
 
 admin="$BENCH_ADMIN_TOKEN"
 openssl genpkey -algorithm ed25519 -out "$scratch/key.pem" 2>/dev/null

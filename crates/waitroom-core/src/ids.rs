@@ -1,6 +1,7 @@
 //! Identifiers: rooms, sessions, records, idempotency keys.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -124,9 +125,12 @@ impl fmt::Display for RoomId {
 }
 
 /// A client's `Idempotency-Key`: 1..=128 printable ASCII characters (0x20..=0x7E).
+///
+/// Shared, not owned: a room keeps each key twice (key → session, session → key) and copies
+/// both maps whenever it is snapshotted, so a clone is a reference count, not an allocation.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct IdempotencyKey(Box<str>);
+pub struct IdempotencyKey(Arc<str>);
 
 impl IdempotencyKey {
     pub fn new(key: impl Into<String>) -> Result<Self, IdError> {
@@ -135,7 +139,7 @@ impl IdempotencyKey {
             && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX
             && key.bytes().all(|b| (0x20..=0x7e).contains(&b));
         if valid {
-            Ok(Self(key.into_boxed_str()))
+            Ok(Self(key.into()))
         } else {
             Err(IdError::IdempotencyKey)
         }
@@ -155,7 +159,7 @@ impl TryFrom<String> for IdempotencyKey {
 
 impl From<IdempotencyKey> for String {
     fn from(value: IdempotencyKey) -> Self {
-        value.0.into()
+        value.0.as_ref().into()
     }
 }
 

@@ -10,6 +10,9 @@
 //! - `config`: [`RoomConfig`] and its validation (the ranges of the HTTP contract).
 //! - `record`: [`Command`], [`Record`] and the versioned binary encoding.
 //! - `room`: [`Room`], the state machine: `apply` and the queries (views, stats, digest).
+//! - `snapshot`: a room's whole state as versioned, checksummed bytes
+//!   ([`Room::encode_snapshot`], [`Room::restore_snapshot`]), so a node need not replay a
+//!   room's whole log.
 //! - `view`: [`SessionView`], [`RoomStats`], [`Outcome`].
 //! - `line`: the waiting line with O(log n) positions (a Fenwick tree).
 //! - `rate`: the admission token bucket and the rate windows behind ETAs.
@@ -24,6 +27,7 @@ mod line;
 mod rate;
 mod record;
 mod room;
+mod snapshot;
 mod view;
 
 pub use config::{ConfigError, RoomConfig};
@@ -31,4 +35,5 @@ pub use digest::{draw_seed, draw_ticket};
 pub use ids::{IdError, IdempotencyKey, RecordId, RoomId, SessionId};
 pub use record::{Command, DecodeError, FORMAT_VERSION, LeaveReason, MAGIC, Record};
 pub use room::Room;
+pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, SnapshotError};
 pub use view::{ExpiredReason, ExpiredTotals, Outcome, Rejection, RoomStats, SessionView, Status};

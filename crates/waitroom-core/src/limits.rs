@@ -52,6 +52,33 @@ pub const RATE_BUCKETS: usize = 60;
 /// Window of the turnover rate behind `estimatedWaitSeconds`.
 pub const ETA_WINDOW_MS: u64 = RATE_BUCKET_MS * RATE_BUCKETS as u64;
 
+/// Latest room clock a snapshot may carry (`Room::restore_snapshot`): the last instant of year
+/// 9999, like `opensAt`. Log timestamps are real times, so no room gets near it; bounding it keeps
+/// every deadline a restored room computes (clock + a day of timeout + retention) far inside
+/// `u64`, whatever the snapshot says.
+pub const SNAPSHOT_CLOCK_MS_MAX: u64 = OPENS_AT_MS_MAX;
+/// Largest admission or expiry total a snapshot may carry. A room counts at most one admission
+/// and one expiry per session: at a million joins per second it would take 36 000 years to get
+/// here. The bound keeps a damaged snapshot from making the room's `+= 1` (or
+/// `ExpiredTotals::sum`) overflow later.
+pub const SNAPSHOT_TOTAL_MAX: u64 = 1 << 60;
+/// A snapshot's fixed part (header, configuration, counters, rate windows, trailer) is at most
+/// this; the target URL and the two rate windows are most of it.
+pub const SNAPSHOT_ROOM_BYTES_MAX: u64 = 8 * 1024;
+/// Bytes one session (or free slot) takes in a snapshot at most: a tag, the id, three times as
+/// varints of at most 7 bytes, an idempotency key with its length, and its slot on two lists as
+/// index deltas of at most 4 bytes.
+pub const SNAPSHOT_SESSION_BYTES_MAX: u64 =
+    1 + 16 + 3 * 7 + 1 + IDEMPOTENCY_KEY_BYTES_MAX as u64 + 2 * 4;
+/// Bytes one remembered record id takes in a snapshot at most: its age (3 bytes) and the id.
+pub const SNAPSHOT_RECORD_ID_BYTES_MAX: u64 = 3 + 16;
+/// Largest snapshot `Room::restore_snapshot` reads: a room at every limit at once (about 21 GB;
+/// a million waiting sessions take about 22 MB). Larger inputs are refused before any work, and
+/// what restore allocates is proportional to the input's length.
+pub const SNAPSHOT_BYTES_MAX: u64 = SNAPSHOT_ROOM_BYTES_MAX
+    + SESSIONS_PER_ROOM_MAX as u64 * SNAPSHOT_SESSION_BYTES_MAX
+    + RECORD_DEDUP_IDS_MAX as u64 * SNAPSHOT_RECORD_ID_BYTES_MAX;
+
 const _: () = assert!(
     ETA_WINDOW_MS >= 60_000,
     "admissionsPerMinute needs one minute of history"
@@ -62,3 +89,32 @@ const _: () = assert!(
 );
 const _: () = assert!(MAX_WAITING_MAX < SESSIONS_PER_ROOM_MAX);
 const _: () = assert!(HEARTBEAT_BATCH_SESSIONS_MAX * 17 + 1024 < RECORD_BYTES_MAX);
+const _: () = assert!(
+    SNAPSHOT_CLOCK_MS_MAX < 1 << 49,
+    "snapshot times are varints of at most 7 bytes"
+);
+const _: () = assert!(
+    SNAPSHOT_CLOCK_MS_MAX
+        + SETTING_SECONDS_MAX as u64 * 1000
+        + SESSION_RETENTION_MS
+        + RECORD_DEDUP_WINDOW_MS
+        < 1 << 63,
+    "deadlines of a restored room cannot overflow"
+);
+const _: () = assert!(
+    2 * (SESSIONS_PER_ROOM_MAX as u64) < 1 << 28,
+    "slot index deltas are varints of at most 4 bytes"
+);
+const _: () = assert!(
+    RECORD_DEDUP_WINDOW_MS < 1 << 21,
+    "ages of remembered record ids are varints of at most 3 bytes"
+);
+const _: () = assert!(
+    SNAPSHOT_TOTAL_MAX.checked_mul(8).is_some(),
+    "the five expiry totals and their sum stay inside u64"
+);
+const _: () = assert!(
+    (ROOM_ID_BYTES_MAX + TARGET_URL_BYTES_MAX + 2 * RATE_BUCKETS * (7 + 5) + 512) as u64
+        <= SNAPSHOT_ROOM_BYTES_MAX,
+    "the fixed part: room id, target URL, two windows of 60 buckets, and the rest"
+);

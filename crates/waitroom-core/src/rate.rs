@@ -30,6 +30,26 @@ impl TokenBucket {
         bucket
     }
 
+    /// A bucket as a snapshot recorded it, or `None` if it holds more than its burst (which no
+    /// real bucket does: every change clamps to the burst).
+    pub(crate) fn restore(admit_per_minute: u32, units: u64, last_refill_ms: u64) -> Option<Self> {
+        let bucket = Self {
+            admit_per_minute: admit_per_minute.into(),
+            units,
+            last_refill_ms,
+        };
+        (units <= bucket.capacity_units()).then_some(bucket)
+    }
+
+    /// Token units held (`UNITS_PER_TOKEN` per token), for snapshots.
+    pub(crate) fn units(&self) -> u64 {
+        self.units
+    }
+
+    pub(crate) fn last_refill_ms(&self) -> u64 {
+        self.last_refill_ms
+    }
+
     pub(crate) fn burst_tokens(&self) -> u64 {
         self.admit_per_minute.div_ceil(60).max(1)
     }
@@ -96,6 +116,21 @@ impl RateWindow {
         bucket.1 = bucket.1.saturating_add(1);
     }
 
+    /// The ring of `(bucket number, count)` in slot order, for snapshots; an empty slot is
+    /// `(u64::MAX, 0)`.
+    pub(crate) fn buckets(&self) -> &[(u64, u32); RATE_BUCKETS] {
+        &self.buckets
+    }
+
+    /// A window as a snapshot recorded it, or `None` if a bucket sits in another bucket's slot
+    /// (`record` puts bucket `n` in slot `n % RATE_BUCKETS`).
+    pub(crate) fn from_buckets(buckets: [(u64, u32); RATE_BUCKETS]) -> Option<Self> {
+        let in_place = buckets.iter().enumerate().all(|(slot, &(number, _))| {
+            number == u64::MAX || number % RATE_BUCKETS as u64 == slot as u64
+        });
+        in_place.then_some(Self { buckets })
+    }
+
     /// Events in the buckets that overlap `(now_ms - window_ms, now_ms]`, and the time those
     /// buckets span up to now (from the start of the oldest one, but not before `since_ms`).
     pub(crate) fn recent(&self, now_ms: u64, window_ms: u64, since_ms: u64) -> (u64, u64) {
@@ -146,6 +181,20 @@ mod tests {
             taken += 1;
         }
         assert_eq!(taken, 10);
+    }
+
+    #[test]
+    fn restore_checks_the_invariants() {
+        let bucket = TokenBucket::new(600, 5);
+        let restored = TokenBucket::restore(600, bucket.units(), bucket.last_refill_ms());
+        assert_eq!(restored, Some(bucket));
+        assert_eq!(TokenBucket::restore(600, 10 * UNITS_PER_TOKEN + 1, 5), None);
+        let mut window = RateWindow::default();
+        window.record(12_345_678);
+        assert_eq!(RateWindow::from_buckets(*window.buckets()), Some(window));
+        let mut buckets = [(u64::MAX, 0); RATE_BUCKETS];
+        buckets[0] = (1, 1);
+        assert_eq!(RateWindow::from_buckets(buckets), None);
     }
 
     #[test]

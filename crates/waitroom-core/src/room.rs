@@ -51,12 +51,12 @@ use crate::record::{Command, LeaveReason, Record};
 use crate::view::*;
 
 /// "No slot" in the intrusive lists.
-const NIL: u32 = u32::MAX;
+pub(crate) const NIL: u32 = u32::MAX;
 /// `Slot::aux` of a session that was never admitted.
-const NEVER: u64 = u64::MAX;
+pub(crate) const NEVER: u64 = u64::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SlotState {
+pub(crate) enum SlotState {
     Free,
     Prequeue,
     Waiting,
@@ -66,26 +66,26 @@ enum SlotState {
 
 /// One session. 56 bytes: this is most of a waiting session's memory.
 #[derive(Clone, Copy, Debug)]
-struct Slot {
-    id: SessionId,
-    joined_at_ms: u64,
+pub(crate) struct Slot {
+    pub(crate) id: SessionId,
+    pub(crate) joined_at_ms: u64,
     /// Last heartbeat (or join, or admission) of a live session; end time of an ended one.
-    seen_ms: u64,
+    pub(crate) seen_ms: u64,
     /// Prequeue: index in the pre-queue. Waiting: sequence number in the line.
     /// Active and Ended: admission time, or `NEVER`.
-    aux: u64,
+    pub(crate) aux: u64,
     /// Links of the one list the slot is on (idle lists, the ended list, or the free list).
-    prev: u32,
-    next: u32,
-    state: SlotState,
-    reason: ExpiredReason,
-    has_key: bool,
+    pub(crate) prev: u32,
+    pub(crate) next: u32,
+    pub(crate) state: SlotState,
+    pub(crate) reason: ExpiredReason,
+    pub(crate) has_key: bool,
 }
 
 const _: () = assert!(size_of::<Slot>() <= 56);
 
 impl Slot {
-    const FREE: Slot = Slot {
+    pub(crate) const FREE: Slot = Slot {
         id: SessionId([0; 16]),
         joined_at_ms: 0,
         seen_ms: 0,
@@ -100,10 +100,10 @@ impl Slot {
 
 /// An intrusive doubly linked list through `Slot::prev/next`.
 #[derive(Clone, Copy, Debug)]
-struct List {
-    head: u32,
-    tail: u32,
-    len: u32,
+pub(crate) struct List {
+    pub(crate) head: u32,
+    pub(crate) tail: u32,
+    pub(crate) len: u32,
 }
 
 impl Default for List {
@@ -121,7 +121,7 @@ impl List {
         (self.head != NIL).then_some(self.head)
     }
 
-    fn push_back(&mut self, slots: &mut [Slot], index: u32) {
+    pub(crate) fn push_back(&mut self, slots: &mut [Slot], index: u32) {
         slots[index as usize].prev = self.tail;
         slots[index as usize].next = NIL;
         if self.tail == NIL {
@@ -150,7 +150,7 @@ impl List {
         self.len -= 1;
     }
 
-    fn iter<'a>(&self, slots: &'a [Slot]) -> impl Iterator<Item = u32> + 'a {
+    pub(crate) fn iter<'a>(&self, slots: &'a [Slot]) -> impl Iterator<Item = u32> + 'a {
         std::iter::successors(self.front(), move |&i| {
             let next = slots[i as usize].next;
             (next != NIL).then_some(next)
@@ -159,10 +159,24 @@ impl List {
 }
 
 /// Ids of recent non-idempotent records.
-#[derive(Clone, Debug, Default)]
-struct RecentRecords {
-    ids: HashSet<RecordId, SessionHasherBuilder>,
-    order: VecDeque<(u64, RecordId)>,
+#[derive(Debug, Default)]
+pub(crate) struct RecentRecords {
+    pub(crate) ids: HashSet<RecordId, SessionHasherBuilder>,
+    pub(crate) order: VecDeque<(u64, RecordId)>,
+}
+
+impl Clone for RecentRecords {
+    fn clone(&self) -> Self {
+        Self {
+            ids: self.ids.clone(),
+            order: self.order.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.ids.clone_from(&source.ids);
+        self.order.clone_from(&source.order);
+    }
 }
 
 impl RecentRecords {
@@ -190,37 +204,154 @@ impl RecentRecords {
 }
 
 /// One room's state machine. See the module documentation for the rules.
-#[derive(Clone, Debug)]
+///
+/// # Cloning
+/// A node snapshots a room by cloning it under a read lock and encoding the clone elsewhere, so
+/// the clone's time stalls the room. It is a copy of the slab and the index (about 100 MB at a
+/// million waiting), bound by the kernel mapping fresh pages rather than by the copy itself:
+/// `Clone::clone_from` into a spare room kept for the purpose reuses the spare's memory and
+/// is about four times faster (see the crate README).
+#[derive(Debug)]
 pub struct Room {
-    id: RoomId,
-    now_ms: u64,
+    pub(crate) id: RoomId,
+    pub(crate) now_ms: u64,
     /// Configured and not closed since.
-    exists: bool,
+    pub(crate) exists: bool,
     /// The current configuration while `exists`; the last one after a close (ended sessions'
     /// views still show its heartbeat interval).
-    config: RoomConfig,
-    created_at_ms: u64,
+    pub(crate) config: RoomConfig,
+    pub(crate) created_at_ms: u64,
 
-    slots: Vec<Slot>,
-    free_head: u32,
-    index: HashMap<SessionId, u32, SessionHasherBuilder>,
-    line: Line,
-    prequeue: Prequeue,
-    waiting_idle: List,
-    active_idle: List,
-    ended: List,
-    active_by_admission: BTreeSet<(u64, u32)>,
-    active_count: u32,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) free_head: u32,
+    pub(crate) index: HashMap<SessionId, u32, SessionHasherBuilder>,
+    pub(crate) line: Line,
+    pub(crate) prequeue: Prequeue,
+    pub(crate) waiting_idle: List,
+    pub(crate) active_idle: List,
+    pub(crate) ended: List,
+    pub(crate) active_by_admission: BTreeSet<(u64, u32)>,
+    pub(crate) active_count: u32,
     /// Client-chosen strings: a B-tree, so no crafted keys can degrade it (unlike a fixed hash).
-    keys: BTreeMap<IdempotencyKey, u32>,
-    key_of_slot: BTreeMap<u32, IdempotencyKey>,
-    recent_records: RecentRecords,
+    pub(crate) keys: BTreeMap<IdempotencyKey, u32>,
+    pub(crate) key_of_slot: BTreeMap<u32, IdempotencyKey>,
+    pub(crate) recent_records: RecentRecords,
 
-    bucket: Option<TokenBucket>,
-    admissions: RateWindow,
-    freed_slots: RateWindow,
-    admitted_total: u64,
-    expired_total: ExpiredTotals,
+    pub(crate) bucket: Option<TokenBucket>,
+    pub(crate) admissions: RateWindow,
+    pub(crate) freed_slots: RateWindow,
+    pub(crate) admitted_total: u64,
+    pub(crate) expired_total: ExpiredTotals,
+}
+
+/// Written out rather than derived so that `clone_from` copies each table into the target's
+/// existing allocation (`Vec`, `HashMap` and `VecDeque` reuse theirs; a derived `clone_from`
+/// would allocate a whole new room and drop the old). The exhaustive patterns make a new field a
+/// compile error here until it is cloned.
+impl Clone for Room {
+    fn clone(&self) -> Self {
+        let Room {
+            id,
+            now_ms,
+            exists,
+            config,
+            created_at_ms,
+            slots,
+            free_head,
+            index,
+            line,
+            prequeue,
+            waiting_idle,
+            active_idle,
+            ended,
+            active_by_admission,
+            active_count,
+            keys,
+            key_of_slot,
+            recent_records,
+            bucket,
+            admissions,
+            freed_slots,
+            admitted_total,
+            expired_total,
+        } = self;
+        Room {
+            id: id.clone(),
+            now_ms: *now_ms,
+            exists: *exists,
+            config: config.clone(),
+            created_at_ms: *created_at_ms,
+            slots: slots.clone(),
+            free_head: *free_head,
+            index: index.clone(),
+            line: line.clone(),
+            prequeue: prequeue.clone(),
+            waiting_idle: *waiting_idle,
+            active_idle: *active_idle,
+            ended: *ended,
+            active_by_admission: active_by_admission.clone(),
+            active_count: *active_count,
+            keys: keys.clone(),
+            key_of_slot: key_of_slot.clone(),
+            recent_records: recent_records.clone(),
+            bucket: bucket.clone(),
+            admissions: admissions.clone(),
+            freed_slots: freed_slots.clone(),
+            admitted_total: *admitted_total,
+            expired_total: *expired_total,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let Room {
+            id,
+            now_ms,
+            exists,
+            config,
+            created_at_ms,
+            slots,
+            free_head,
+            index,
+            line,
+            prequeue,
+            waiting_idle,
+            active_idle,
+            ended,
+            active_by_admission,
+            active_count,
+            keys,
+            key_of_slot,
+            recent_records,
+            bucket,
+            admissions,
+            freed_slots,
+            admitted_total,
+            expired_total,
+        } = source;
+        self.id.clone_from(id);
+        self.now_ms = *now_ms;
+        self.exists = *exists;
+        self.config.clone_from(config);
+        self.created_at_ms = *created_at_ms;
+        self.slots.clone_from(slots);
+        self.free_head = *free_head;
+        self.index.clone_from(index);
+        self.line.clone_from(line);
+        self.prequeue.clone_from(prequeue);
+        self.waiting_idle = *waiting_idle;
+        self.active_idle = *active_idle;
+        self.ended = *ended;
+        self.active_by_admission.clone_from(active_by_admission);
+        self.active_count = *active_count;
+        self.keys.clone_from(keys);
+        self.key_of_slot.clone_from(key_of_slot);
+        self.recent_records.clone_from(recent_records);
+        self.bucket.clone_from(bucket);
+        self.admissions.clone_from(admissions);
+        self.freed_slots.clone_from(freed_slots);
+        self.admitted_total = *admitted_total;
+        self.expired_total = *expired_total;
+    }
 }
 
 impl Room {
@@ -827,10 +958,12 @@ impl Room {
             + self.line.heap_bytes()
             + self.prequeue.heap_bytes()
             + self.active_by_admission.len() * btree_entry
+            // Each key: one shared allocation (the text and two reference counts) and an entry
+            // in each of the two maps.
             + self
                 .keys
                 .keys()
-                .map(|k| 2 * (k.as_str().len() + 40))
+                .map(|k| k.as_str().len() + 16 + 2 * 40)
                 .sum::<usize>()
             + records
     }

@@ -15,10 +15,10 @@ use http::Request;
 use tower::ServiceExt;
 use waitroom::http::{AppState, router};
 use waitroom::ids::PublicSessionId;
-use waitroom::log::memory::MemoryLog;
 use waitroom::node::{Node, NodeOptions};
 use waitroom::tokens::Tokens;
 use waitroom_core::{Command, RoomConfig, RoomId};
+use waitroom_log::memory::MemoryLog;
 
 fn polls(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -60,7 +60,7 @@ fn polls(c: &mut Criterion) {
             admin_token: "bench-admin-token-0123456789".into(),
             join_rate_limit: None,
             client_ip_header: None,
-            registry: node.metrics.registry(Arc::downgrade(&node)),
+            registry: node.metrics_registry(),
         });
         std::mem::forget(tasks);
         (

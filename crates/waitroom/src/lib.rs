@@ -5,10 +5,6 @@
 //! status polls from memory (see `shared/DESIGN.md` in the repository).
 //!
 //! # Layout
-//! - `log`: the [`log::Log`] trait and its backends (memory, the embedded file log, Redis
-//!   Streams), plus the backend-generic conformance suite.
-//! - `test_support`: helpers for tests that need real servers (feature `test-support`).
-//! - `backend`: picks and opens a backend from the `--backend` URL.
 //! - `node`: the runtime: applier, appender (group commit), heartbeat batching, ticker,
 //!   read-your-writes waits.
 //! - `http`: the axum API of `shared/API.md`, the waiting page, metrics, OpenAPI.
@@ -20,17 +16,13 @@
 //! - `demo`: `waitroom demo` — a node with a demo room, a simulated crowd and a seat-selection
 //!   page that verifies admission tokens.
 
-pub mod backend;
 pub mod connections;
 pub mod demo;
 pub mod http;
 pub mod ids;
-pub mod log;
 pub mod metrics;
 pub mod node;
 pub mod server;
-#[cfg(any(test, feature = "test-support"))]
-pub mod test_support;
 pub mod tokens;
 
 pub use server::{ServeOptions, run};

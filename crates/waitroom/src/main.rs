@@ -1,12 +1,10 @@
 //! The `waitroom` binary: parses flags and wires them; the work is in the library.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use waitroom::backend::Fsync;
-use waitroom::node::NodeOptions;
-use waitroom::server::{self, ServeOptions};
+use waitroom::node::{NodeOptions, SnapshotMode};
+use waitroom::server::{self, ServeOptions, defaults};
 
 // Status polls and joins allocate a little each (ids, JSON, the response); mimalloc's per-thread
 // free lists make that measurably cheaper than glibc's malloc under two busy worker threads.
@@ -35,24 +33,29 @@ enum Commands {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-enum FsyncArg {
-    /// Acknowledge an append after an fdatasync (survives power loss); concurrent appends share
-    /// one fdatasync.
-    Always,
-    /// Acknowledge after write(2) (survives a process crash); fdatasync every --fsync-interval-ms.
-    Interval,
+enum SnapshotsArg {
+    /// Restore rooms from snapshots at start, take snapshots, trim the log.
+    On,
+    /// Replay every room from its first record; take no snapshot, trim nothing (needs a log
+    /// that kept its whole history).
+    Off,
 }
+
+/// The defaults, written once (in the library).
+const NODE: NodeOptions = NodeOptions::DEFAULT;
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "WAITROOM_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "WAITROOM_LISTEN", default_value = defaults::LISTEN)]
     listen: String,
     /// Where the embedded log, the generated admin token and signing key live.
-    #[arg(long, env = "WAITROOM_DATA_DIR", default_value = "./waitroom-data")]
+    #[arg(long, env = "WAITROOM_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
-    /// The log backend: file: (default, inside the data dir), memory:, redis://host:port[/db].
-    #[arg(long, env = "WAITROOM_BACKEND", default_value = "file:")]
+    /// The log backend, its options as URL query parameters: file: (default, inside the data
+    /// dir; file:?fsync=always to sync every write), memory:, redis://host:port[/db]. Every
+    /// backend takes keep-history=24h to keep trimmed history for audit.
+    #[arg(long, env = "WAITROOM_BACKEND", default_value = defaults::BACKEND)]
     backend: String,
     /// Bearer token of the admin endpoints; generated into the data dir if absent.
     #[arg(long, env = "WAITROOM_ADMIN_TOKEN", hide_env_values = true)]
@@ -62,44 +65,49 @@ struct ServeArgs {
     #[arg(long, env = "WAITROOM_SIGNING_KEY", hide_env_values = true)]
     signing_key: Option<String>,
     /// The `iss` claim of admission tokens.
-    #[arg(long, env = "WAITROOM_ISSUER", default_value = "waitroom")]
+    #[arg(long, env = "WAITROOM_ISSUER", default_value = defaults::ISSUER)]
     issuer: String,
     /// A TOML file of rooms to create or update at start (`[rooms.<id>]` tables with the fields
     /// of the PUT body).
     #[arg(long, env = "WAITROOM_CONFIG")]
     config: Option<PathBuf>,
-    /// When the embedded log syncs to disk.
-    #[arg(long, env = "WAITROOM_FSYNC", value_enum, default_value = "interval")]
-    fsync: FsyncArg,
-    /// With --fsync interval: at most this long between fdatasyncs (power loss loses at most
-    /// this window; a process crash loses nothing acknowledged).
-    #[arg(long, env = "WAITROOM_FSYNC_INTERVAL_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    fsync_interval_ms: u64,
     /// Joins per second per client address (0 disables the limit).
-    #[arg(long, env = "WAITROOM_JOIN_RATE_PER_IP", default_value_t = 50)]
+    #[arg(long, env = "WAITROOM_JOIN_RATE_PER_IP", default_value_t = defaults::JOIN_RATE_PER_IP)]
     join_rate_per_ip: u32,
     /// Burst of joins per client address (0 disables the limit).
-    #[arg(long, env = "WAITROOM_JOIN_BURST_PER_IP", default_value_t = 500)]
+    #[arg(long, env = "WAITROOM_JOIN_BURST_PER_IP", default_value_t = defaults::JOIN_BURST_PER_IP)]
     join_burst_per_ip: u32,
     /// Take the client address from this header (e.g. X-Forwarded-For) — only behind a proxy
     /// that sets it.
     #[arg(long, env = "WAITROOM_CLIENT_IP_HEADER")]
     client_ip_header: Option<String>,
     /// On SIGTERM/SIGINT, requests in flight get this long to finish.
-    #[arg(long, env = "WAITROOM_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "WAITROOM_DRAIN_TIMEOUT_MS", default_value_t = defaults::DRAIN_TIMEOUT_MS)]
     drain_timeout_ms: u64,
     /// How long a write waits to be appended and applied before answering 503.
-    #[arg(long, env = "WAITROOM_WRITE_WAIT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, env = "WAITROOM_WRITE_WAIT_MS", default_value_t = NODE.write_wait_ms, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     write_wait_ms: u64,
     /// How long a read of an unknown room or session waits for this node to catch up.
-    #[arg(long, env = "WAITROOM_CATCH_UP_WAIT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, env = "WAITROOM_CATCH_UP_WAIT_MS", default_value_t = NODE.catch_up_wait_ms, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     catch_up_wait_ms: u64,
     /// Ticks are appended this often for rooms with live sessions.
-    #[arg(long, env = "WAITROOM_TICK_INTERVAL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    #[arg(long, env = "WAITROOM_TICK_INTERVAL_MS", default_value_t = NODE.tick_interval_ms, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     tick_interval_ms: u64,
     /// Heartbeats within this window share one record per room.
-    #[arg(long, env = "WAITROOM_HEARTBEAT_FLUSH_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    #[arg(long, env = "WAITROOM_HEARTBEAT_FLUSH_MS", default_value_t = NODE.heartbeat_flush_ms, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     heartbeat_flush_ms: u64,
+    /// Room snapshots: restore rooms from them at start, take them, and trim the log below them.
+    #[arg(long, env = "WAITROOM_SNAPSHOTS", value_enum, default_value = "on")]
+    snapshots: SnapshotsArg,
+    /// Take a room's snapshot once this many of its records were applied since the last one...
+    #[arg(long, env = "WAITROOM_SNAPSHOT_EVERY_RECORDS", default_value_t = NODE.snapshot_every_records, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    snapshot_every_records: u64,
+    /// ...or this many bytes of them...
+    #[arg(long, env = "WAITROOM_SNAPSHOT_EVERY_BYTES", default_value_t = NODE.snapshot_every_bytes, value_parser = clap::value_parser!(u64).range(1024..=(64 << 30)))]
+    snapshot_every_bytes: u64,
+    /// ...or this long after the first of them.
+    #[arg(long, env = "WAITROOM_SNAPSHOT_EVERY_MS", default_value_t = NODE.snapshot_every_ms, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    snapshot_every_ms: u64,
 }
 
 impl ServeArgs {
@@ -111,12 +119,6 @@ impl ServeArgs {
             signing_key: self.signing_key,
             issuer: self.issuer,
             rooms_file: self.config,
-            fsync: match self.fsync {
-                FsyncArg::Always => Fsync::Always,
-                FsyncArg::Interval => {
-                    Fsync::Interval(Duration::from_millis(self.fsync_interval_ms))
-                }
-            },
             join_rate_per_ip: self.join_rate_per_ip,
             join_burst_per_ip: self.join_burst_per_ip,
             client_ip_header: self.client_ip_header,
@@ -126,7 +128,14 @@ impl ServeArgs {
                 catch_up_wait_ms: self.catch_up_wait_ms,
                 tick_interval_ms: self.tick_interval_ms,
                 heartbeat_flush_ms: self.heartbeat_flush_ms,
-                ..NodeOptions::default()
+                snapshots: match self.snapshots {
+                    SnapshotsArg::On => SnapshotMode::On,
+                    SnapshotsArg::Off => SnapshotMode::Off,
+                },
+                snapshot_every_records: self.snapshot_every_records,
+                snapshot_every_bytes: self.snapshot_every_bytes,
+                snapshot_every_ms: self.snapshot_every_ms,
+                ..NODE
             },
             extra_routes: None,
         }

@@ -1,8 +1,9 @@
 //! Prometheus metrics (`GET /metrics`).
 //!
 //! Counters and histograms of the node itself live in [`Metrics`]; per-room figures (waiting,
-//! active, admissions, expiries by reason) are read from the rooms at scrape time by a collector,
-//! so the applier's hot path never touches them.
+//! active, admissions, expiries by reason) are read from the rooms at scrape time by a collector
+//! (through [`RoomStatsSource`], which the node implements), so the applier's hot path never
+//! touches them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -14,9 +15,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use waitroom_core::ExpiredReason;
+use waitroom_core::{ExpiredReason, RoomId, RoomStats};
 
-use crate::node::Node;
+/// Where the per-room figures come from (the node).
+pub trait RoomStatsSource: Send + Sync {
+    /// Stats of every existing room.
+    fn all_room_stats(&self) -> Vec<(RoomId, RoomStats)>;
+}
 
 /// Route templates, the `route` label of request latencies (a fixed set, never raw paths, so the
 /// metric's cardinality stays bounded).
@@ -238,6 +243,22 @@ pub struct Metrics {
     pub ready: Gauge,
     pub join_rate_limited_total: Counter,
     pub writes_timed_out_total: Counter,
+    /// How long taking a snapshot held a room's lock (the applier waits that long at most).
+    pub snapshot_pause_seconds: Histogram,
+    pub snapshot_encode_seconds: Histogram,
+    pub snapshot_bytes: Histogram,
+    pub snapshots_stored_total: Counter,
+    pub snapshots_adopted_total: Counter,
+    pub snapshot_errors_total: Counter,
+    pub trims_total: Counter,
+    pub rooms_restored_total: Counter,
+    pub snapshot_restore_seconds: Histogram,
+    pub log_gaps_total: Counter,
+    pub rooms_diverged_total: Counter,
+    /// Head reads for catch-up waits (bounded per second, see `node::heads`).
+    pub log_head_reads_total: Counter,
+    /// Payload bytes of the entries applied (the log's growth as this node sees it).
+    pub log_applied_bytes_total: Counter,
 }
 
 impl Default for Metrics {
@@ -253,13 +274,26 @@ impl Default for Metrics {
             ready: Gauge::default(),
             join_rate_limited_total: Counter::default(),
             writes_timed_out_total: Counter::default(),
+            snapshot_pause_seconds: latency_histogram(),
+            snapshot_encode_seconds: latency_histogram(),
+            snapshot_bytes: Histogram::new(exponential_buckets(1024.0, 4.0, 14)),
+            snapshots_stored_total: Counter::default(),
+            snapshots_adopted_total: Counter::default(),
+            snapshot_errors_total: Counter::default(),
+            trims_total: Counter::default(),
+            rooms_restored_total: Counter::default(),
+            snapshot_restore_seconds: latency_histogram(),
+            log_gaps_total: Counter::default(),
+            rooms_diverged_total: Counter::default(),
+            log_head_reads_total: Counter::default(),
+            log_applied_bytes_total: Counter::default(),
         }
     }
 }
 
 impl Metrics {
-    /// A registry exposing these metrics and the rooms of `node`.
-    pub fn registry(self: &Arc<Self>, node: Weak<Node>) -> Registry {
+    /// A registry exposing these metrics and the rooms of `rooms` (the node).
+    pub fn registry(self: &Arc<Self>, rooms: Weak<dyn RoomStatsSource>) -> Registry {
         let mut registry = Registry::with_prefix("waitroom");
         let m = self;
         registry.register(
@@ -307,8 +341,73 @@ impl Metrics {
             "Writes appended but not applied within the wait bound",
             m.writes_timed_out_total.clone(),
         );
+        registry.register(
+            "snapshot_pause_seconds",
+            "How long taking a room's snapshot held the room's lock (the applier's pause)",
+            m.snapshot_pause_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_encode_seconds",
+            "Time to encode a room's snapshot (off the applier, on the blocking pool)",
+            m.snapshot_encode_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_bytes",
+            "Size of the snapshots this node took",
+            m.snapshot_bytes.clone(),
+        );
+        registry.register(
+            "snapshots_stored",
+            "Snapshots this node stored",
+            m.snapshots_stored_total.clone(),
+        );
+        registry.register(
+            "snapshots_adopted",
+            "Due snapshots this node skipped because another node had just stored one",
+            m.snapshots_adopted_total.clone(),
+        );
+        registry.register(
+            "snapshot_errors",
+            "Snapshots that could not be stored (the log is not trimmed then)",
+            m.snapshot_errors_total.clone(),
+        );
+        registry.register(
+            "log_trims",
+            "Trims of the log this node made",
+            m.trims_total.clone(),
+        );
+        registry.register(
+            "rooms_restored",
+            "Rooms restored from a snapshot (at start, or after falling behind a trim)",
+            m.rooms_restored_total.clone(),
+        );
+        registry.register(
+            "snapshot_restore_seconds",
+            "Time to decode one room's snapshot",
+            m.snapshot_restore_seconds.clone(),
+        );
+        registry.register(
+            "log_gaps",
+            "Times the log said entries this node had not applied were trimmed",
+            m.log_gaps_total.clone(),
+        );
+        registry.register(
+            "rooms_diverged",
+            "Rooms that lost records no snapshot covers (should stay 0; see the logs)",
+            m.rooms_diverged_total.clone(),
+        );
+        registry.register(
+            "log_head_reads",
+            "Reads of the log's head for catch-up waits (shared; at most 100/s per node)",
+            m.log_head_reads_total.clone(),
+        );
+        registry.register(
+            "log_applied_bytes",
+            "Payload bytes of the log entries this node applied",
+            m.log_applied_bytes_total.clone(),
+        );
         registry.register_collector(Box::new(RoomCollector {
-            node,
+            rooms,
             metrics: self.clone(),
         }));
         registry
@@ -331,17 +430,23 @@ type StatReader = fn(&waitroom_core::RoomStats) -> u64;
 /// Request latencies and per-room figures, read at scrape time.
 #[derive(Debug)]
 struct RoomCollector {
-    node: Weak<Node>,
+    rooms: Weak<dyn RoomStatsSource>,
     metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for dyn RoomStatsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomStatsSource")
+    }
 }
 
 impl Collector for RoomCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.metrics.http_request_seconds.encode(&mut encoder)?;
-        let Some(node) = self.node.upgrade() else {
+        let Some(rooms) = self.rooms.upgrade() else {
             return Ok(());
         };
-        let stats = node.all_room_stats();
+        let stats = rooms.all_room_stats();
         let gauges: [(&str, &str, StatReader); 3] = [
             ("room_waiting", "Live WAITING sessions", |s| s.waiting_count),
             ("room_active", "ACTIVE sessions", |s| s.active_count),

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use waitroom_core::{Command, RoomId};
+use waitroom_log::BackendUrl;
 
-use crate::backend::{self, BackendUrl, Fsync};
 use crate::http::api::RoomConfigBody;
 use crate::http::{self, AppState, JoinRateLimit};
 use crate::node::{Node, NodeOptions};
@@ -26,7 +26,8 @@ use crate::tokens::Tokens;
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     pub data_dir: PathBuf,
-    /// `file:` (default), `memory:`, `redis://…`.
+    /// `file:` (default), `memory:`, `redis://…`, with the backend's options as URL query
+    /// parameters (`file:?fsync=always`).
     pub backend: String,
     pub admin_token: Option<String>,
     /// An Ed25519 PKCS#8 PEM: a file path, or the PEM text itself.
@@ -34,7 +35,6 @@ pub struct ServeOptions {
     pub issuer: String,
     /// A TOML file of rooms to create (or update) at start.
     pub rooms_file: Option<PathBuf>,
-    pub fsync: Fsync,
     pub join_rate_per_ip: u32,
     pub join_burst_per_ip: u32,
     pub client_ip_header: Option<String>,
@@ -45,21 +45,33 @@ pub struct ServeOptions {
     pub extra_routes: Option<axum::Router>,
 }
 
+/// Defaults of [`ServeOptions`], written once (`waitroom serve`'s flags take them too).
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const DATA_DIR: &str = "./waitroom-data";
+    pub const BACKEND: &str = "file:";
+    pub const ISSUER: &str = "waitroom";
+    /// Joins per second per client address (API.md: generous on purpose, many fans share one
+    /// carrier or office address).
+    pub const JOIN_RATE_PER_IP: u32 = 50;
+    pub const JOIN_BURST_PER_IP: u32 = 500;
+    pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
+}
+
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
-            data_dir: PathBuf::from("./waitroom-data"),
-            backend: "file:".into(),
+            data_dir: PathBuf::from(defaults::DATA_DIR),
+            backend: defaults::BACKEND.into(),
             admin_token: None,
             signing_key: None,
-            issuer: "waitroom".into(),
+            issuer: defaults::ISSUER.into(),
             rooms_file: None,
-            fsync: Fsync::Interval(Duration::from_millis(5)),
-            join_rate_per_ip: 50,
-            join_burst_per_ip: 500,
+            join_rate_per_ip: defaults::JOIN_RATE_PER_IP,
+            join_burst_per_ip: defaults::JOIN_BURST_PER_IP,
             client_ip_header: None,
-            drain_timeout_ms: 10_000,
-            node: NodeOptions::default(),
+            drain_timeout_ms: defaults::DRAIN_TIMEOUT_MS,
+            node: NodeOptions::DEFAULT,
             extra_routes: None,
         }
     }
@@ -100,7 +112,7 @@ pub async fn run_with(
     on_start: impl FnOnce(&Started),
 ) -> Result<(), String> {
     let backend_url = BackendUrl::parse(&options.backend, &options.data_dir)?;
-    if backend_url != BackendUrl::Memory
+    if !matches!(backend_url, BackendUrl::Memory { .. })
         || options.admin_token.is_none()
         || options.signing_key.is_none()
     {
@@ -117,12 +129,17 @@ pub async fn run_with(
         Some(path) => Some(read_rooms_file(path)?),
         None => None,
     };
-    let log = backend::open(&backend_url, options.fsync).await?;
-    tracing::info!(backend = %backend_url.describe(), "log opened");
+    let log = waitroom_log::open(&backend_url).await?;
+    tracing::info!(backend = %log.describe(), "log opened");
 
+    let mut node_options = options.node.clone();
+    if backend_url.is_embedded() {
+        // Alone on its log: nobody else takes snapshots, so no need to wait for one.
+        node_options.snapshot_jitter_ms = 0;
+    }
     let mut tasks = JoinSet::new();
-    let node = Node::start(log, options.node.clone(), &mut tasks);
-    let registry = node.metrics.registry(Arc::downgrade(&node));
+    let node = Node::start(log, node_options, &mut tasks);
+    let registry = node.metrics_registry();
     let join_rate_limit = JoinRateLimit::new(options.join_rate_per_ip, options.join_burst_per_ip);
     let client_ip_header = match &options.client_ip_header {
         Some(name) => Some(

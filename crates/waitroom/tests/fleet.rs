@@ -1,11 +1,13 @@
-//! A fleet on one Redis: three `waitroom serve` processes share a room through Redis Streams.
+//! A fleet on one shared backend: three `waitroom serve` processes share a room through the log.
 //! 1 000 concurrent joins, heartbeats and completes go round-robin over the nodes; the cap and
-//! the order hold at every observation whichever node answers; one node is killed with SIGKILL and
-//! restarted, and Redis itself is killed and restarted (AOF on); at the end every node has the
-//! same stats and the same state digest.
+//! the order hold at every observation whichever node answers; one node is killed with SIGKILL
+//! and restarted (it recovers from the room's snapshot: snapshots are taken every 200 records),
+//! and the backend's server itself is killed and restarted; at the end every node has the same
+//! stats and the same state digest, and every joined session is still there.
 //!
-//! Needs `redis-server` (Debian package `redis-server`): skipped with a loud message without it,
-//! an error with `CI=true`.
+//! One test per backend, each a line at the bottom: the server comes from the test kit's
+//! launcher, and is skipped with a loud message when it is not installed (an error with
+//! `CI=true`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,109 +19,12 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+use waitroom_log::testkit::TestServer;
 
 const ADMIN: &str = "fleet-test-admin-token-01234";
 const ROOM: &str = "fleet";
 const CAPACITY: u64 = 50;
 const SESSIONS: usize = 1000;
-
-fn redis_server_or_skip() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("redis-server"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-            panic!("redis-server is not installed, and the fleet test must not skip in CI");
-        }
-        eprintln!(
-            "SKIPPED fleet test: install redis-server (apt-get install redis-server) to run it"
-        );
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A redis-server with AOF (`appendfsync always`) in a directory of its own.
-struct Redis {
-    binary: PathBuf,
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start(binary: &Path, dir: &Path) -> Redis {
-        let mut redis = Redis {
-            binary: binary.into(),
-            port: free_port(),
-            dir: dir.into(),
-            child: None,
-        };
-        redis.spawn();
-        redis
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(&self.binary)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--daemonize",
-                "no",
-                "--logfile",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL redis");
-            child.wait().expect("reap redis");
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
 
 /// One `waitroom serve` process.
 struct Node {
@@ -127,7 +32,7 @@ struct Node {
     url: String,
 }
 
-fn start_node(redis_url: &str, key_path: &Path, data_dir: &Path) -> Node {
+fn start_node(backend_url: &str, key_path: &Path, data_dir: &Path) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_waitroom"))
         .args([
             "serve",
@@ -137,8 +42,10 @@ fn start_node(redis_url: &str, key_path: &Path, data_dir: &Path) -> Node {
             ADMIN,
             "--join-rate-per-ip",
             "0",
+            "--snapshot-every-records",
+            "200",
         ])
-        .args(["--backend", redis_url])
+        .args(["--backend", backend_url])
         .arg("--signing-key")
         .arg(key_path)
         .arg("--data-dir")
@@ -176,7 +83,7 @@ impl Fleet {
         urls[node % urls.len()].clone()
     }
 
-    /// Retries through the windows where a node or Redis is down; any answer but a 503 or a
+    /// Retries through the windows where a node or the backend is down; any answer but a 503 or a
     /// transport error is returned.
     async fn send(
         &self,
@@ -223,22 +130,34 @@ async fn wait_ready(fleet: &Fleet, url: &str) {
     panic!("{url} did not become ready");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_nodes_one_redis() {
-    let Some(redis_binary) = redis_server_or_skip() else {
-        return;
-    };
-    let scratch = tempfile::tempdir().unwrap();
-    let mut redis = Redis::start(&redis_binary, &scratch.path().join("redis").tap_mkdir());
-    let key_path = scratch.path().join("signing-key.pem");
+/// The value of a counter on a node's `/metrics` (0 when absent).
+async fn metric(fleet: &Fleet, url: &str, name: &str) -> f64 {
+    let text = fleet
+        .client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Three nodes on `server`'s backend (see the module documentation).
+async fn three_nodes_one_backend(mut server: impl TestServer, scratch: &Path) {
+    let key_path = scratch.join("signing-key.pem");
     let key = waitroom_token::SigningKey::generate().unwrap();
     std::fs::write(&key_path, key.to_pkcs8_pem().as_bytes()).unwrap();
     let dirs: Vec<PathBuf> = (0..3)
-        .map(|i| scratch.path().join(format!("node{i}")).tap_mkdir())
+        .map(|i| scratch.join(format!("node{i}")).tap_mkdir())
         .collect();
+    let backend_url = server.backend_url();
     let mut nodes: Vec<Node> = dirs
         .iter()
-        .map(|d| start_node(&redis.url(), &key_path, d))
+        .map(|d| start_node(&backend_url, &key_path, d))
         .collect();
     let fleet = Arc::new(Fleet {
         client: reqwest::Client::builder()
@@ -349,25 +268,40 @@ async fn three_nodes_one_redis() {
     };
     assert_eq!(check_line(1).await, CAPACITY as usize);
 
-    // Rounds of heartbeats and completes, round-robin; a node dies and comes back; Redis dies
+    // Rounds of heartbeats and completes, round-robin; a node dies and comes back; the backend dies
     // and comes back.
     for round in 0..6 {
         match round {
             2 => {
-                // kill -9 one node mid-run, and start it again: it replays and turns ready.
+                // kill -9 one node mid-run, and start it again: it restores the room from its
+                // snapshot, replays what follows, and turns ready.
+                let stored: f64 = join_all(
+                    nodes
+                        .iter()
+                        .map(|node| metric(&fleet, &node.url, "waitroom_snapshots_stored_total")),
+                )
+                .await
+                .into_iter()
+                .sum();
+                assert!(stored >= 1.0, "no snapshot was stored before the kill");
                 let victim = nodes.remove(1);
                 drop(victim);
                 fleet.urls.write().remove(1);
-                let node = start_node(&redis.url(), &key_path, &dirs[1]);
+                let node = start_node(&backend_url, &key_path, &dirs[1]);
                 wait_ready(&fleet, &node.url).await;
+                assert!(
+                    metric(&fleet, &node.url, "waitroom_rooms_restored_total").await >= 1.0,
+                    "the restarted node did not restore the room from a snapshot"
+                );
                 fleet.urls.write().push(node.url.clone());
                 nodes.push(node);
             }
             4 => {
-                // Redis dies and comes back (AOF, appendfsync always): the nodes recover alone.
-                redis.kill_9();
+                // The backend's server dies and comes back (with the durability settings that
+                // lose nothing acknowledged): the nodes recover alone.
+                server.kill_9();
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                redis.spawn();
+                server.restart().expect("the backend's server starts again");
                 for node in &nodes {
                     wait_ready(&fleet, &node.url).await;
                 }
@@ -453,6 +387,18 @@ async fn three_nodes_one_redis() {
     // waited).
     assert!(room["stats"]["admittedTotal"].as_u64().unwrap() >= 50 + 6 * 40);
     assert!(room["stateDigest"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_one_redis() {
+    use waitroom_log::testkit::redis::{Persistence, RedisServer, require};
+    if require("three_nodes_one_redis").is_none() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    // AOF with `appendfsync always`: nothing acknowledged is lost when it is killed.
+    let redis = RedisServer::start(&scratch.path().join("redis"), Persistence::Always).unwrap();
+    three_nodes_one_backend(redis, scratch.path()).await;
 }
 
 trait TapMkdir {

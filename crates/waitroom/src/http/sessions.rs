@@ -546,9 +546,9 @@ mod tests {
 
     use super::waiting_heartbeat_needs_record as needs_record;
     use crate::http::{AppState, router};
-    use crate::log::memory::MemoryLog;
     use crate::node::{Node, NodeOptions};
     use crate::tokens::Tokens;
+    use waitroom_log::memory::MemoryLog;
 
     async fn join(app: &axum::Router, key: &str) -> (StatusCode, serde_json::Value) {
         let request = Request::post("/api/waiting-room/sessions")
@@ -589,7 +589,7 @@ mod tests {
             admin_token: "test-admin-token-0123456789".into(),
             join_rate_limit: None,
             client_ip_header: None,
-            registry: node.metrics.registry(Arc::downgrade(&node)),
+            registry: node.metrics_registry(),
         }));
 
         // Another thread holds the room's state, so the applier cannot apply the join in time.

@@ -18,8 +18,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use waitroom_core::RecordId;
 
 use super::{Waiters, WriteError};
-use crate::log::{Append, Log};
 use crate::metrics::Metrics;
+use waitroom_log::{Append, Log};
 
 /// Records per append call: well under every backend's own bound (4096 for memory and file).
 pub const APPEND_BATCH_RECORDS_MAX: usize = 1024;

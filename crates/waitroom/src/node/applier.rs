@@ -1,18 +1,20 @@
-//! The applier: the one consumer of the log subscription. It decodes every entry, applies it to
-//! its room's state machine, wakes the writers waiting for it, and publishes its progress. It
-//! also drops rooms that became vacant (closed, and nothing left to remember: see
-//! `Room::is_vacant`) and asks the log to drop their history. Being the only writer of room
-//! state, it can do so without racing a record that creates the room again; and every node
-//! drops a room at the same record, because vacancy is a function of the state.
+//! The applier: the one consumer of the log subscription. At start it restores every room from
+//! its snapshot (see `snapshots`); then it decodes every entry, skips what a room's snapshot
+//! already holds, applies the rest to the room's state machine, wakes the writers waiting for
+//! it, and publishes its progress. It also drops rooms that became vacant (closed, and nothing
+//! left to remember: see `Room::is_vacant`) and asks the log to drop their history. Being the
+//! only writer of room state, it can do so without racing a record that creates the room again;
+//! and every node drops a room at the same record, because vacancy is a function of the state.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use waitroom_core::{Record, RecordId};
+use waitroom_log::{Checkpoint, Entry, Event, Position, ShardId};
 
+use super::snapshots::{self, SnapshotMode};
 use super::{Node, RoomCell};
-use crate::log::{Checkpoint, Entry, Event, Position, ShardId};
 use crate::metrics::KindLabels;
 
 /// Records applied under one write lock: bounds how long status polls of a room can wait.
@@ -20,8 +22,29 @@ const APPLY_RECORDS_PER_LOCK_MAX: usize = 512;
 /// Backoff between resubscriptions after a subscription failed.
 const RESUBSCRIBE_BACKOFF_MS: [u64; 6] = [50, 100, 250, 500, 1_000, 2_000];
 
+fn backoff(failures: &mut usize) -> Duration {
+    let ms = RESUBSCRIBE_BACKOFF_MS[(*failures).min(RESUBSCRIBE_BACKOFF_MS.len() - 1)];
+    *failures += 1;
+    Duration::from_millis(ms)
+}
+
 pub(crate) async fn run(node: Arc<Node>) {
     let mut failures = 0usize;
+    if node.options.snapshots == SnapshotMode::On {
+        loop {
+            match snapshots::restore_all(&node).await {
+                Ok(from) => {
+                    node.progress.send_modify(|p| p.applied = from);
+                    break;
+                }
+                Err(why) => {
+                    set_unavailable(&node, format!("restoring rooms from snapshots: {why}"))
+                }
+            }
+            tokio::time::sleep(backoff(&mut failures)).await;
+        }
+        failures = 0;
+    }
     loop {
         let from = node.progress.borrow().applied.clone();
         match node.log.subscribe(from).await {
@@ -38,9 +61,32 @@ pub(crate) async fn run(node: Arc<Node>) {
                                 p.unavailable = None;
                             });
                             node.metrics.ready.set(1);
+                            node.snapshot_scan.notify_one();
                             tracing::info!("caught up with the log");
                         }
                         Ok(Event::Unavailable(why)) => set_unavailable(&node, why),
+                        Ok(Event::Trimmed { shard, through }) => {
+                            if node.options.snapshots == SnapshotMode::Off {
+                                // Applying what comes after the gap would build rooms that miss
+                                // records: this node must not serve them. It stays unready.
+                                let why = format!(
+                                    "the log's history of {shard} up to {through:?} was trimmed, \
+                                     and this node runs with --snapshots off, so it cannot \
+                                     rebuild its rooms: start it with snapshots on"
+                                );
+                                tracing::error!("{why}");
+                                set_unavailable(&node, why);
+                                return;
+                            }
+                            if let Err(why) = snapshots::restore_shard(&node, &shard, through).await
+                            {
+                                // Subscribing again delivers the same gap again: retried.
+                                set_unavailable(&node, why);
+                                break;
+                            }
+                            node.progress
+                                .send_modify(|p| p.applied.advance(&shard, through));
+                        }
                         Err(e) => {
                             set_unavailable(&node, e.to_string());
                             break;
@@ -51,13 +97,11 @@ pub(crate) async fn run(node: Arc<Node>) {
             Err(e) => set_unavailable(&node, e.to_string()),
         }
         // The subscription ended or could not start: subscribe again from where we are.
-        let backoff = RESUBSCRIBE_BACKOFF_MS[failures.min(RESUBSCRIBE_BACKOFF_MS.len() - 1)];
-        failures += 1;
-        tokio::time::sleep(Duration::from_millis(backoff)).await;
+        tokio::time::sleep(backoff(&mut failures)).await;
     }
 }
 
-fn set_unavailable(node: &Node, why: String) {
+pub(super) fn set_unavailable(node: &Node, why: String) {
     tracing::warn!(reason = %why, "log unavailable");
     node.metrics.ready.set(0);
     node.progress.send_modify(|p| {
@@ -66,15 +110,25 @@ fn set_unavailable(node: &Node, why: String) {
     });
 }
 
+/// One entry ready to apply.
+struct Decoded {
+    shard: ShardId,
+    position: Position,
+    timestamp_ms: u64,
+    bytes: usize,
+    record: Record,
+}
+
 /// Applies a batch of entries: decoded outside any lock, then room by room, at most
 /// `APPLY_RECORDS_PER_LOCK_MAX` records per lock hold.
 fn apply(node: &Node, entries: Vec<Entry>) {
     let mut applied = node.progress.borrow().applied.clone();
     let mut outcomes = Vec::with_capacity(entries.len());
     let mut last_timestamp_ms = None;
-    let mut run: Vec<(ShardId, Position, u64, Record)> = Vec::new();
+    let mut run: Vec<Decoded> = Vec::new();
     let mut run_room: Option<Arc<RoomCell>> = None;
     let mut vacated: Vec<(Arc<RoomCell>, Position)> = Vec::new();
+    let mut floors = node.floors.lock();
     for entry in entries {
         // At-least-once delivery: skip what this node already applied.
         if applied
@@ -93,6 +147,16 @@ fn apply(node: &Node, entries: Vec<Entry>) {
                 continue;
             }
         };
+        // A forgotten room's entries up to its tombstone are history nobody applies.
+        if let Some((shard, floor)) = floors.get(&record.room)
+            && *shard == entry.shard
+        {
+            if entry.position <= *floor {
+                applied.advance(&entry.shard, entry.position);
+                continue;
+            }
+            floors.remove(&record.room);
+        }
         let same_room = run_room.as_ref().is_some_and(|cell| cell.id == record.room);
         if !same_room || run.len() >= APPLY_RECORDS_PER_LOCK_MAX {
             if let Some(cell) = run_room.take()
@@ -102,13 +166,24 @@ fn apply(node: &Node, entries: Vec<Entry>) {
             }
             run_room = Some(node.room_or_insert(&record.room));
         }
-        run.push((entry.shard, entry.position, entry.timestamp_ms, record));
+        run.push(Decoded {
+            shard: entry.shard,
+            position: entry.position,
+            timestamp_ms: entry.timestamp_ms,
+            bytes: entry.payload.len(),
+            record,
+        });
     }
     if let Some(cell) = run_room
         && let Some(last) = apply_run(node, &cell, &mut run, &mut applied, &mut outcomes)
     {
         vacated.push((cell, last));
     }
+    if !floors.is_empty() {
+        // Tombstones matter only until the shard is applied past them.
+        floors.retain(|_, (shard, floor)| applied.get(shard).is_none_or(|seen| seen < *floor));
+    }
+    drop(floors);
     node.progress.send_modify(|p| p.applied = applied);
     for (cell, last) in vacated {
         forget_if_vacant(node, &cell, last);
@@ -124,32 +199,70 @@ fn apply(node: &Node, entries: Vec<Entry>) {
     }
 }
 
-/// Applies `run` (records of one room) under one write lock. Returns the position of its last
+/// Applies `run` (records of one room) under one write lock, skipping entries the room's state
+/// already holds (restored from a snapshot at or past them). Returns the position of its last
 /// entry if the room is vacant afterwards.
 fn apply_run(
     node: &Node,
     cell: &RoomCell,
-    run: &mut Vec<(ShardId, Position, u64, Record)>,
+    run: &mut Vec<Decoded>,
     applied: &mut Checkpoint,
     outcomes: &mut Vec<(RecordId, waitroom_core::Outcome)>,
 ) -> Option<Position> {
     let mut kinds: Vec<(&'static str, u64)> = Vec::new();
     let mut last = None;
-    let vacant = {
+    let (vacant, due, records_applied_bytes) = {
         let mut room = cell.state.write();
-        for (shard, position, timestamp_ms, record) in run.drain(..) {
-            last = Some(position);
-            let outcome = room.apply(&record, timestamp_ms);
-            applied.advance(&shard, position);
-            let kind = record.command.kind();
+        let mut log = cell.log.lock();
+        let mut records = 0;
+        let mut bytes = 0;
+        for decoded in run.drain(..) {
+            applied.advance(&decoded.shard, decoded.position);
+            if log.shard.as_ref() == Some(&decoded.shard)
+                && log.position.is_some_and(|held| held >= decoded.position)
+            {
+                continue;
+            }
+            last = Some(decoded.position);
+            let outcome = room.apply(&decoded.record, decoded.timestamp_ms);
+            if log.shard.as_ref() != Some(&decoded.shard) {
+                log.shard = Some(decoded.shard.clone());
+            }
+            log.first_position.get_or_insert(decoded.position);
+            log.position = Some(decoded.position);
+            records += 1;
+            bytes += decoded.bytes as u64;
+            let kind = decoded.record.command.kind();
             match kinds.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, n)) => *n += 1,
                 None => kinds.push((kind, 1)),
             }
-            outcomes.push((record.id, outcome));
+            outcomes.push((decoded.record.id, outcome));
         }
-        room.is_vacant()
+        if records > 0 {
+            log.records_since_snapshot += records;
+            log.bytes_since_snapshot += bytes;
+            log.changed_since.get_or_insert_with(Instant::now);
+        }
+        // While catching up, snapshots wait: the backlog is applied first (at full speed), then
+        // every room that became due is snapshotted once (see `snapshots::run`).
+        let due = node.options.snapshots == SnapshotMode::On
+            && !log.snapshot_queued
+            && node.progress.borrow().caught_up
+            && snapshots::is_due(&node.options, &log);
+        if due {
+            log.snapshot_queued = true;
+        }
+        (room.is_vacant(), due, bytes)
     };
+    if due {
+        snapshots::queue(node, cell);
+    }
+    if records_applied_bytes > 0 {
+        node.metrics
+            .log_applied_bytes_total
+            .inc_by(records_applied_bytes);
+    }
     for (kind, n) in kinds {
         node.metrics
             .records_applied_total
@@ -161,20 +274,35 @@ fn apply_run(
 
 /// Drops `cell` from the node if it is still vacant (a later run of the same batch may have
 /// created the room again), and asks the log, in the background, to drop the room's history up
-/// to `last`.
+/// to `last`. Until the log confirms, what the room needed of its shard keeps the shard from
+/// being trimmed (where rooms share a shard, the log's confirmation is a tombstone).
 fn forget_if_vacant(node: &Node, cell: &Arc<RoomCell>, last: Position) {
+    let (shard, need) = {
+        let log = cell.log.lock();
+        (log.shard.clone(), log.need())
+    };
     if !node.remove_room_if_vacant(cell) {
         return;
     }
-    let log = Arc::clone(&node.log);
     let room = cell.id.clone();
+    if let Some(shard) = shard {
+        node.forgetting.lock().insert(room.clone(), (shard, need));
+    }
+    let log = Arc::clone(&node.log);
+    let forgetting = Arc::clone(&node.forgetting);
     tokio::spawn(async move {
         match log.forget_room(room.as_str(), last).await {
             Ok(true) => tracing::info!(room = %room, "forgot a closed room and its log"),
             Ok(false) => {
                 tracing::info!(room = %room, "a closed room was written to again: its log stays")
             }
-            Err(e) => tracing::warn!(room = %room, error = %e, "could not drop the room's log"),
+            Err(e) => {
+                // The room keeps holding its shard's history until this node restarts: its
+                // entries stay replayable, which is the safe side.
+                tracing::warn!(room = %room, error = %e, "could not drop the room's log");
+                return;
+            }
         }
+        forgetting.lock().remove(&room);
     });
 }

@@ -7,6 +7,16 @@
 //! - `appender`: batches concurrent appends into one backend call (group commit).
 //! - `heartbeats`: batches heartbeats per room into one record.
 //! - `ticker`: appends `Tick`s for rooms that have live sessions; forgets vacant rooms.
+//! - `snapshots`: takes room snapshots (by records, bytes or time since the last), stores them,
+//!   trims the history they make unneeded, and restores rooms from them.
+//!
+//! # Snapshots
+//! Every room carries, beside its state, where it stands in its shard ([`RoomLog`]): the last
+//! entry applied, the newest snapshot known to be stored, and what was applied since. A starting
+//! node restores every room from its newest snapshot and subscribes from the log's trim marker;
+//! the applier then skips, room by room, entries its snapshot already holds. Any node may take a
+//! room's snapshot once enough of the room's log has gone by; see `snapshots` for when, and for
+//! how a shard is trimmed only as far as every room of it is covered.
 //!
 //! # Reads and writes
 //! Reads (status polls) take a room's read lock for about a microsecond and never touch the
@@ -16,12 +26,14 @@
 
 mod appender;
 mod applier;
+mod heads;
 mod heartbeats;
+mod snapshots;
 mod ticker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -31,13 +43,17 @@ use waitroom_core::{
     Command, Outcome, Record, RecordId, Room, RoomId, RoomStats, SessionId, SessionView,
 };
 
+use waitroom_log::{Append, Checkpoint, Log, Position, ShardId};
+
 use crate::ids::{PublicSessionId, new_record_id, room_tag};
-use crate::log::{Append, Checkpoint, Log};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RoomStatsSource};
 
 pub use appender::APPEND_BATCH_RECORDS_MAX;
+pub use heads::HEAD_READ_INTERVAL_MIN;
+pub use snapshots::{SNAPSHOT_QUEUE_ROOMS_MAX, SnapshotMode};
 
-/// Bounds and intervals of the node runtime.
+/// Bounds and intervals of the node runtime. The defaults are [`NodeOptions::DEFAULT`], which
+/// `waitroom serve`'s flags take as their defaults too.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
     /// How long a write waits for its append and for this node to apply it; past it, a `503`.
@@ -54,26 +70,97 @@ pub struct NodeOptions {
     pub closed_room_tick_interval_ms: u64,
     /// Writes waiting for their record to be applied, node-wide; past it, `503` (back-pressure).
     pub pending_writes_max: usize,
+    /// Whether the node restores rooms from snapshots at start, takes them, and trims.
+    pub snapshots: SnapshotMode,
+    /// A room's snapshot is taken once this many of its records were applied since the last...
+    pub snapshot_every_records: u64,
+    /// ...or this many bytes of its records...
+    pub snapshot_every_bytes: u64,
+    /// ...or, if any record was, this long after the first one.
+    pub snapshot_every_ms: u64,
+    /// A node waits a random time up to this before taking a snapshot that is due, and skips it
+    /// if another node stored one meanwhile: with several nodes, usually one takes each. 0 for a
+    /// node alone on its log.
+    pub snapshot_jitter_ms: u64,
+}
+
+impl NodeOptions {
+    /// Every default, written once. Snapshot thresholds: a starting node replays at most about
+    /// 100 000 records or 64 MiB of a room's log after its snapshot (well under a second here,
+    /// see bench/README.md), and a quiet room is snapshotted within 5 minutes of its last
+    /// change, so it stops holding its shard's history.
+    pub const DEFAULT: NodeOptions = NodeOptions {
+        write_wait_ms: 5_000,
+        catch_up_wait_ms: 2_000,
+        heartbeat_flush_ms: 20,
+        tick_interval_ms: 250,
+        closed_room_tick_interval_ms: 10_000,
+        pending_writes_max: 100_000,
+        snapshots: SnapshotMode::On,
+        snapshot_every_records: 100_000,
+        snapshot_every_bytes: 64 * 1024 * 1024,
+        snapshot_every_ms: 300_000,
+        snapshot_jitter_ms: 2_000,
+    };
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        Self {
-            write_wait_ms: 5_000,
-            catch_up_wait_ms: 2_000,
-            heartbeat_flush_ms: 20,
-            tick_interval_ms: 250,
-            closed_room_tick_interval_ms: 10_000,
-            pending_writes_max: 100_000,
-        }
+        Self::DEFAULT
     }
 }
 
-/// One room's state machine behind its lock.
+/// One room's state machine behind its lock, and where it stands in its log.
 #[derive(Debug)]
 pub struct RoomCell {
     pub id: RoomId,
     pub state: RwLock<Room>,
+    /// Changed only while `state`'s write lock is held (lock order: `state`, then `log`), so
+    /// under `state`'s read lock it describes exactly the state one reads.
+    pub log: Mutex<RoomLog>,
+}
+
+/// Where a room stands in its shard.
+#[derive(Debug, Default)]
+pub struct RoomLog {
+    pub shard: Option<ShardId>,
+    /// The last entry of the room that the state includes.
+    pub position: Option<Position>,
+    /// The first entry of the room this node applied, or the snapshot it started from.
+    pub first_position: Option<Position>,
+    /// The newest snapshot of the room known to be stored.
+    pub snapshot_position: Option<Position>,
+    /// Applied since that snapshot (or since the room's first entry).
+    pub records_since_snapshot: u64,
+    pub bytes_since_snapshot: u64,
+    /// When the first of those was applied.
+    pub changed_since: Option<Instant>,
+    /// A snapshot of the room is queued or being taken.
+    pub snapshot_queued: bool,
+}
+
+/// What a room still needs of its shard, for trimming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Nothing up to its position: its snapshot holds all of it.
+    Nothing,
+    /// The entries after this position.
+    After(Position),
+    /// Everything: the shard cannot be trimmed.
+    Everything,
+}
+
+impl RoomLog {
+    pub(crate) fn need(&self) -> Need {
+        match (self.snapshot_position, self.position) {
+            (Some(snapshot), Some(position)) if position > snapshot => Need::After(snapshot),
+            (Some(_), _) => Need::Nothing,
+            (None, _) => match self.first_position.and_then(|first| first.0.checked_sub(1)) {
+                Some(before) => Need::After(Position(before)),
+                None => Need::Everything,
+            },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -175,6 +262,19 @@ pub struct Node {
     progress: watch::Sender<Progress>,
     appender: appender::Appender,
     heartbeats: heartbeats::Batcher,
+    heads: Arc<heads::HeadReader>,
+    /// Rooms whose snapshot is due, for the snapshot task.
+    snapshot_queue: tokio::sync::mpsc::Sender<RoomId>,
+    /// Wakes the snapshot task to look for due rooms (on catching up with the log).
+    snapshot_scan: tokio::sync::Notify,
+    /// Rooms forgotten where rooms share a shard (their tombstones, read at start): entries of
+    /// the room at or before the position are skipped. Dropped once the shard is applied past.
+    floors: Mutex<HashMap<RoomId, (ShardId, Position)>>,
+    /// Rooms dropped from the node whose forgetting the log has not confirmed yet: what they
+    /// still need of their shard keeps it from being trimmed meanwhile.
+    forgetting: Arc<Mutex<HashMap<RoomId, (ShardId, Need)>>>,
+    /// Per shard, the newest position this node trimmed it through.
+    trimmed: Mutex<Checkpoint>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -196,6 +296,7 @@ impl Node {
         let (appender, appender_task) =
             appender::Appender::new(log.clone(), waiters.clone(), metrics.clone());
         let (heartbeats, heartbeats_rx) = heartbeats::Batcher::new();
+        let (snapshot_queue, snapshot_rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE_ROOMS_MAX);
         let node = Arc::new(Node {
             log,
             options,
@@ -204,12 +305,26 @@ impl Node {
             progress: watch::Sender::new(Progress::default()),
             appender,
             heartbeats,
+            heads: heads::HeadReader::new(),
+            snapshot_queue,
+            snapshot_scan: tokio::sync::Notify::new(),
+            floors: Mutex::new(HashMap::new()),
+            forgetting: Arc::default(),
+            trimmed: Mutex::new(Checkpoint::start()),
             metrics,
         });
         tasks.spawn(appender_task);
         tasks.spawn(applier::run(node.clone()));
         tasks.spawn(heartbeats::run(node.clone(), heartbeats_rx));
         tasks.spawn(ticker::run(node.clone()));
+        tasks.spawn(
+            node.heads
+                .clone()
+                .run(node.log.clone(), node.metrics.clone()),
+        );
+        if node.options.snapshots == SnapshotMode::On {
+            tasks.spawn(snapshots::run(node.clone(), snapshot_rx));
+        }
         node
     }
 
@@ -253,15 +368,17 @@ impl Node {
     }
 
     /// Waits until this node has applied everything appended to the log (by any node) before
-    /// the call: after it, "unknown" really means unknown.
+    /// the call: after it, "unknown" really means unknown. The head is read once for every
+    /// caller that arrived before the read was sent (see `heads`).
     pub async fn catch_up(&self) -> Result<(), CatchUpError> {
+        let arrived = tokio::time::Instant::now();
         let wait = Duration::from_millis(self.options.catch_up_wait_ms);
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = arrived + wait;
         self.wait_ready(wait).await?;
-        let head = tokio::time::timeout_at(deadline, self.log.head())
+        let head = tokio::time::timeout_at(deadline, self.heads.head_since(arrived))
             .await
             .map_err(|_| CatchUpError::Unavailable("the backend did not answer in time".into()))?
-            .map_err(|e| CatchUpError::Unavailable(e.to_string()))?;
+            .map_err(CatchUpError::Unavailable)?;
         let mut progress = self.progress.subscribe();
         match tokio::time::timeout_at(deadline, progress.wait_for(|p| p.applied.covers(&head)))
             .await
@@ -292,6 +409,14 @@ impl Node {
                 room.exists().then(|| (cell.id.clone(), room.stats()))
             })
             .collect()
+    }
+
+    /// A room's state digest and where it stands in its log (for replica comparisons).
+    pub fn room_digest(&self, id: &RoomId) -> Option<([u8; 16], Option<Position>)> {
+        let cell = self.room(id)?;
+        let state = cell.state.read();
+        let position = cell.log.lock().position;
+        Some((state.digest(), position))
     }
 
     /// A session's room and view, from memory.
@@ -341,6 +466,7 @@ impl Node {
         let cell = Arc::new(RoomCell {
             id: id.clone(),
             state: RwLock::new(Room::new(id.clone())),
+            log: Mutex::new(RoomLog::default()),
         });
         rooms.by_id.insert(id.clone(), cell.clone());
         rooms
@@ -364,7 +490,11 @@ impl Node {
         {
             return false;
         }
-        let id = &cell.id;
+        Self::unlink_room(&mut rooms, &cell.id);
+        true
+    }
+
+    fn unlink_room(rooms: &mut Rooms, id: &RoomId) {
         rooms.by_id.remove(id);
         if let Some(cells) = rooms.by_tag.get_mut(&room_tag(id)) {
             cells.retain(|cell| cell.id != *id);
@@ -372,7 +502,11 @@ impl Node {
                 rooms.by_tag.remove(&room_tag(id));
             }
         }
-        true
+    }
+
+    /// Drops a room from the node whatever its state (it was forgotten while this node lagged).
+    fn remove_room(&self, id: &RoomId) {
+        Self::unlink_room(&mut self.rooms.write(), id);
     }
 
     /// Appends `command` for `room`, waits until this node applied it, and returns what the state
@@ -439,66 +573,19 @@ impl Node {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use waitroom_core::{Command, RoomConfig, RoomId};
-
-    use super::{Node, NodeOptions};
-    use crate::log::memory::MemoryLog;
-
-    /// A closed room is ticked until its retention has passed, then dropped from the node; a room
-    /// created again under the same id starts afresh.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_closed_room_is_forgotten_after_its_retention() {
-        let log = Arc::new(MemoryLog::new());
-        let mut tasks = tokio::task::JoinSet::new();
-        let options = NodeOptions {
-            closed_room_tick_interval_ms: 50,
-            ..NodeOptions::default()
-        };
-        let node = Node::start(log.clone(), options, &mut tasks);
-        node.wait_ready(Duration::from_secs(5)).await.unwrap();
-        let room = RoomId::new("closing").unwrap();
-        node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(1)))
-            .await
-            .unwrap();
-        let session = crate::ids::PublicSessionId::generate(&room).session;
-        node.write(
-            &room,
-            Command::Join {
-                session,
-                idempotency_key: None,
-            },
-        )
-        .await
-        .unwrap();
-        node.write(&room, Command::CloseRoom).await.unwrap();
-        node.write(&room, Command::Tick).await.unwrap();
-        assert!(
-            node.room(&room).is_some(),
-            "remembered during the retention"
-        );
-
-        // The ticker's next tick of the closed room is stamped after the retention.
-        log.skip_time_ms(waitroom_core::limits::SESSION_RETENTION_MS + 1_000);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while node.room(&room).is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "never forgotten");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(
-            node.find_session(&crate::ids::PublicSessionId::new(&room, session))
-                .is_none()
-        );
-
-        node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(2)))
-            .await
-            .unwrap();
-        let cell = node.room(&room).expect("created again");
-        assert_eq!(cell.state.read().stats().active_count, 0);
-        tasks.abort_all();
+impl Node {
+    /// The Prometheus registry of this node's metrics and its rooms' figures.
+    pub fn metrics_registry(self: &Arc<Self>) -> prometheus_client::registry::Registry {
+        let rooms: std::sync::Weak<Node> = Arc::downgrade(self);
+        self.metrics.registry(rooms)
     }
 }
+
+impl RoomStatsSource for Node {
+    fn all_room_stats(&self) -> Vec<(RoomId, RoomStats)> {
+        Node::all_room_stats(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use super::{Append, Checkpoint, Entry, Event, Log, LogError, Position, ShardId};
+use crate::{Append, Checkpoint, Entry, Event, Log, LogError, Position, ShardId, Snapshot};
 
 /// Longest a scenario waits for a subscription to deliver what it expects. Generous, because CI
 /// machines are slow and a broker may batch; a correct backend answers in milliseconds.
@@ -67,19 +67,24 @@ macro_rules! conformance_tests {
             subscribers_agree,
             timestamps_never_decrease,
             empty_batch_is_accepted,
+            snapshots_store_and_load,
+            newer_snapshot_wins,
+            trim_drops_history_before_a_snapshot,
+            a_reader_behind_a_trim_is_told,
+            forget_room_drops_history_and_snapshot,
         );
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn limits_are_enforced() {
             let (_guard, open) = $fixture;
             let log = open().await.expect("open the log under test");
-            $crate::log::conformance::limits_are_enforced(&*log, $limits).await;
+            $crate::testkit::conformance::limits_are_enforced(&*log, $limits).await;
         }
 
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn restart_resumes_from_checkpoint() {
             let (_guard, open) = $fixture;
-            $crate::log::conformance::restart_resumes_from_checkpoint(open).await;
+            $crate::testkit::conformance::restart_resumes_from_checkpoint(open).await;
         }
     };
     (@each $fixture:expr; $($scenario:ident),* $(,)?) => {
@@ -88,7 +93,7 @@ macro_rules! conformance_tests {
             async fn $scenario() {
                 let (_guard, open) = $fixture;
                 let log = open().await.expect("open the log under test");
-                $crate::log::conformance::$scenario(&*log).await;
+                $crate::testkit::conformance::$scenario(&*log).await;
             }
         )*
     };
@@ -205,6 +210,8 @@ struct Reader {
     /// The subscription reported `Unavailable`: redelivery is allowed from then on.
     reconnected: bool,
     redelivered: usize,
+    /// Every `Trimmed` event, with how many of the scenario's entries had arrived before it.
+    trims: Vec<(ShardId, Position, usize)>,
 }
 
 impl Reader {
@@ -224,6 +231,7 @@ impl Reader {
             mine_before_caught_up: None,
             reconnected: false,
             redelivered: 0,
+            trims: Vec::new(),
         }
     }
 
@@ -259,6 +267,18 @@ impl Reader {
                     self.mine_before_caught_up.get_or_insert(self.mine.len());
                 }
                 Event::Unavailable(_) => self.reconnected = true,
+                Event::Trimmed { shard, through } => {
+                    if let Some(seen) = self.checkpoint.get(&shard) {
+                        assert!(
+                            through > seen,
+                            "{}: Trimmed through {through:?} of {shard}, which this \
+                             subscription had delivered up to {seen:?} already",
+                            self.tag
+                        );
+                    }
+                    self.checkpoint.advance(&shard, through);
+                    self.trims.push((shard, through, self.mine.len()));
+                }
             }
         }
     }
@@ -806,10 +826,18 @@ pub async fn restart_resumes_from_checkpoint(
     before.read_until_mine(40).await;
     let entries_before = by_position(&before.mine);
     let head_before = head(&*first).await;
+    // A snapshot of the first room as of its 3rd record survives too.
+    let snapshot = snapshot_of(&tag, &before.mine[4], 1000);
+    store_ok(&*first, snapshot.clone(), true).await;
     drop(before);
     drop(first);
 
     let second = open().await.expect("reopen the log under test");
+    assert_eq!(
+        load(&*second, &snapshot.room).await,
+        Some(snapshot.clone()),
+        "{tag}: a snapshot did not survive a restart"
+    );
     let head_after = head(&*second).await;
     assert!(
         head_after.covers(&head_before),
@@ -838,4 +866,350 @@ pub async fn restart_resumes_from_checkpoint(
     resumed.read_until_mine(30).await;
     all.read_until_mine(50).await;
     assert_per_room_order(&tag, &all.mine, ROOMS, 1, 25);
+}
+
+// Snapshots and trimming.
+
+/// A snapshot of `delivered`'s room as of that entry, with `bytes` bytes that say what they are.
+fn snapshot_of(tag: &str, delivered: &Delivered, bytes: usize) -> Snapshot {
+    let mut content = format!(
+        "{tag} snapshot of {} at {:?} ",
+        delivered.record.room, delivered.entry.position
+    )
+    .into_bytes();
+    content.resize(bytes.max(content.len()), b's');
+    Snapshot {
+        room: delivered.record.room.as_str().into(),
+        shard: delivered.entry.shard.clone(),
+        position: delivered.entry.position,
+        bytes: Bytes::from(content),
+    }
+}
+
+async fn store_ok(log: &dyn Log, snapshot: Snapshot, expect_stored: bool) {
+    match log.store_snapshot(snapshot.clone()).await {
+        Ok(stored) => assert_eq!(
+            stored,
+            expect_stored,
+            "{}: storing the snapshot of {} at {:?}: stored = {stored}",
+            log.describe(),
+            snapshot.room,
+            snapshot.position
+        ),
+        Err(error) => panic!("{}: storing a snapshot failed: {error}", log.describe()),
+    }
+}
+
+async fn load(log: &dyn Log, room: &str) -> Option<Snapshot> {
+    log.load_snapshot(room)
+        .await
+        .unwrap_or_else(|error| panic!("{}: loading a snapshot failed: {error}", log.describe()))
+}
+
+async fn trim_ok(log: &dyn Log, shard: &ShardId, through: Position) {
+    if let Err(error) = log.trim(shard, through).await {
+        panic!(
+            "{}: trimming {shard} through {through:?} failed: {error}",
+            log.describe()
+        );
+    }
+}
+
+/// Appends `count` records of `bytes` bytes each to `room` (appender 0, seq `0..count`), in
+/// batches of 10, and reads them back from the head before: the delivered entries, in order.
+async fn append_and_read(
+    log: &dyn Log,
+    tag: &str,
+    room: &str,
+    count: u32,
+    bytes: usize,
+) -> Vec<Delivered> {
+    let start = head(log).await;
+    let records: Vec<Append> = (0..count)
+        .map(|seq| padded_record(tag, room, 0, seq, bytes))
+        .collect();
+    for batch in records.chunks(10) {
+        append_ok(log, batch.to_vec()).await;
+    }
+    let mut reader = Reader::open(log, start, tag).await;
+    reader.read_until_mine(count as usize).await;
+    assert_per_room_order(tag, &reader.mine, 1, 1, count);
+    reader.mine
+}
+
+/// A stored snapshot comes back whole from `load_snapshot` and is listed by `list_snapshots`;
+/// a room without one has none. A snapshot far larger than a record (3 MiB) is kept intact.
+pub async fn snapshots_store_and_load(log: &dyn Log) {
+    let tag = unique_tag("snapshots_store_and_load");
+    let room = room_name(&tag, 0);
+    let delivered = append_and_read(log, &tag, &room, 5, 256).await;
+    assert_eq!(
+        load(log, &room).await,
+        None,
+        "{tag}: a snapshot before any was stored"
+    );
+    let snapshot = snapshot_of(&tag, &delivered[2], 3 * 1024 * 1024);
+    store_ok(log, snapshot.clone(), true).await;
+    assert_eq!(
+        load(log, &room).await,
+        Some(snapshot.clone()),
+        "{tag}: the snapshot loaded"
+    );
+    let listed = log
+        .list_snapshots()
+        .await
+        .unwrap_or_else(|error| panic!("{tag}: listing snapshots failed: {error}"));
+    assert!(
+        listed.contains(&snapshot.info()),
+        "{tag}: {:?} is not listed in {listed:?}",
+        snapshot.info()
+    );
+    assert_eq!(
+        load(log, &room_name(&tag, 1)).await,
+        None,
+        "{tag}: a room that has none"
+    );
+}
+
+/// The store keeps the newest snapshot of a room: an older one, or another at the same
+/// position, is refused (`false`) and changes nothing; a newer one replaces it.
+pub async fn newer_snapshot_wins(log: &dyn Log) {
+    let tag = unique_tag("newer_snapshot_wins");
+    let room = room_name(&tag, 0);
+    let delivered = append_and_read(log, &tag, &room, 6, 256).await;
+    let held = snapshot_of(&tag, &delivered[3], 100);
+    store_ok(log, held.clone(), true).await;
+    store_ok(log, snapshot_of(&tag, &delivered[1], 200), false).await;
+    store_ok(log, snapshot_of(&tag, &delivered[3], 300), false).await;
+    assert_eq!(
+        load(log, &room).await,
+        Some(held),
+        "{tag}: an older snapshot replaced a newer one"
+    );
+    let newer = snapshot_of(&tag, &delivered[5], 400);
+    store_ok(log, newer.clone(), true).await;
+    assert_eq!(
+        load(log, &room).await,
+        Some(newer),
+        "{tag}: a newer snapshot was not kept"
+    );
+    // Concurrent stores of one room: the newest wins whatever the order they land in.
+    let racing: Vec<Snapshot> = (0..6)
+        .map(|index| snapshot_of(&tag, &delivered[index], 500 + index))
+        .collect();
+    futures::future::join_all(
+        racing
+            .iter()
+            .map(|snapshot| log.store_snapshot(snapshot.clone())),
+    )
+    .await;
+    assert_eq!(
+        load(log, &room).await.map(|snapshot| snapshot.position),
+        Some(delivered[5].entry.position),
+        "{tag}: racing stores"
+    );
+}
+
+/// After a snapshot at record 150 of 200 and `trim` through it: `trimmed()` names the position,
+/// a subscription from there delivers exactly records 151..199, the head is unchanged, and a
+/// subscription from the start finds some of the history gone (said with `Trimmed` where it was
+/// deleted under it) while every record after the trim position is still delivered, in order.
+pub async fn trim_drops_history_before_a_snapshot(log: &dyn Log) {
+    let tag = unique_tag("trim_drops_history_before_a_snapshot");
+    let room = room_name(&tag, 0);
+    let delivered = append_and_read(log, &tag, &room, 200, 1024).await;
+    let cut = &delivered[150];
+    let shard = cut.entry.shard.clone();
+    store_ok(log, snapshot_of(&tag, cut, 100), true).await;
+    let head_before = head(log).await;
+    trim_ok(log, &shard, cut.entry.position).await;
+    assert_eq!(
+        head(log).await,
+        head_before,
+        "{tag}: trimming moved the head"
+    );
+    let trimmed = log
+        .trimmed()
+        .await
+        .unwrap_or_else(|error| panic!("{tag}: trimmed() failed: {error}"));
+    assert_eq!(
+        trimmed.get(&shard),
+        Some(cut.entry.position),
+        "{tag}: trimmed() does not name the trim position"
+    );
+
+    let mut from_marker = Reader::open(log, trimmed, &tag).await;
+    from_marker.read_until_caught_up().await;
+    let seqs: Vec<u32> = from_marker
+        .mine
+        .iter()
+        .map(|item| item.record.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (151..200).collect::<Vec<_>>(),
+        "{tag}: reading on from trimmed()"
+    );
+    assert!(
+        from_marker.trims.is_empty(),
+        "{tag}: Trimmed from the trim marker itself"
+    );
+
+    let mut from_start = Reader::open(log, Checkpoint::start(), &tag).await;
+    from_start.read_until_caught_up().await;
+    let seqs: Vec<u32> = from_start.mine.iter().map(|item| item.record.seq).collect();
+    let first = seqs.first().copied().unwrap_or(200);
+    assert!(
+        first > 0,
+        "{tag}: nothing was trimmed: the start still delivers record 0"
+    );
+    assert!(
+        first <= 151,
+        "{tag}: trimmed past the trim position: first record {first}"
+    );
+    assert_eq!(
+        seqs,
+        (first..200).collect::<Vec<_>>(),
+        "{tag}: a gap after trimming"
+    );
+
+    // A later trim never goes back, and tombstones are trimmed with the history.
+    trim_ok(log, &shard, delivered[10].entry.position).await;
+    let trimmed = log
+        .trimmed()
+        .await
+        .unwrap_or_else(|error| panic!("{tag}: {error}"));
+    assert_eq!(
+        trimmed.get(&shard),
+        Some(cut.entry.position),
+        "{tag}: the trim marker went back"
+    );
+}
+
+/// A subscription that has read only the start of a room while the room is trimmed far past it
+/// never skips silently: each room's records keep coming in order, except across a `Trimmed`
+/// event, after which they come on from past its position; and every record after the trim
+/// position arrives.
+pub async fn a_reader_behind_a_trim_is_told(log: &dyn Log) {
+    let tag = unique_tag("a_reader_behind_a_trim_is_told");
+    let room = room_name(&tag, 0);
+    let start = head(log).await;
+    // Subscribed before the records exist, and read only after the trim.
+    let mut lagging = Reader::open(log, start.clone(), &tag).await;
+    let delivered = append_and_read(log, &tag, &room, 200, 1024).await;
+    let cut = &delivered[150];
+    store_ok(log, snapshot_of(&tag, cut, 100), true).await;
+    trim_ok(log, &cut.entry.shard, cut.entry.position).await;
+    lagging
+        .read_until("the room's last record", |reader| {
+            reader
+                .mine
+                .last()
+                .is_some_and(|item| item.record.seq == 199)
+        })
+        .await;
+    let mut expected = 0;
+    let mut trims = lagging.trims.iter().peekable();
+    for (index, item) in lagging.mine.iter().enumerate() {
+        while let Some((_, through, _)) = trims.next_if(|(_, _, before)| *before <= index) {
+            assert!(
+                item.entry.position > *through,
+                "{tag}: record {} at {:?} came after Trimmed through {through:?}",
+                item.record.seq,
+                item.entry.position
+            );
+            expected = item.record.seq;
+        }
+        assert_eq!(
+            item.record.seq, expected,
+            "{tag}: a silent gap in a lagging subscription"
+        );
+        expected += 1;
+    }
+}
+
+/// `forget_room(room, last)` with `last` the room's newest entry drops the room's history and
+/// snapshot, or (where rooms share a shard) leaves a tombstone at `last` that trimming removes
+/// with the history; with a `last` that is no longer the newest, nothing after it is dropped.
+pub async fn forget_room_drops_history_and_snapshot(log: &dyn Log) {
+    let tag = unique_tag("forget_room_drops_history_and_snapshot");
+    let room = room_name(&tag, 0);
+    let delivered = append_and_read(log, &tag, &room, 4, 256).await;
+    store_ok(log, snapshot_of(&tag, &delivered[1], 100), true).await;
+    let last = delivered[3].entry.position;
+    let shard = delivered[3].entry.shard.clone();
+    let forgotten = log
+        .forget_room(&room, last)
+        .await
+        .unwrap_or_else(|error| panic!("{tag}: forget_room failed: {error}"));
+    assert!(
+        forgotten,
+        "{tag}: forget_room with the newest entry answered false"
+    );
+    let mut after = Reader::open(log, Checkpoint::start(), &tag).await;
+    after.read_until_caught_up().await;
+    match load(log, &room).await {
+        None => assert!(
+            after.mine.is_empty(),
+            "{tag}: the room's history survived forget_room without a tombstone"
+        ),
+        Some(tombstone) => {
+            assert!(
+                tombstone.is_tombstone(),
+                "{tag}: a snapshot survived forget_room"
+            );
+            assert_eq!(tombstone.position, last, "{tag}: the tombstone's position");
+            trim_ok(log, &shard, last).await;
+            assert_eq!(
+                load(log, &room).await,
+                None,
+                "{tag}: trimming kept the tombstone"
+            );
+        }
+    }
+
+    // A stale `last`: the room got a record after it.
+    let room = room_name(&tag, 1);
+    let delivered = append_and_read(log, &tag, &room, 4, 256).await;
+    let snapshot = snapshot_of(&tag, &delivered[0], 100);
+    store_ok(log, snapshot.clone(), true).await;
+    let stale = delivered[1].entry.position;
+    let forgotten = log
+        .forget_room(&room, stale)
+        .await
+        .unwrap_or_else(|error| panic!("{tag}: forget_room failed: {error}"));
+    let mut after = Reader::open(log, Checkpoint::start(), &tag).await;
+    after.read_until_caught_up().await;
+    let kept: Vec<u32> = after
+        .mine
+        .iter()
+        .filter(|item| item.record.room == room)
+        .map(|item| item.record.seq)
+        .collect();
+    if forgotten {
+        let tombstone = load(log, &room).await;
+        assert!(
+            tombstone
+                .as_ref()
+                .is_some_and(|t| t.is_tombstone() && t.position == stale),
+            "{tag}: forget_room with a stale position answered true without a tombstone at it: \
+             {tombstone:?}"
+        );
+        assert_eq!(
+            kept,
+            vec![0, 1, 2, 3],
+            "{tag}: entries after a tombstone were dropped"
+        );
+    } else {
+        assert_eq!(
+            load(log, &room).await,
+            Some(snapshot),
+            "{tag}: a refused forget dropped the snapshot"
+        );
+        assert_eq!(
+            kept,
+            vec![0, 1, 2, 3],
+            "{tag}: a refused forget dropped history"
+        );
+    }
 }

@@ -1,0 +1,1553 @@
+//! Room snapshots: a room's whole state as bytes, so a node restarts from a recent snapshot and
+//! the log after it instead of replaying the room's whole log.
+//!
+//! A restored room is the same state machine as the one encoded: same digest, views and stats,
+//! and the same outcomes for any later records, forever after. That includes physical details
+//! the rules depend on: slot indices (sessions admitted in the same millisecond end in slot
+//! order) and the free-slot list's order (it decides which slot the next join takes). Only what
+//! no rule can observe is rebuilt rather than copied: the line's sequence numbers, the pre-queue's
+//! indices, hash map layouts and capacities (`Room::session_ids` order is unspecified).
+//!
+//! # Format
+//! `[SNAPSHOT_MAGIC = "WRSN"][format version: u8][body][CRC-32C of all before it: u32 LE]`.
+//! The magic differs from records' (`'W'` then version 1), so neither is mistaken for the other.
+//! A later format adds a version and keeps reading version 1. `Room::digest` is part of the
+//! format (restore recomputes it and compares): a change to the digest is a format change, and
+//! the new version must still restore snapshots carrying the old digest.
+//!
+//! Integers are unsigned LEB128 varints in their shortest form ("varint"), so each state has
+//! exactly one encoding; times are varints of their distance back from an anchor (usually the
+//! clock), which keeps them to 1–3 bytes. Version 1's body, in order:
+//! 1. the room's 16-byte `Room::digest()`;
+//! 2. the room id: length (u8), bytes;
+//! 3. the clock `now_ms`: varint (every later time is encoded relative to it);
+//! 4. flags (u8): bit 0 the room exists, 1 paused, 2 `admitPerMinute` set, 3 `opensAt` set,
+//!    4 `maxWaiting` set, 5 `targetUrl` set; other bits zero;
+//! 5. the configuration (current, or last before a close), varints: capacity, [admitPerMinute],
+//!    activeIdleTimeoutSeconds, maxActiveSeconds, waitingIdleTimeoutSeconds,
+//!    heartbeatIntervalSeconds, [opensAt ms], [maxWaiting], [targetUrl: length, bytes];
+//! 6. `now - created_at_ms`;
+//! 7. admitted total, then expired totals by reason (timeout, left, completed, evicted,
+//!    closed);
+//! 8. the token bucket, present exactly when the room exists with `admitPerMinute` set: units,
+//!    `now - last refill`;
+//! 9. the admission window, then the freed-slot window: 60 buckets in ring order, each `0` if
+//!    empty, else `now / 5000 - bucket number + 1` and the count;
+//! 10. the slab: the number of slots, then per slot a tag byte, `0` for a free slot; else bits
+//!     0–2 the state (1 pre-queue, 2 waiting, 3 active, 4 ended), bits 3–5 the expiry reason,
+//!     bit 6 "has an idempotency key", bit 7 "was admitted" — followed by the session id (16
+//!     bytes), `now - last seen`, `last seen - joined`, [`last seen - admitted`],
+//!     [key: length (u8), bytes];
+//! 11. six orders of slot indices, each index a zigzag varint of its difference from the previous
+//!     one (from 0), their lengths given by the slab: the free list (free slots), the waiting
+//!     idle list (pre-queue and waiting), the active idle list (active), the ended list (ended),
+//!     the line (waiting) and the pre-queue (pre-queue);
+//! 12. remembered record ids, oldest first: the count, then per id `now - remembered at` and the
+//!     16-byte id.
+//!
+//! Restoring never panics and allocates in proportion to the input: damaged, truncated or
+//! hostile bytes are a [`SnapshotError`]. The checksum catches damage; structural checks then
+//! refuse anything no room could be in (each list holds exactly the slots of its states in the
+//! order the rules rely on, ids and keys are unique, every limit holds); the digest, recomputed
+//! from the rebuilt room, catches anything else that does not match what was encoded.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt;
+
+use crate::config::{ConfigError, RoomConfig};
+use crate::digest::SessionHasherBuilder;
+use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
+use crate::limits::*;
+use crate::line::{Line, Prequeue};
+use crate::rate::{RateWindow, TokenBucket};
+use crate::room::{List, NEVER, NIL, RecentRecords, Room, Slot, SlotState};
+use crate::view::{ExpiredReason, ExpiredTotals};
+
+/// First bytes of every snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"WRSN";
+/// The snapshot format version this build writes.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+
+const HEADER_BYTES: usize = SNAPSHOT_MAGIC.len() + 1;
+const TRAILER_BYTES: usize = 4;
+
+const FLAG_EXISTS: u8 = 1 << 0;
+const FLAG_PAUSED: u8 = 1 << 1;
+const FLAG_ADMIT_PER_MINUTE: u8 = 1 << 2;
+const FLAG_OPENS_AT: u8 = 1 << 3;
+const FLAG_MAX_WAITING: u8 = 1 << 4;
+const FLAG_TARGET_URL: u8 = 1 << 5;
+const FLAGS_KNOWN: u8 = (1 << 6) - 1;
+
+const TAG_STATE_MASK: u8 = 0b111;
+const TAG_REASON_SHIFT: u32 = 3;
+const TAG_REASON_MASK: u8 = 0b111;
+const TAG_KEY: u8 = 1 << 6;
+const TAG_ADMITTED: u8 = 1 << 7;
+
+/// Bytes a slot takes in the slab at least (a free slot's tag), and a remembered record id at
+/// least (a one-byte age and the id): counts claimed by the input are checked against what the
+/// rest of the input could hold before anything is allocated for them.
+const SLOT_BYTES_MIN: usize = 1;
+const RECORD_ID_BYTES_MIN: usize = 1 + 16;
+
+/// Why bytes could not be restored as a room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotError {
+    /// Larger than `SNAPSHOT_BYTES_MAX`.
+    TooLarge(usize),
+    /// The bytes end before the snapshot does.
+    Truncated,
+    /// Does not start with `SNAPSHOT_MAGIC`.
+    NotASnapshot,
+    /// A format version this build cannot read (written by a newer release).
+    UnsupportedVersion(u8),
+    /// The CRC-32C trailer does not match the bytes: they were damaged.
+    ChecksumMismatch { stored: u32, computed: u32 },
+    /// Well-framed and checksummed, but no room can be in this state (the reason says which
+    /// check failed).
+    Malformed(&'static str),
+    /// The configuration inside is out of range.
+    InvalidConfig(ConfigError),
+    /// Bytes left over after a complete snapshot.
+    TrailingBytes(usize),
+    /// The rebuilt room's digest differs from the one recorded when it was encoded.
+    DigestMismatch { stored: [u8; 16], rebuilt: [u8; 16] },
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::TooLarge(n) => {
+                write!(
+                    f,
+                    "snapshot of {n} bytes exceeds {SNAPSHOT_BYTES_MAX} bytes"
+                )
+            }
+            SnapshotError::Truncated => f.write_str("snapshot is truncated"),
+            SnapshotError::NotASnapshot => f.write_str("not a waitroom snapshot (bad magic)"),
+            SnapshotError::UnsupportedVersion(v) => {
+                write!(
+                    f,
+                    "snapshot format version {v} is not supported by this build"
+                )
+            }
+            SnapshotError::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "snapshot checksum mismatch (stored {stored:08x}, computed {computed:08x})"
+            ),
+            SnapshotError::Malformed(why) => write!(f, "malformed snapshot: {why}"),
+            SnapshotError::InvalidConfig(e) => write!(f, "snapshot of an invalid room: {e}"),
+            SnapshotError::TrailingBytes(n) => write!(f, "{n} unexpected bytes in the snapshot"),
+            SnapshotError::DigestMismatch { stored, rebuilt } => write!(
+                f,
+                "restored room's digest {} differs from the snapshot's {}",
+                hex(rebuilt),
+                hex(stored)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+type Result<T> = std::result::Result<T, SnapshotError>;
+
+fn malformed<T>(why: &'static str) -> Result<T> {
+    Err(SnapshotError::Malformed(why))
+}
+
+impl Room {
+    /// The room's whole state in the snapshot format (see the `snapshot` module documentation).
+    /// O(n) in the sessions plus one `digest()`; about 22 bytes per waiting session.
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let url_len = self.config.target_url.as_ref().map_or(0, String::len);
+        let estimate = 256 + url_len + self.slots.len() * 24 + self.recent_records.order.len() * 20;
+        let mut w = Writer(Vec::with_capacity(estimate));
+        w.bytes(&SNAPSHOT_MAGIC);
+        w.u8(SNAPSHOT_FORMAT_VERSION);
+        w.bytes(&self.digest());
+        let id = self.id.as_str().as_bytes();
+        w.u8(id.len() as u8);
+        w.bytes(id);
+        let now = self.now_ms;
+        w.varint(now);
+        // Differences below saturate rather than panic: they are never negative in a room the
+        // rules built, and if a bug ever made one so, restore refuses the snapshot (its digest
+        // no longer matches) instead of this crashing the node that takes it.
+        let back = |t: u64| now.saturating_sub(t);
+
+        let c = &self.config;
+        let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+        w.u8(flag(self.exists, FLAG_EXISTS)
+            | flag(c.paused, FLAG_PAUSED)
+            | flag(c.admit_per_minute.is_some(), FLAG_ADMIT_PER_MINUTE)
+            | flag(c.opens_at_ms.is_some(), FLAG_OPENS_AT)
+            | flag(c.max_waiting.is_some(), FLAG_MAX_WAITING)
+            | flag(c.target_url.is_some(), FLAG_TARGET_URL));
+        w.varint(c.capacity.into());
+        if let Some(rate) = c.admit_per_minute {
+            w.varint(rate.into());
+        }
+        for seconds in [
+            c.active_idle_timeout_seconds,
+            c.max_active_seconds,
+            c.waiting_idle_timeout_seconds,
+            c.heartbeat_interval_seconds,
+        ] {
+            w.varint(seconds.into());
+        }
+        if let Some(at_ms) = c.opens_at_ms {
+            w.varint(at_ms);
+        }
+        if let Some(max) = c.max_waiting {
+            w.varint(max.into());
+        }
+        if let Some(url) = &c.target_url {
+            w.varint(url.len() as u64);
+            w.bytes(url.as_bytes());
+        }
+        w.varint(back(self.created_at_ms));
+
+        w.varint(self.admitted_total);
+        for total in self.expired_total.0 {
+            w.varint(total);
+        }
+        if self.exists && c.admit_per_minute.is_some() {
+            let bucket = self.bucket.as_ref();
+            w.varint(bucket.map_or(0, TokenBucket::units));
+            w.varint(back(bucket.map_or(now, TokenBucket::last_refill_ms)));
+        }
+        for window in [&self.admissions, &self.freed_slots] {
+            let newest = now / RATE_BUCKET_MS;
+            for &(number, count) in window.buckets() {
+                if number == u64::MAX {
+                    w.varint(0);
+                } else {
+                    w.varint(newest.saturating_sub(number) + 1);
+                    w.varint(count.into());
+                }
+            }
+        }
+
+        w.varint(self.slots.len() as u64);
+        // Keys are ordered by slot, like the slab: one merge pass finds each slot's key.
+        let mut keys = self.key_of_slot.iter().peekable();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let state = match slot.state {
+                SlotState::Free => {
+                    w.u8(0);
+                    continue;
+                }
+                SlotState::Prequeue => 1,
+                SlotState::Waiting => 2,
+                SlotState::Active => 3,
+                SlotState::Ended => 4,
+            };
+            let key = keys.next_if(|&(&k, _)| k as usize == i).map(|(_, key)| key);
+            let admitted =
+                matches!(slot.state, SlotState::Active | SlotState::Ended) && slot.aux != NEVER;
+            w.u8(state
+                | (slot.reason as u8) << TAG_REASON_SHIFT
+                | flag(key.is_some(), TAG_KEY)
+                | flag(admitted, TAG_ADMITTED));
+            w.bytes(&slot.id.0);
+            w.varint(back(slot.seen_ms));
+            w.varint(slot.seen_ms.saturating_sub(slot.joined_at_ms));
+            if admitted {
+                w.varint(slot.seen_ms.saturating_sub(slot.aux));
+            }
+            if let Some(key) = key {
+                w.u8(key.as_str().len() as u8);
+                w.bytes(key.as_str().as_bytes());
+            }
+        }
+
+        // `take` bounds every walk, so even a corrupted list could not loop forever here.
+        let slot_count = self.slots.len();
+        let free = std::iter::successors((self.free_head != NIL).then_some(self.free_head), |&i| {
+            let next = self.slots.get(i as usize).map_or(NIL, |s| s.next);
+            (next != NIL).then_some(next)
+        });
+        w.indices(free.take(slot_count));
+        for list in [&self.waiting_idle, &self.active_idle, &self.ended] {
+            w.indices(list.iter(&self.slots).take(slot_count));
+        }
+        w.indices(self.line.iter().map(|(_, i)| i));
+        w.indices(self.prequeue.iter());
+
+        let recent = &self.recent_records.order;
+        w.varint(recent.len() as u64);
+        for (at_ms, id) in recent {
+            w.varint(back(*at_ms));
+            w.bytes(&id.0);
+        }
+        let crc = crc32c::crc32c(&w.0);
+        w.bytes(&crc.to_le_bytes());
+        w.0
+    }
+
+    /// Rebuilds the room a snapshot was taken of.
+    ///
+    /// # Errors
+    /// Bytes that are not an intact snapshot of a supported version of a room that could exist:
+    /// damaged (checksum), truncated, too large, inconsistent (each list must hold exactly the
+    /// sessions of its states in the order the rules rely on, ids and keys unique, every limit
+    /// respected), or whose rebuilt room's digest differs from the one recorded.
+    pub fn restore_snapshot(bytes: &[u8]) -> std::result::Result<Room, SnapshotError> {
+        if bytes.len() as u64 > SNAPSHOT_BYTES_MAX {
+            return Err(SnapshotError::TooLarge(bytes.len()));
+        }
+        let magic_len = bytes.len().min(SNAPSHOT_MAGIC.len());
+        if bytes[..magic_len] != SNAPSHOT_MAGIC[..magic_len] {
+            return Err(SnapshotError::NotASnapshot);
+        }
+        let version = *bytes
+            .get(SNAPSHOT_MAGIC.len())
+            .ok_or(SnapshotError::Truncated)?;
+        if version != SNAPSHOT_FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(version));
+        }
+        if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
+            return Err(SnapshotError::Truncated);
+        }
+        let (content, trailer) = bytes.split_at(bytes.len() - TRAILER_BYTES);
+        let stored = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(content);
+        if stored != computed {
+            return Err(SnapshotError::ChecksumMismatch { stored, computed });
+        }
+        let mut reader = Reader(&content[HEADER_BYTES..]);
+        let (room, stored) = decode_v1(&mut reader)?;
+        if !reader.0.is_empty() {
+            return Err(SnapshotError::TrailingBytes(reader.0.len()));
+        }
+        let rebuilt = room.digest();
+        if rebuilt != stored {
+            return Err(SnapshotError::DigestMismatch { stored, rebuilt });
+        }
+        Ok(room)
+    }
+}
+
+/// Slots by state, in the order of the tag's state numbers.
+#[derive(Default)]
+struct Counts {
+    free: usize,
+    prequeue: usize,
+    waiting: usize,
+    active: usize,
+    ended: usize,
+}
+
+fn decode_v1(r: &mut Reader) -> Result<(Room, [u8; 16])> {
+    let digest: [u8; 16] = r.array()?;
+    let id_len = r.u8()?;
+    let id = std::str::from_utf8(r.take(id_len.into())?)
+        .ok()
+        .and_then(|id| RoomId::new(id).ok());
+    let Some(id) = id else {
+        return malformed("invalid room id");
+    };
+    let now = r.varint()?;
+    if now > SNAPSHOT_CLOCK_MS_MAX {
+        return malformed("clock after the year 9999");
+    }
+
+    let flags = r.u8()?;
+    if flags & !FLAGS_KNOWN != 0 {
+        return malformed("unknown flags");
+    }
+    let exists = flags & FLAG_EXISTS != 0;
+    let config = RoomConfig {
+        capacity: r.u32()?,
+        admit_per_minute: r.u32_if(flags & FLAG_ADMIT_PER_MINUTE != 0)?,
+        active_idle_timeout_seconds: r.u32()?,
+        max_active_seconds: r.u32()?,
+        waiting_idle_timeout_seconds: r.u32()?,
+        heartbeat_interval_seconds: r.u32()?,
+        opens_at_ms: if flags & FLAG_OPENS_AT != 0 {
+            Some(r.varint()?)
+        } else {
+            None
+        },
+        max_waiting: r.u32_if(flags & FLAG_MAX_WAITING != 0)?,
+        paused: flags & FLAG_PAUSED != 0,
+        target_url: if flags & FLAG_TARGET_URL != 0 {
+            let len = r.varint()?;
+            if len > TARGET_URL_BYTES_MAX as u64 {
+                return malformed("target URL too long");
+            }
+            let Ok(url) = std::str::from_utf8(r.take(len as usize)?) else {
+                return malformed("target URL is not UTF-8");
+            };
+            Some(url.to_owned())
+        } else {
+            None
+        },
+    };
+    // Every configuration a room holds passed this when it was applied.
+    config.validate().map_err(SnapshotError::InvalidConfig)?;
+    let open = config.opens_at_ms.is_none_or(|at| now >= at);
+    let created_at_ms = r.time_back_from(now)?;
+
+    let admitted_total = r.total()?;
+    let mut expired_total = ExpiredTotals::default();
+    for total in &mut expired_total.0 {
+        *total = r.total()?;
+    }
+    let bucket = match config.admit_per_minute {
+        Some(rate) if exists => {
+            let units = r.varint()?;
+            let last_refill_ms = r.time_back_from(now)?;
+            let Some(bucket) = TokenBucket::restore(rate, units, last_refill_ms) else {
+                return malformed("token bucket holds more than its burst");
+            };
+            Some(bucket)
+        }
+        _ => None,
+    };
+    let admissions = read_window(r, now)?;
+    let freed_slots = read_window(r, now)?;
+
+    // The slab.
+    let slot_count = r.varint()?;
+    if slot_count > u64::from(SESSIONS_PER_ROOM_MAX) {
+        return malformed("more slots than a room holds");
+    }
+    let slot_count = slot_count as usize;
+    if slot_count > r.0.len() / SLOT_BYTES_MIN {
+        return Err(SnapshotError::Truncated);
+    }
+    let mut slots = Vec::with_capacity(slot_count);
+    let mut counts = Counts::default();
+    let mut keyed: Vec<(IdempotencyKey, u32)> = Vec::new();
+    for i in 0..slot_count as u32 {
+        let tag = r.u8()?;
+        if tag == 0 {
+            slots.push(Slot::FREE);
+            counts.free += 1;
+            continue;
+        }
+        let state = match tag & TAG_STATE_MASK {
+            1 => SlotState::Prequeue,
+            2 => SlotState::Waiting,
+            3 => SlotState::Active,
+            4 => SlotState::Ended,
+            _ => return malformed("unknown slot state"),
+        };
+        let reason = (tag >> TAG_REASON_SHIFT) & TAG_REASON_MASK;
+        let Some(&reason) = ExpiredReason::ALL.get(usize::from(reason)) else {
+            return malformed("unknown expiry reason");
+        };
+        let admitted = tag & TAG_ADMITTED != 0;
+        match state {
+            SlotState::Prequeue | SlotState::Waiting if admitted => {
+                return malformed("a waiting session has an admission time");
+            }
+            SlotState::Active if !admitted => {
+                return malformed("an active session has no admission time");
+            }
+            SlotState::Prequeue | SlotState::Waiting | SlotState::Active if !exists => {
+                return malformed("a live session in a room that does not exist");
+            }
+            SlotState::Prequeue if open => {
+                return malformed("a pre-queue in a room that is open");
+            }
+            _ => {}
+        }
+        match state {
+            SlotState::Prequeue => counts.prequeue += 1,
+            SlotState::Waiting => counts.waiting += 1,
+            SlotState::Active => counts.active += 1,
+            _ => counts.ended += 1,
+        }
+        let id = SessionId(r.array()?);
+        let seen_ms = r.time_back_from(now)?;
+        let Some(joined_at_ms) = seen_ms.checked_sub(r.varint()?) else {
+            return malformed("a session joined before the epoch");
+        };
+        let aux = if admitted {
+            match seen_ms.checked_sub(r.varint()?) {
+                Some(at) if at >= joined_at_ms => at,
+                _ => return malformed("a session admitted before it joined"),
+            }
+        } else {
+            // The line and the pre-queue set theirs when they are rebuilt below.
+            NEVER
+        };
+        let has_key = tag & TAG_KEY != 0;
+        if has_key {
+            let len = r.u8()?;
+            let key = std::str::from_utf8(r.take(len.into())?)
+                .ok()
+                .and_then(|key| IdempotencyKey::new(key).ok());
+            let Some(key) = key else {
+                return malformed("invalid idempotency key");
+            };
+            keyed.push((key, i));
+        }
+        slots.push(Slot {
+            id,
+            joined_at_ms,
+            seen_ms,
+            aux,
+            prev: NIL,
+            next: NIL,
+            state,
+            reason,
+            has_key,
+        });
+    }
+
+    let mut index =
+        HashMap::with_capacity_and_hasher(slot_count - counts.free, SessionHasherBuilder);
+    for (i, slot) in slots.iter().enumerate() {
+        if slot.state != SlotState::Free && index.insert(slot.id, i as u32).is_some() {
+            return malformed("a session id appears twice");
+        }
+    }
+    // Closing a room drops its keys, and only an existing room takes joins.
+    if !exists && !keyed.is_empty() {
+        return malformed("idempotency keys in a room that does not exist");
+    }
+    let key_of_slot: BTreeMap<u32, IdempotencyKey> =
+        keyed.iter().map(|(key, i)| (*i, key.clone())).collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if keyed.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+        return malformed("an idempotency key names two sessions");
+    }
+    let keys: BTreeMap<IdempotencyKey, u32> = keyed.into_iter().collect();
+
+    // Each slot is on exactly one of the free, waiting idle, active idle and ended lists: the
+    // lengths come from the slab's counts, each entry must be of the list's states, and
+    // `placed` refuses a slot twice.
+    let mut placed = Bitmap::new(slot_count);
+    let mut indices = Indices::new(slot_count);
+    let mut free_head = NIL;
+    let mut free_tail = NIL;
+    for _ in 0..counts.free {
+        let i = indices.next(r)?;
+        if slots[i as usize].state != SlotState::Free || !placed.insert(i) {
+            return malformed("free list does not hold exactly the free slots");
+        }
+        match free_tail {
+            NIL => free_head = i,
+            tail => slots[tail as usize].next = i,
+        }
+        free_tail = i;
+    }
+    let waiting_idle = read_idle_list(
+        r,
+        &mut slots,
+        &mut placed,
+        counts.prequeue + counts.waiting,
+        |state| matches!(state, SlotState::Prequeue | SlotState::Waiting),
+    )?;
+    let active_idle = read_idle_list(r, &mut slots, &mut placed, counts.active, |state| {
+        state == SlotState::Active
+    })?;
+    let ended = read_idle_list(r, &mut slots, &mut placed, counts.ended, |state| {
+        state == SlotState::Ended
+    })?;
+
+    // The line and the pre-queue hold exactly the waiting and the pre-queue slots.
+    let mut queued = Bitmap::new(slot_count);
+    let mut indices = Indices::new(slot_count);
+    let mut line = Line::default();
+    for _ in 0..counts.waiting {
+        let i = indices.next(r)?;
+        if slots[i as usize].state != SlotState::Waiting || !queued.insert(i) {
+            return malformed("the line does not hold exactly the waiting sessions");
+        }
+        slots[i as usize].aux = line.push(i);
+    }
+    let mut indices = Indices::new(slot_count);
+    let mut prequeue = Prequeue::default();
+    for _ in 0..counts.prequeue {
+        let i = indices.next(r)?;
+        if slots[i as usize].state != SlotState::Prequeue || !queued.insert(i) {
+            return malformed("the pre-queue does not hold exactly its sessions");
+        }
+        slots[i as usize].aux = prequeue.push(i);
+    }
+    let active_by_admission: BTreeSet<(u64, u32)> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.state == SlotState::Active)
+        .map(|(i, slot)| (slot.aux, i as u32))
+        .collect();
+
+    let recent_count = r.varint()?;
+    if recent_count > RECORD_DEDUP_IDS_MAX as u64 {
+        return malformed("more remembered record ids than a room keeps");
+    }
+    let recent_count = recent_count as usize;
+    if recent_count > r.0.len() / RECORD_ID_BYTES_MIN {
+        return Err(SnapshotError::Truncated);
+    }
+    let mut recent_records = RecentRecords {
+        ids: HashSet::with_capacity_and_hasher(recent_count, SessionHasherBuilder),
+        order: VecDeque::with_capacity(recent_count),
+    };
+    let mut previous_ms = 0;
+    for _ in 0..recent_count {
+        let at_ms = r.time_back_from(now)?;
+        // Purging stops at the first id still inside the window.
+        if at_ms < previous_ms {
+            return malformed("remembered record ids out of order");
+        }
+        previous_ms = at_ms;
+        let id = RecordId(r.array()?);
+        if !recent_records.ids.insert(id) {
+            return malformed("a record id is remembered twice");
+        }
+        recent_records.order.push_back((at_ms, id));
+    }
+
+    let room = Room {
+        id,
+        now_ms: now,
+        exists,
+        config,
+        created_at_ms,
+        slots,
+        free_head,
+        index,
+        line,
+        prequeue,
+        waiting_idle,
+        active_idle,
+        ended,
+        active_by_admission,
+        active_count: counts.active as u32,
+        keys,
+        key_of_slot,
+        recent_records,
+        bucket,
+        admissions,
+        freed_slots,
+        admitted_total,
+        expired_total,
+    };
+    Ok((room, digest))
+}
+
+/// Reads one of the lists ordered by last heartbeat (or end time) and links it through the slots.
+fn read_idle_list(
+    r: &mut Reader,
+    slots: &mut [Slot],
+    placed: &mut Bitmap,
+    len: usize,
+    belongs: impl Fn(SlotState) -> bool,
+) -> Result<List> {
+    let mut indices = Indices::new(slots.len());
+    let mut list = List::default();
+    let mut previous_ms = 0;
+    for _ in 0..len {
+        let i = indices.next(r)?;
+        let slot = &slots[i as usize];
+        if !belongs(slot.state) || !placed.insert(i) {
+            return malformed("a session list does not hold exactly the sessions of its states");
+        }
+        // Expiry and forgetting stop at the first session not yet due.
+        if slot.seen_ms < previous_ms {
+            return malformed("a session list is out of time order");
+        }
+        previous_ms = slot.seen_ms;
+        list.push_back(slots, i);
+    }
+    Ok(list)
+}
+
+fn read_window(r: &mut Reader, now: u64) -> Result<RateWindow> {
+    let newest = now / RATE_BUCKET_MS;
+    let mut buckets = [(u64::MAX, 0u32); RATE_BUCKETS];
+    for bucket in &mut buckets {
+        let age = r.varint()?;
+        if age != 0 {
+            let Some(number) = newest.checked_sub(age - 1) else {
+                return malformed("rate bucket before the epoch");
+            };
+            *bucket = (number, r.u32()?);
+        }
+    }
+    RateWindow::from_buckets(buckets).map_or(malformed("rate bucket out of place"), Ok)
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, byte: u8) {
+        self.0.push(byte);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.0.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.0.push(value as u8);
+    }
+
+    /// Slot indices as zigzag varints of their differences: lists built in join order are
+    /// mostly ascending runs, one byte per index.
+    fn indices(&mut self, indices: impl Iterator<Item = u32>) {
+        let mut previous = 0i64;
+        for i in indices {
+            let delta = i64::from(i) - previous;
+            self.varint(((delta << 1) ^ (delta >> 63)) as u64);
+            previous = i64::from(i);
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.0.len() {
+            return Err(SnapshotError::Truncated);
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        let (&byte, rest) = self.0.split_first().ok_or(SnapshotError::Truncated)?;
+        self.0 = rest;
+        Ok(byte)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+
+    /// A varint in its shortest form: an encoding with a redundant zero group, or of more than
+    /// 64 bits, is refused, so every value has exactly one encoding.
+    fn varint(&mut self) -> Result<u64> {
+        // Most varints here are one byte (index deltas, small ages).
+        if let Some((&byte, rest)) = self.0.split_first()
+            && byte < 0x80
+        {
+            self.0 = rest;
+            return Ok(byte.into());
+        }
+        let mut value = 0u64;
+        for (k, &byte) in self.0.iter().enumerate().take(10) {
+            let group = u64::from(byte & 0x7f);
+            if k == 9 && byte > 1 {
+                break;
+            }
+            value |= group << (7 * k);
+            if byte & 0x80 == 0 {
+                if byte == 0 && k > 0 {
+                    return malformed("varint not in its shortest form");
+                }
+                self.0 = &self.0[k + 1..];
+                return Ok(value);
+            }
+        }
+        if self.0.len() < 10 && self.0.iter().all(|b| b & 0x80 != 0) {
+            return Err(SnapshotError::Truncated);
+        }
+        malformed("varint longer than 64 bits")
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        u32::try_from(self.varint()?).map_or(malformed("number out of range"), Ok)
+    }
+
+    fn u32_if(&mut self, present: bool) -> Result<Option<u32>> {
+        present.then(|| self.u32()).transpose()
+    }
+
+    fn total(&mut self) -> Result<u64> {
+        match self.varint()? {
+            total if total <= SNAPSHOT_TOTAL_MAX => Ok(total),
+            _ => malformed("total out of range"),
+        }
+    }
+
+    /// A time encoded as its distance back from `now`.
+    fn time_back_from(&mut self, now: u64) -> Result<u64> {
+        now.checked_sub(self.varint()?)
+            .map_or(malformed("time before the epoch"), Ok)
+    }
+}
+
+/// Reads a sequence of zigzag-delta slot indices, each checked against the slab's size.
+struct Indices {
+    previous: i64,
+    slot_count: i64,
+}
+
+impl Indices {
+    fn new(slot_count: usize) -> Self {
+        Self {
+            previous: 0,
+            slot_count: slot_count as i64,
+        }
+    }
+
+    fn next(&mut self, r: &mut Reader) -> Result<u32> {
+        let zigzag = r.varint()?;
+        let delta = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+        match self.previous.checked_add(delta) {
+            Some(i) if (0..self.slot_count).contains(&i) => {
+                self.previous = i;
+                Ok(i as u32)
+            }
+            _ => malformed("slot index out of range"),
+        }
+    }
+}
+
+/// One bit per slot.
+struct Bitmap(Vec<u64>);
+
+impl Bitmap {
+    fn new(bits: usize) -> Self {
+        Self(vec![0; bits.div_ceil(64)])
+    }
+
+    /// Sets bit `i`; false if it was already set.
+    fn insert(&mut self, i: u32) -> bool {
+        let (word, bit) = ((i / 64) as usize, 1u64 << (i % 64));
+        let was_clear = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        was_clear
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Command, LeaveReason, Record};
+    use proptest::prelude::*;
+
+    const T0: u64 = 1_800_000_000_000;
+    const MINUTE: u64 = 60_000;
+
+    /// Drives a room with numbered records.
+    struct Script {
+        room: Room,
+        next_id: u128,
+    }
+
+    impl Script {
+        fn new() -> Self {
+            Self {
+                room: Room::new(RoomId::new("snap").unwrap()),
+                next_id: 1,
+            }
+        }
+
+        fn record(&mut self, command: Command) -> Record {
+            self.next_id += 1;
+            Record::new(
+                RecordId::from_u128(self.next_id),
+                self.room.id().clone(),
+                command,
+            )
+        }
+
+        fn at(&mut self, ts: u64, command: Command) -> &mut Self {
+            let record = self.record(command);
+            self.room.apply(&record, ts);
+            self
+        }
+
+        fn configure(&mut self, ts: u64, config: RoomConfig) -> &mut Self {
+            self.at(ts, Command::ConfigureRoom(config))
+        }
+
+        fn join(&mut self, ts: u64, n: u128) -> &mut Self {
+            self.at(ts, join(n, None))
+        }
+
+        fn join_keyed(&mut self, ts: u64, n: u128, key: &str) -> &mut Self {
+            self.at(ts, join(n, Some(key)))
+        }
+
+        fn leave(&mut self, ts: u64, n: u128, reason: LeaveReason) -> &mut Self {
+            self.at(
+                ts,
+                Command::Leave {
+                    session: SessionId::from_u128(n),
+                    reason,
+                },
+            )
+        }
+
+        fn heartbeat(&mut self, ts: u64, ns: &[u128]) -> &mut Self {
+            let sessions = ns.iter().map(|&n| SessionId::from_u128(n)).collect();
+            self.at(ts, Command::Heartbeat { sessions })
+        }
+
+        fn done(&mut self) -> Room {
+            self.room.clone()
+        }
+    }
+
+    fn join(n: u128, key: Option<&str>) -> Command {
+        Command::Join {
+            session: SessionId::from_u128(n),
+            idempotency_key: key.map(|k| IdempotencyKey::new(k).unwrap()),
+        }
+    }
+
+    fn long_timeouts(capacity: u32) -> RoomConfig {
+        RoomConfig {
+            active_idle_timeout_seconds: 3_600,
+            max_active_seconds: 7_200,
+            waiting_idle_timeout_seconds: 3_600,
+            target_url: Some("https://tickets.example.com/select".into()),
+            ..RoomConfig::with_capacity(capacity)
+        }
+    }
+
+    /// Rooms in as many different states as the rules allow.
+    fn samples() -> Vec<(&'static str, Room)> {
+        let mut rooms = vec![("vacant", Room::new(RoomId::new("snap").unwrap()))];
+        rooms.push((
+            "configured, empty",
+            Script::new().configure(T0, long_timeouts(2)).done(),
+        ));
+        let mut s = Script::new();
+        s.configure(T0, long_timeouts(3));
+        for n in 0..40 {
+            s.join(T0 + (n as u64 / 7) * 100, n);
+        }
+        s.join_keyed(T0 + 1_000, 100, "key-a")
+            .join_keyed(T0 + 1_000, 101, "key-b")
+            .leave(T0 + 2_000, 1, LeaveReason::Completed)
+            .leave(T0 + 2_000, 30, LeaveReason::Left)
+            .heartbeat(T0 + 3_000, &[5, 3, 100, 0, 17])
+            .at(
+                T0 + 3_000,
+                Command::Evict {
+                    session: SessionId::from_u128(12),
+                },
+            );
+        rooms.push(("line, keys, active and ended", s.done()));
+        // Sessions admitted in the same millisecond, on reused slots out of order: the order
+        // they end in depends on slot indices.
+        let mut s = Script::new();
+        s.configure(T0, long_timeouts(10));
+        for n in 0..10 {
+            s.join(T0, n);
+        }
+        for n in [3, 7, 1, 8] {
+            s.leave(T0 + 1, n, LeaveReason::Left);
+        }
+        s.heartbeat(T0 + 15 * MINUTE, &[0, 2, 4, 5, 6, 9]);
+        s.at(T0 + 16 * MINUTE, Command::Tick);
+        for n in 20..23 {
+            s.join(T0 + 16 * MINUTE, n);
+        }
+        rooms.push(("free slots reused, one left free", s.done()));
+        let mut s = Script::new();
+        s.configure(
+            T0,
+            RoomConfig {
+                opens_at_ms: Some(T0 + 10 * MINUTE),
+                ..long_timeouts(5)
+            },
+        );
+        for n in 0..20 {
+            s.join(T0 + n as u64, n);
+        }
+        s.leave(T0 + 100, 4, LeaveReason::Left);
+        rooms.push(("pre-queue before opening", s.done()));
+        let mut s = Script::new();
+        s.configure(T0, long_timeouts(2));
+        for n in 0..5 {
+            s.join(T0, n);
+        }
+        s.configure(
+            T0 + 10,
+            RoomConfig {
+                opens_at_ms: Some(T0 + MINUTE),
+                ..long_timeouts(2)
+            },
+        );
+        for n in 10..15 {
+            s.join(T0 + 20, n);
+        }
+        rooms.push(("line and pre-queue at once", s.done()));
+        let mut s = Script::new();
+        s.configure(
+            T0,
+            RoomConfig {
+                paused: true,
+                max_waiting: Some(8),
+                ..long_timeouts(4)
+            },
+        );
+        for n in 0..10 {
+            s.join(T0 + 5, n);
+        }
+        rooms.push(("paused, full", s.done()));
+        let mut s = Script::new();
+        s.configure(
+            T0,
+            RoomConfig {
+                admit_per_minute: Some(130),
+                ..long_timeouts(50)
+            },
+        );
+        for n in 0..30 {
+            s.join(T0 + n as u64 * 97, n);
+        }
+        s.at(T0 + 5_555, Command::Tick);
+        rooms.push(("rate limited", s.done()));
+        let mut s = Script::new();
+        s.configure(T0, long_timeouts(2));
+        for n in 0..6 {
+            s.join_keyed(T0 + 1, n, &format!("k{n}"));
+        }
+        s.at(T0 + 2, Command::CloseRoom);
+        rooms.push(("closed", s.done()));
+        let mut s = Script::new();
+        s.configure(T0, long_timeouts(2));
+        for n in 0..6 {
+            s.join(T0 + 1, n);
+        }
+        s.at(T0 + 2, Command::CloseRoom);
+        s.configure(T0 + 3, long_timeouts(1)).join(T0 + 4, 50);
+        rooms.push(("reopened after a close", s.done()));
+        let mut s = Script::new();
+        s.configure(T0, RoomConfig::with_capacity(1));
+        for n in 0..4 {
+            s.join(T0, n);
+        }
+        s.at(T0 + 100 * MINUTE, Command::Tick);
+        rooms.push(("everyone timed out and forgotten", s.done()));
+        rooms
+    }
+
+    /// Everything observable through the public API is equal.
+    fn assert_same(a: &Room, b: &Room, context: &str) {
+        assert_eq!(a.digest(), b.digest(), "{context}: digest");
+        assert_eq!(a.stats(), b.stats(), "{context}: stats");
+        assert_eq!(a.now_ms(), b.now_ms(), "{context}: clock");
+        assert_eq!(a.exists(), b.exists(), "{context}: exists");
+        assert_eq!(a.last_config(), b.last_config(), "{context}: config");
+        assert_eq!(a.is_vacant(), b.is_vacant(), "{context}: vacant");
+        let mut ids: Vec<SessionId> = a.session_ids().collect();
+        ids.sort_unstable();
+        let mut ids_b: Vec<SessionId> = b.session_ids().collect();
+        ids_b.sort_unstable();
+        assert_eq!(ids, ids_b, "{context}: sessions");
+        for id in &ids {
+            assert_eq!(a.view(id), b.view(id), "{context}: view of {id:?}");
+        }
+        for key in a.keys.keys() {
+            assert_eq!(
+                a.session_for_idempotency_key(key),
+                b.session_for_idempotency_key(key),
+                "{context}: key {key:?}"
+            );
+        }
+    }
+
+    /// Records that exercise what a snapshot must carry: new joins take free slots, same-ms
+    /// admissions end together, keys replay, time runs past every deadline.
+    fn later_records(room: &Room) -> Vec<(Record, u64)> {
+        let now = room.now_ms();
+        let mut out = Vec::new();
+        let mut id = 1_000_000u128;
+        let mut push = |command: Command, ts: u64| {
+            id += 1;
+            out.push((
+                Record::new(RecordId::from_u128(id), room.id().clone(), command),
+                ts,
+            ));
+        };
+        for n in 0..6 {
+            push(join(500 + n, (n == 2).then_some("key-a")), now + 1);
+        }
+        push(join(600, Some("k1")), now + 2);
+        push(
+            Command::Heartbeat {
+                sessions: (0..50).map(SessionId::from_u128).collect(),
+            },
+            now + 10,
+        );
+        push(
+            Command::Leave {
+                session: SessionId::from_u128(2),
+                reason: LeaveReason::Completed,
+            },
+            now + 20,
+        );
+        push(Command::ConfigureRoom(long_timeouts(20)), now + 30);
+        for minutes in [1, 5, 11, 30, 61, 125, 200] {
+            push(Command::Tick, now + minutes * MINUTE);
+            push(
+                join(700 + u128::from(minutes), None),
+                now + minutes * MINUTE,
+            );
+        }
+        push(Command::CloseRoom, now + 300 * MINUTE);
+        push(Command::Tick, now + 400 * MINUTE);
+        out
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        for (name, room) in samples() {
+            let bytes = room.encode_snapshot();
+            let mut restored =
+                Room::restore_snapshot(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_same(&room, &restored, name);
+            assert_eq!(restored.encode_snapshot(), bytes, "{name}: re-encoding");
+            let mut original = room.clone();
+            for (record, ts) in later_records(&room) {
+                let outcome = original.apply(&record, ts);
+                assert_eq!(restored.apply(&record, ts), outcome, "{name}: {record:?}");
+                assert_same(&original, &restored, name);
+                assert_eq!(
+                    restored.encode_snapshot(),
+                    original.encode_snapshot(),
+                    "{name}: after {record:?}"
+                );
+            }
+        }
+    }
+
+    /// `clone_from` (how a node copies a room into a spare before encoding it) gives the same
+    /// room whatever the spare held before.
+    #[test]
+    fn clone_from_is_exact() {
+        let rooms = samples();
+        for (name, room) in &rooms {
+            for (_, spare) in &rooms {
+                let mut spare = spare.clone();
+                spare.clone_from(room);
+                assert_same(room, &spare, name);
+                assert_eq!(spare.encode_snapshot(), room.encode_snapshot(), "{name}");
+                let mut original = room.clone();
+                for (record, ts) in later_records(room) {
+                    assert_eq!(spare.apply(&record, ts), original.apply(&record, ts));
+                }
+                assert_eq!(
+                    spare.encode_snapshot(),
+                    original.encode_snapshot(),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn compact() {
+        let mut s = Script::new();
+        s.configure(T0, long_timeouts(1));
+        for n in 0..10_000 {
+            s.join(T0 + n as u64 / 10, n);
+        }
+        let bytes = s.room.encode_snapshot();
+        assert!(bytes.len() < 10_000 * 23, "{} bytes", bytes.len());
+    }
+
+    fn error(bytes: &[u8]) -> Option<SnapshotError> {
+        Room::restore_snapshot(bytes).err()
+    }
+
+    /// Recomputes the trailer after a test changed the bytes before it.
+    fn reseal(bytes: &mut [u8]) {
+        let end = bytes.len() - TRAILER_BYTES;
+        let crc = crc32c::crc32c(&bytes[..end]);
+        bytes[end..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    const DIGEST_AT: usize = HEADER_BYTES;
+
+    /// A room touching every section of the format: a free slot, a pre-queue, a line, an active
+    /// session with a key, an ended one, a token bucket, both rate windows, a remembered record.
+    fn tiny() -> Room {
+        let mut s = Script::new();
+        s.room = Room::new(RoomId::new("r").unwrap());
+        let config = RoomConfig {
+            admit_per_minute: Some(60),
+            target_url: Some("https://x".into()),
+            ..RoomConfig::with_capacity(1)
+        };
+        s.configure(0, config.clone());
+        s.join(0, 1).leave(0, 1, LeaveReason::Completed);
+        for n in 2..=5 {
+            s.join(0, n).leave(0, n, LeaveReason::Left);
+        }
+        s.at(900_000, Command::Tick)
+            .join_keyed(900_000, 6, "k")
+            .join(900_000, 7)
+            .join(900_500, 8)
+            .leave(900_500, 8, LeaveReason::Left);
+        let config = RoomConfig {
+            opens_at_ms: Some(2_000_000),
+            ..config
+        };
+        s.configure(901_000, config).join(901_000, 9);
+        s.done()
+    }
+
+    /// Pins version 1's bytes: if this changes, snapshots written by earlier builds no longer
+    /// restore. The digest inside is pinned with them: `Room::digest` is part of the format.
+    #[test]
+    fn version_1_is_stable() {
+        let room = tiny();
+        let id = |n: u8| {
+            let mut id = [0u8; 16];
+            id[0] = n;
+            id
+        };
+        let mut expected: Vec<u8> = b"WRSN\x01".to_vec();
+        expected.extend([
+            57, 120, 37, 192, 171, 235, 16, 94, 162, 125, 245, 141, 233, 31, 45, 145,
+        ]); // digest
+        expected.extend([1, b'r']); // room id
+        expected.extend([0x88, 0xff, 0x36]); // now: 901 000
+        expected.push(0b0010_1101); // exists, admitPerMinute, opensAt, targetUrl
+        expected.extend([1, 60, 60, 0xd8, 0x04, 120, 10]); // capacity .. heartbeat interval
+        expected.extend([0x80, 0x89, 0x7a]); // opensAt: 2 000 000
+        expected.push(9);
+        expected.extend(b"https://x");
+        expected.extend([0x88, 0xff, 0x36]); // created 901 000 ms ago
+        expected.extend([2, 0, 5, 1, 0, 0]); // admitted; expired by timeout, left, completed, ...
+        expected.extend([0xe0, 0xd4, 0x03, 0]); // bucket: 60 000 units, refilled now
+        // Admission window: ring slot 0 holds bucket 180 (t = 900 000): 1 admission.
+        expected.extend([1, 1]);
+        expected.extend([0; 59]);
+        // Freed-slot window: ring slot 0 holds bucket 0 (t = 0, age 181): 1 completion.
+        expected.extend([0xb5, 0x01, 1]);
+        expected.extend([0; 59]);
+        // The slab. Sessions 1..=5 ended at t = 0 and were forgotten at 900 000 (slots 0..5
+        // freed, free list 4, 3, 2, 1, 0); 6, 7, 8 and 9 then took slots 4, 3, 2 and 1.
+        expected.push(5);
+        expected.push(0); // slot 0: free
+        expected.push(1); // slot 1: pre-queue
+        expected.extend(id(9));
+        expected.extend([0, 0]); // seen now, joined when last seen
+        expected.push(4 | 1 << 3); // slot 2: ended, left
+        expected.extend(id(8));
+        expected.extend([0xf4, 0x03, 0]); // ended 500 ms ago
+        expected.push(2); // slot 3: waiting
+        expected.extend(id(7));
+        expected.extend([0xe8, 0x07, 0]); // seen 1 000 ms ago
+        expected.push(3 | 1 << 6 | 1 << 7); // slot 4: active, with a key, admitted
+        expected.extend(id(6));
+        expected.extend([0xe8, 0x07, 0, 0, 1, b'k']); // admitted when last seen; key "k"
+        expected.push(0); // free list: slot 0
+        expected.extend([6, 3]); // waiting idle list: slots 3 (+3), 1 (-2)
+        expected.push(8); // active idle list: slot 4 (+4)
+        expected.push(4); // ended list: slot 2 (+2)
+        expected.push(6); // line: slot 3
+        expected.push(2); // pre-queue: slot 1
+        expected.extend([1, 0]); // one remembered record id, remembered now
+        expected.extend(RecordId::from_u128(18).0);
+        expected.extend([172, 177, 100, 46]); // CRC-32C
+        assert_eq!(room.encode_snapshot(), expected);
+        let restored = Room::restore_snapshot(&expected).unwrap();
+        assert_same(&room, &restored, "pinned");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for (name, room) in samples() {
+            let bytes = room.encode_snapshot();
+            for cut in 0..bytes.len() {
+                assert!(
+                    Room::restore_snapshot(&bytes[..cut]).is_err(),
+                    "{name} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_damaged_byte_is_an_error() {
+        for (name, room) in samples().into_iter().take(4) {
+            let bytes = room.encode_snapshot();
+            for at in 0..bytes.len() {
+                for flip in [0x01, 0x80, 0xff] {
+                    let mut damaged = bytes.clone();
+                    damaged[at] ^= flip;
+                    assert!(
+                        Room::restore_snapshot(&damaged).is_err(),
+                        "{name}: byte {at} ^ {flip:#x}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn framing_errors() {
+        let bytes = tiny().encode_snapshot();
+        assert_eq!(error(b""), Some(SnapshotError::Truncated));
+        assert_eq!(error(b"WRS"), Some(SnapshotError::Truncated));
+        assert_eq!(error(b"WRX"), Some(SnapshotError::NotASnapshot));
+        // A record is not a snapshot.
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::Tick,
+        );
+        assert_eq!(error(&record.encode()), Some(SnapshotError::NotASnapshot));
+        let mut newer = bytes.clone();
+        newer[4] = 2;
+        assert_eq!(error(&newer), Some(SnapshotError::UnsupportedVersion(2)));
+        let mut damaged = bytes.clone();
+        damaged[30] ^= 4;
+        assert!(matches!(
+            Room::restore_snapshot(&damaged),
+            Err(SnapshotError::ChecksumMismatch { .. })
+        ));
+        let mut longer = bytes.clone();
+        longer.insert(bytes.len() - TRAILER_BYTES, 0);
+        reseal(&mut longer);
+        assert_eq!(error(&longer), Some(SnapshotError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn a_wrong_digest_is_refused() {
+        for (name, room) in samples() {
+            let mut bytes = room.encode_snapshot();
+            bytes[DIGEST_AT + 3] ^= 1;
+            reseal(&mut bytes);
+            let Err(SnapshotError::DigestMismatch { stored, rebuilt }) =
+                Room::restore_snapshot(&bytes)
+            else {
+                panic!("{name}: a wrong digest was accepted");
+            };
+            assert_eq!(rebuilt, room.digest(), "{name}");
+            assert_ne!(stored, rebuilt, "{name}");
+        }
+    }
+
+    /// Rooms broken in ways the rules never produce, encoded as they are: restore must refuse
+    /// each on structure, before the digest (which the encoder computed from the broken room).
+    #[test]
+    fn inconsistent_rooms_are_refused() {
+        let base = || samples().swap_remove(2).1; // line, keys, active and ended
+        let refused = |room: Room, why: &'static str| {
+            assert_eq!(
+                error(&room.encode_snapshot()),
+                Some(SnapshotError::Malformed(why))
+            );
+        };
+        let mut room = base();
+        let first = room.slots[0].id;
+        room.slots[5].id = first;
+        refused(room, "a session id appears twice");
+
+        let mut room = base();
+        let i = room.waiting_idle.head as usize;
+        room.slots[i].seen_ms = room.now_ms;
+        refused(room, "a session list is out of time order");
+
+        let mut room = base();
+        room.exists = false;
+        refused(room, "a live session in a room that does not exist");
+
+        let mut room = samples().swap_remove(4).1; // pre-queue
+        room.config.opens_at_ms = None;
+        refused(room, "a pre-queue in a room that is open");
+
+        let mut room = samples().swap_remove(8).1; // closed
+        let key = IdempotencyKey::new("late").unwrap();
+        room.keys.insert(key.clone(), 0);
+        room.key_of_slot.insert(0, key);
+        room.slots[0].has_key = true;
+        refused(room, "idempotency keys in a room that does not exist");
+
+        let mut room = base();
+        let key = room.key_of_slot.first_key_value().unwrap().1.clone();
+        room.key_of_slot.insert(7, key);
+        room.slots[7].has_key = true;
+        refused(room, "an idempotency key names two sessions");
+
+        let mut room = base();
+        let record = (room.now_ms, RecordId::from_u128(999));
+        room.recent_records.order.push_front(record);
+        room.recent_records.ids.insert(record.1);
+        refused(room, "remembered record ids out of order");
+
+        let mut room = base();
+        let (_, id) = room.recent_records.order[0];
+        room.recent_records.order.push_back((room.now_ms, id));
+        refused(room, "a record id is remembered twice");
+
+        let mut room = base();
+        let i = room.active_idle.head as usize;
+        room.slots[i].aux = room.slots[i].joined_at_ms - 1;
+        refused(room, "a session admitted before it joined");
+
+        let mut room = base();
+        room.expired_total.0[0] = SNAPSHOT_TOTAL_MAX + 1;
+        refused(room, "total out of range");
+
+        let mut room = Room::new(RoomId::new("r").unwrap());
+        room.now_ms = SNAPSHOT_CLOCK_MS_MAX + 1;
+        refused(room, "clock after the year 9999");
+    }
+
+    /// A slot missing from its list, or on the wrong one: the lengths come from the slab, so the
+    /// lists that follow are misread, which restore refuses somewhere.
+    #[test]
+    fn misplaced_slots_are_refused() {
+        let room = samples().swap_remove(3).1; // free slots
+        assert_eq!(
+            room.slots
+                .iter()
+                .filter(|s| s.state == SlotState::Free)
+                .count(),
+            1
+        );
+        let mut broken = room.clone();
+        broken.free_head = NIL;
+        assert!(matches!(
+            Room::restore_snapshot(&broken.encode_snapshot()),
+            Err(SnapshotError::Malformed(_) | SnapshotError::Truncated)
+        ));
+        let mut broken = room.clone();
+        let i = broken.active_idle.head;
+        broken.slots[i as usize].state = SlotState::Waiting;
+        assert!(Room::restore_snapshot(&broken.encode_snapshot()).is_err());
+    }
+
+    /// Runs a restored room through every kind of command and query: a snapshot that restores
+    /// must give a room that works, whatever else it holds.
+    fn exercise(mut room: Room) {
+        let ids: Vec<SessionId> = room.session_ids().collect();
+        for id in &ids {
+            let _ = room.view(id);
+        }
+        let _ = room.stats().expired_total.sum();
+        let now = room.now_ms();
+        let mut n = u128::MAX - 100;
+        let mut apply = |room: &mut Room, command: Command, ts: u64| {
+            n += 1;
+            let record = Record::new(RecordId::from_u128(n), room.id().clone(), command);
+            room.apply(&record, ts);
+            for id in &ids {
+                let _ = room.view(id);
+            }
+            let _ = (room.stats(), room.digest());
+        };
+        apply(&mut room, Command::Tick, now);
+        apply(&mut room, join(u128::MAX, Some("k")), now + 1);
+        if let Some(&first) = ids.first() {
+            apply(
+                &mut room,
+                Command::Heartbeat {
+                    sessions: ids.iter().take(10).copied().collect(),
+                },
+                now + 2,
+            );
+            let leave = Command::Leave {
+                session: first,
+                reason: LeaveReason::Completed,
+            };
+            apply(&mut room, leave, now + 3);
+            apply(&mut room, Command::Evict { session: first }, now + 4);
+        }
+        apply(&mut room, Command::Tick, now + 61 * MINUTE);
+        apply(
+            &mut room,
+            Command::ConfigureRoom(RoomConfig::with_capacity(3)),
+            now + 62 * MINUTE,
+        );
+        apply(&mut room, Command::CloseRoom, now + 63 * MINUTE);
+        apply(&mut room, Command::Tick, now + 24 * 60 * MINUTE);
+        let _ = room.encode_snapshot();
+    }
+
+    /// Restores `bytes`; if only the digest is wrong, puts the rebuilt room's digest in and
+    /// restores again, so that what the structural checks let through is exercised too.
+    fn restore_past_the_digest(bytes: &mut [u8]) -> Option<Room> {
+        match Room::restore_snapshot(bytes) {
+            Ok(room) => Some(room),
+            Err(SnapshotError::DigestMismatch { rebuilt, .. }) => {
+                bytes[DIGEST_AT..DIGEST_AT + 16].copy_from_slice(&rebuilt);
+                reseal(bytes);
+                Some(Room::restore_snapshot(bytes).expect("only the digest differed"))
+            }
+            Err(_) => None,
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        Set(usize, u8),
+        Flip(usize, u8),
+        Insert(usize, u8),
+        Remove(usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Set(at, b)),
+            (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip(at, bit)),
+            (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Insert(at, b)),
+            any::<usize>().prop_map(Mutation::Remove),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Room::restore_snapshot(&bytes);
+            // Behind a valid header and checksum, so that the body's parser sees them.
+            let mut framed = b"WRSN\x01".to_vec();
+            framed.extend(&bytes);
+            framed.extend([0; TRAILER_BYTES]);
+            reseal(&mut framed);
+            if let Some(room) = restore_past_the_digest(&mut framed) {
+                prop_assert_eq!(&room.encode_snapshot(), &framed);
+                exercise(room);
+            }
+        }
+
+        /// Mutated snapshots with their checksum recomputed: the structural checks, not the
+        /// CRC, must refuse them, or else the room they give must work and re-encode to the
+        /// same bytes (one encoding per state).
+        #[test]
+        fn mutated_snapshots_never_panic(
+            sample in 0usize..11,
+            mutations in proptest::collection::vec(mutation(), 1..4),
+        ) {
+            let mut bytes = samples().swap_remove(sample).1.encode_snapshot();
+            // Body only: the header and trailer have their own tests.
+            for mutation in mutations {
+                let body = bytes.len() - HEADER_BYTES - TRAILER_BYTES;
+                let at = |at: usize| HEADER_BYTES + at % body.max(1);
+                match mutation {
+                    Mutation::Set(i, b) => bytes[at(i)] = b,
+                    Mutation::Flip(i, bit) => bytes[at(i)] ^= 1 << bit,
+                    Mutation::Insert(i, b) => bytes.insert(at(i), b),
+                    Mutation::Remove(i) if body > 1 => {
+                        bytes.remove(at(i));
+                    }
+                    Mutation::Remove(_) => {}
+                }
+            }
+            reseal(&mut bytes);
+            if let Some(room) = restore_past_the_digest(&mut bytes) {
+                prop_assert_eq!(&room.encode_snapshot(), &bytes);
+                exercise(room);
+            }
+        }
+    }
+}

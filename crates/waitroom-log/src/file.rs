@@ -1,0 +1,542 @@
+//! The embedded, durable, single-node log: append-only segment files under a data directory.
+//!
+//! # On disk
+//! - `LOCK`: held with an exclusive OS file lock while a [`FileLog`] is open, so two processes
+//!   (or two `FileLog`s of one process) never write the same directory.
+//! - `NNNNNNNNNNNNNNNNNNNN.seg`: segments, each named after the global byte position of its first
+//!   frame (20 digits, zero-padded), so the log is the concatenation of the segments in name
+//!   order. Only the last segment is ever written. A new one starts when the next frame would push
+//!   the last one past `segment_bytes_max` (a frame larger than that gets a segment of its own);
+//!   frames never span segments, and the old segment is fsynced before the new one is created.
+//! - A frame is `payload length: u32 LE | CRC32C: u32 LE | timestamp_ms: u64 LE | payload`, the
+//!   CRC covering the timestamp and the payload. An entry's [`Position`] is its frame's global
+//!   byte position, so a subscription from a checkpoint seeks straight to it. The log has one
+//!   shard, [`SHARD_NAME`], holding every room.
+//! - `snapshots/`: the newest snapshot of each room and the trim marker (see `file/snapshots.rs`).
+//!
+//! # Writing: one writer thread, group commit
+//! A single writer thread owns the last segment. [`FileLog::append`] hands its batch to the
+//! writer over a queue bounded to [`APPEND_QUEUE_BYTES_MAX`] bytes of frames (an appender waits
+//! for room when it is full) and awaits the writer's acknowledgement. The writer takes everything
+//! queued, writes it with one write (one per segment when it rolls over), fdatasyncs it once under
+//! [`FsyncPolicy::Always`], publishes the new head and acknowledges every batch of the group. So
+//! concurrent appends share their fsyncs. The writer stamps each group with the wall clock in
+//! milliseconds made monotonic (`max(previous, now)`, recovered from the log on open), so
+//! timestamps never go backwards, not even when the clock does or across restarts.
+//!
+//! The writer is an OS thread rather than a tokio task because write(2) and fdatasync block: on a
+//! runtime worker they would stall every task scheduled there for the length of a disk flush.
+//! Dropping the [`FileLog`] waits for the writer to finish what is queued and releases the lock,
+//! so the directory can be reopened as soon as the drop returns.
+//!
+//! If a write or an fsync fails, the writer stops accepting appends (every later append fails) and
+//! the log must be reopened: after a failed fsync the OS may have dropped the dirty pages, so
+//! nothing written since the last good fsync can be trusted; reopening recovers from the files.
+//!
+//! # Reading
+//! A subscription reads frames from the segment files (usually from the page cache), never past
+//! the head the writer published after acknowledging, so it never delivers a frame that `append`
+//! has not acknowledged. Every frame's CRC is checked on read.
+//!
+//! # Recovery on open
+//! Opening scans every segment and checks every frame. Only the last segment can hold a torn
+//! write (older ones were fsynced when the log moved on). In it, a frame that is cut short, that
+//! declares an impossible length, or that fails its CRC with no valid frame right after it is a
+//! torn tail: it and everything after it are truncated away, with a warning saying how many bytes
+//! were dropped. A frame that fails its CRC while a valid frame follows it, any damage in an older
+//! segment, or segments that do not join up are [`LogError::Corrupt`]: acknowledged data is
+//! never dropped silently. Opening reads the whole log once; a node replays it anyway (and then
+//! finds it in the page cache). The log starts at its first segment, which after trimming is not
+//! at position 0.
+//!
+//! # Trimming
+//! [`Log::trim`] first makes its position the trim marker (durably), then deletes, oldest first,
+//! every whole segment whose frames are all at or before the marker, except the last segment
+//! (which the writer appends to) and, with `keep-history`, segments holding a frame younger than
+//! that. A crash between two deletions leaves the newer segments, which still join up. A
+//! subscription that was reading a deleted segment, or that starts from a position before the
+//! first segment, gets [`Event::Trimmed`] and goes on from the first segment. Trimming works in
+//! segments: up to `segment_bytes_max` of history a snapshot no longer needs stays on disk until
+//! the next segment fills.
+
+mod frame;
+mod reader;
+mod recovery;
+mod segments;
+mod settings;
+mod snapshots;
+mod writer;
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, mpsc};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+
+use self::reader::{Cursor, SegmentReader, reader_failed};
+use self::recovery::recover;
+use self::segments::{io_error, lock_dir, segment_path, sync_dir, wall_clock_ms};
+pub use self::settings::*;
+use self::snapshots::SnapshotStore;
+use self::writer::Writer;
+use crate::fault::{self, points};
+pub use crate::{APPEND_BATCH_BYTES_MAX, APPEND_BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
+use crate::{
+    Append, Checkpoint, Event, Log, LogError, Position, ShardId, Snapshot, SnapshotInfo,
+    check_batch, check_snapshot,
+};
+
+/// Counters of a [`FileLog`] since it was opened, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileLogStats {
+    /// `append` batches acknowledged with `Ok`.
+    pub appends: u64,
+    /// Records in those batches.
+    pub records: u64,
+    /// Group commits: each wrote every batch queued at the time.
+    pub groups: u64,
+    /// fdatasync/fsync calls, on segments and on the data dir.
+    pub fsyncs: u64,
+    /// Frame bytes written.
+    pub bytes_written: u64,
+}
+
+/// The embedded, durable log. See the module documentation.
+pub struct FileLog {
+    shared: Arc<Shared>,
+    options: FileLogOptions,
+    /// The byte budget of the writer's queue (see [`APPEND_QUEUE_BYTES_MAX`]).
+    queue_bytes: Arc<Semaphore>,
+    /// `None` only while dropping.
+    requests: Option<mpsc::Sender<Request>>,
+    /// `None` only while dropping.
+    writer: Option<JoinHandle<()>>,
+    snapshots: Arc<SnapshotStore>,
+}
+
+/// One segment of the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SegmentMeta {
+    /// Position of its first frame (also its file's name).
+    base: u64,
+    /// Position of its last frame, once known: for every segment the recovery scanned, and for
+    /// segments the writer closed; `None` for the last segment while it is written.
+    last_frame: Option<u64>,
+    /// No frame of it is later than this (exactly, or an upper bound).
+    last_timestamp_ms: u64,
+}
+
+impl SegmentMeta {
+    fn new(base: u64) -> Self {
+        Self {
+            base,
+            last_frame: None,
+            last_timestamp_ms: 0,
+        }
+    }
+}
+
+/// What the writer and the readers share.
+struct Shared {
+    dir: PathBuf,
+    shard: ShardId,
+    /// The segments, ascending. The writer adds a segment before it publishes a head inside it;
+    /// trimming removes segments from the front (never the last).
+    segments: RwLock<Vec<SegmentMeta>>,
+    /// The acknowledged head, published by the writer.
+    head: watch::Receiver<Head>,
+    stats: watch::Receiver<FileLogStats>,
+}
+
+/// The end of what `append` has acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Head {
+    /// Position just past the last acknowledged frame.
+    end: u64,
+    /// Position of the last acknowledged frame.
+    last_frame: Option<u64>,
+}
+
+/// One `append` batch on its way to the writer.
+struct Request {
+    payloads: Vec<Bytes>,
+    ack: oneshot::Sender<Result<(), LogError>>,
+    /// Given back to the queue's byte budget when the writer is done with the request.
+    _queue_slot: OwnedSemaphorePermit,
+}
+
+impl FileLog {
+    /// Opens (creating it if needed) the log in `dir`: takes the lock, recovers the segments (see
+    /// the module documentation) and starts the writer thread. Blocks while it scans the log;
+    /// call it from `spawn_blocking` when that matters.
+    ///
+    /// # Errors
+    /// - [`LogError::Unavailable`] when another process or `FileLog` holds the directory's lock.
+    /// - [`LogError::Corrupt`] when the log holds damage that recovery may not drop.
+    /// - [`LogError::Rejected`] for options out of range.
+    /// - [`LogError::Io`] when the directory or its files cannot be read or written.
+    pub fn open(dir: &Path, options: FileLogOptions) -> Result<Self, LogError> {
+        options.check()?;
+        fs::create_dir_all(dir).map_err(io_error(dir, "create the data dir"))?;
+        let lock = lock_dir(dir)?;
+        let shard = ShardId::new(SHARD_NAME);
+        let snapshots = SnapshotStore::open(&dir.join("snapshots"), shard.clone())?;
+        let recovered = recover(dir, snapshots.trimmed())?;
+        let last_base = recovered
+            .segments
+            .last()
+            .map(|segment| segment.base)
+            .ok_or_else(|| LogError::Corrupt("recovery found no segment".to_owned()))?;
+        let last_path = segment_path(dir, last_base);
+        let segment = OpenOptions::new()
+            .append(true)
+            .open(&last_path)
+            .map_err(io_error(&last_path, "open for appending"))?;
+
+        let head = Head {
+            end: recovered.end,
+            last_frame: recovered.last_frame,
+        };
+        let (head_sender, head_receiver) = watch::channel(head);
+        let (stats_sender, stats_receiver) = watch::channel(FileLogStats::default());
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            shard,
+            segments: RwLock::new(recovered.segments),
+            head: head_receiver,
+            stats: stats_receiver,
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            head: head_sender,
+            stats: stats_sender,
+            options,
+            segment,
+            segment_bytes: recovered.end - last_base,
+            end: recovered.end,
+            last_frame: recovered.last_frame,
+            last_timestamp_ms: recovered.last_timestamp_ms,
+            unsynced_since: None,
+            failure: None,
+            buffer: Vec::new(),
+            _lock: lock,
+        };
+        let (requests, receiver) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("waitroom-file-log".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(io_error(dir, "start the writer thread for"))?;
+        Ok(Self {
+            shared,
+            options,
+            queue_bytes: Arc::new(Semaphore::new(APPEND_QUEUE_BYTES_MAX)),
+            requests: Some(requests),
+            writer: Some(writer),
+            snapshots: Arc::new(snapshots),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Counters since the log was opened.
+    pub fn stats(&self) -> FileLogStats {
+        *self.shared.stats.borrow()
+    }
+
+    /// The counters, updated after every group commit and fsync (for metrics, and for tests that
+    /// wait for the writer).
+    pub fn watch_stats(&self) -> watch::Receiver<FileLogStats> {
+        self.shared.stats.clone()
+    }
+
+    fn stopped(&self) -> LogError {
+        LogError::Unavailable(format!(
+            "the writer of the file log at {} has stopped",
+            self.shared.dir.display()
+        ))
+    }
+}
+
+fn blocking_failed(error: tokio::task::JoinError) -> LogError {
+    LogError::Io(std::io::Error::other(format!(
+        "a blocking task of the file log failed: {error}"
+    )))
+}
+
+impl Shared {
+    /// Deletes, oldest first, the segments whose frames are all at or before `marker` (and, with
+    /// `keep_history_ms`, older than that), never the last one; a crash in between leaves the
+    /// newer segments, which still join up.
+    fn delete_segments_through(&self, marker: u64, keep_history_ms: u64) -> Result<(), LogError> {
+        let keep_after_ms = wall_clock_ms().saturating_sub(keep_history_ms);
+        let mut deleted_any = false;
+        loop {
+            let victim = {
+                // See `segment_of` on why a poisoned lock still guards a valid list.
+                let mut segments = self
+                    .segments
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let Some(first) = segments.first().copied().filter(|_| segments.len() > 1) else {
+                    break;
+                };
+                let history_kept = keep_history_ms > 0 && first.last_timestamp_ms > keep_after_ms;
+                if first.last_frame.is_none_or(|last| last > marker) || history_kept {
+                    break;
+                }
+                segments.remove(0);
+                first
+            };
+            let path = segment_path(&self.dir, victim.base);
+            fault::archive(&path);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(&path, "delete the trimmed segment")(error)),
+            }
+            deleted_any = true;
+            fault::point(points::TRIM_SEGMENT_DELETED);
+        }
+        if deleted_any {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer once it has written (and, under `Interval`, synced)
+        // everything queued. Waiting for it releases the lock before the drop returns, so the
+        // directory can be reopened at once. It takes at most one group commit.
+        drop(self.requests.take());
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(dir = %self.shared.dir.display(), "the file log's writer thread panicked");
+        }
+    }
+}
+
+#[async_trait]
+impl Log for FileLog {
+    /// Appends the batch; returns once the writer has written it (and fsynced it, under
+    /// [`FsyncPolicy::Always`]). Waits while the writer's queue is full.
+    ///
+    /// # Errors
+    /// - [`LogError::Rejected`] when the batch breaks a limit ([`APPEND_BATCH_RECORDS_MAX`],
+    ///   [`RECORD_BYTES_MAX`], [`APPEND_BATCH_BYTES_MAX`]); nothing is appended then.
+    /// - [`LogError::Io`] when writing or syncing failed; [`LogError::Unavailable`] when an earlier
+    ///   failure stopped the writer. The log must be reopened.
+    async fn append(&self, batch: Vec<Append>) -> Result<(), LogError> {
+        let frame_bytes = check_batch(&batch, FRAME_HEADER_BYTES)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let permits = u32::try_from(frame_bytes).map_err(|_| {
+            LogError::Rejected(format!("batch of {frame_bytes} bytes is too large"))
+        })?;
+        // The semaphore is never closed, so acquiring fails only if that ever changes.
+        let queue_slot = Arc::clone(&self.queue_bytes)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| self.stopped())?;
+        let (ack, acked) = oneshot::channel();
+        let request = Request {
+            payloads: batch.into_iter().map(|append| append.payload).collect(),
+            ack,
+            _queue_slot: queue_slot,
+        };
+        let requests = self.requests.as_ref().ok_or_else(|| self.stopped())?;
+        requests.send(request).map_err(|_| self.stopped())?;
+        acked.await.map_err(|_| self.stopped())?
+    }
+
+    /// # Errors
+    /// [`LogError::Rejected`] when `from` names a position of this log that is not the start of
+    /// one of its frames (a checkpoint taken on other data). [`LogError::Io`] when the frame at
+    /// that position cannot be read.
+    async fn subscribe(
+        &self,
+        from: Checkpoint,
+    ) -> Result<BoxStream<'static, Result<Event, LogError>>, LogError> {
+        let mut head = self.shared.head.clone();
+        let head_now = *head.borrow_and_update();
+        let mut reader = SegmentReader::default();
+        let first_base = self.shared.first_base();
+        let marker = self.snapshots.trimmed();
+        let next = match from.get(&self.shared.shard) {
+            // From the beginning: at 0, so that a trimmed log says so (`Trimmed`) first.
+            None => 0,
+            // Before the first segment: the frames after `seen` that trimming deleted are all at
+            // or before the trim marker, so from a checkpoint at or past the marker nothing is
+            // missing; from one before it, the cursor says `Trimmed` first.
+            Some(Position(seen)) if seen < u128::from(first_base) => {
+                if marker.is_some_and(|marker| seen >= u128::from(marker)) {
+                    first_base
+                } else {
+                    // Below the first segment, and `seen + 1` is below it too.
+                    seen as u64 + 1
+                }
+            }
+            Some(Position(seen)) => {
+                let seen = u64::try_from(seen)
+                    .ok()
+                    .filter(|seen| *seen < head_now.end)
+                    .ok_or_else(|| {
+                        LogError::Rejected(format!(
+                            "checkpoint position {seen} is beyond the end ({}) of the file log at {}",
+                            head_now.end,
+                            self.shared.dir.display()
+                        ))
+                    })?;
+                // Read the frame the checkpoint names, both to check that it names a frame and to
+                // find where the next one starts.
+                let shared = Arc::clone(&self.shared);
+                let (returned, result) = tokio::task::spawn_blocking(move || {
+                    let result = reader.read_batch(&shared, seen, head_now.end, 1);
+                    (reader, result)
+                })
+                .await
+                .map_err(reader_failed)?;
+                reader = returned;
+                match result {
+                    Ok((entries, next)) if !entries.is_empty() => next,
+                    Ok(_) => {
+                        return Err(LogError::Rejected(format!(
+                            "checkpoint position {seen} names no frame"
+                        )));
+                    }
+                    Err(LogError::Corrupt(problem)) => {
+                        return Err(LogError::Rejected(format!(
+                            "checkpoint position {seen} does not start a valid frame of the file \
+                             log at {}: {problem}",
+                            self.shared.dir.display()
+                        )));
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        };
+        let cursor = Cursor {
+            shared: Arc::clone(&self.shared),
+            head,
+            next,
+            caught_up_at: Some(head_now.end),
+            reader: Some(reader),
+            ended: false,
+        };
+        Ok(futures::stream::unfold(cursor, |mut cursor| async move {
+            let event = cursor.next_event().await?;
+            Some((event, cursor))
+        })
+        .boxed())
+    }
+
+    /// The log holds every room in one shard: stores a tombstone at `last` (unless a newer
+    /// snapshot of the room is held) and answers `true`.
+    async fn forget_room(&self, room: &str, last: Position) -> Result<bool, LogError> {
+        let tombstone = Snapshot {
+            room: room.into(),
+            shard: self.shared.shard.clone(),
+            position: last,
+            bytes: Bytes::new(),
+        };
+        let store = Arc::clone(&self.snapshots);
+        tokio::task::spawn_blocking(move || store.store(&tombstone, true))
+            .await
+            .map_err(blocking_failed)??;
+        Ok(true)
+    }
+
+    async fn store_snapshot(&self, snapshot: Snapshot) -> Result<bool, LogError> {
+        check_snapshot(&snapshot)?;
+        let store = Arc::clone(&self.snapshots);
+        tokio::task::spawn_blocking(move || store.store(&snapshot, false))
+            .await
+            .map_err(blocking_failed)?
+    }
+
+    async fn load_snapshot(&self, room: &str) -> Result<Option<Snapshot>, LogError> {
+        let store = Arc::clone(&self.snapshots);
+        let room = room.to_owned();
+        tokio::task::spawn_blocking(move || store.load(&room))
+            .await
+            .map_err(blocking_failed)?
+    }
+
+    async fn snapshot_info(&self, room: &str) -> Result<Option<SnapshotInfo>, LogError> {
+        Ok(self.snapshots.info(room))
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, LogError> {
+        Ok(self.snapshots.list())
+    }
+
+    /// Marks `through` as trimmed, then deletes whole segments (see "Trimming" in the module
+    /// documentation).
+    async fn trim(&self, shard: &ShardId, through: Position) -> Result<(), LogError> {
+        if *shard != self.shared.shard {
+            return Err(LogError::Rejected(format!(
+                "the file log has one shard, {SHARD_NAME}, not {shard}"
+            )));
+        }
+        let through = u64::try_from(through.0).map_err(|_| {
+            LogError::Rejected(format!("position {} is past any file log", through.0))
+        })?;
+        let store = Arc::clone(&self.snapshots);
+        let shared = Arc::clone(&self.shared);
+        let keep_history_ms = self.options.keep_history_ms;
+        tokio::task::spawn_blocking(move || {
+            let marker = store.mark_trimmed(through)?;
+            fault::point(points::TRIM_MARKED);
+            shared.delete_segments_through(marker, keep_history_ms)
+        })
+        .await
+        .map_err(blocking_failed)?
+    }
+
+    async fn trimmed(&self) -> Result<Checkpoint, LogError> {
+        let mut trimmed = Checkpoint::start();
+        if let Some(marker) = self.snapshots.trimmed() {
+            trimmed.advance(&self.shared.shard, Position(marker.into()));
+        }
+        Ok(trimmed)
+    }
+
+    async fn head(&self) -> Result<Checkpoint, LogError> {
+        let head = *self.shared.head.borrow();
+        let mut checkpoint = Checkpoint::start();
+        if let Some(last_frame) = head.last_frame {
+            checkpoint.advance(&self.shared.shard, Position(last_frame.into()));
+        }
+        Ok(checkpoint)
+    }
+
+    fn describe(&self) -> String {
+        let fsync = match self.options.fsync {
+            FsyncPolicy::Always => "always".to_owned(),
+            FsyncPolicy::Interval(interval) => format!("every {interval:?}"),
+        };
+        let kept = match self.options.keep_history_ms {
+            0 => String::new(),
+            ms => format!(", trimmed history kept {} s", ms / 1000),
+        };
+        format!(
+            "file:{} (fsync {fsync}, segments up to {} bytes{kept})",
+            self.shared.dir.display(),
+            self.options.segment_bytes_max
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

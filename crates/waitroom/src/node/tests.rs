@@ -1,0 +1,471 @@
+//! The node runtime against the memory log: forgetting closed rooms, snapshots, restarts and
+//! trims.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use waitroom_core::{Command, LeaveReason, RoomConfig, RoomId, SessionId};
+use waitroom_log::memory::{MemoryLog, MemoryLogOptions};
+use waitroom_log::{Log, ShardId};
+
+use super::{Node, NodeOptions, SnapshotMode};
+use crate::ids::PublicSessionId;
+
+/// Longest a test waits for the node to get somewhere.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits until `done` holds, failing the test with `what` after [`WAIT`].
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Snapshots often: every 40 records of a room. No ticker (records come from the test only),
+/// so states can be compared at a known point.
+fn snapshotting() -> NodeOptions {
+    NodeOptions {
+        snapshot_every_records: 40,
+        snapshot_jitter_ms: 0,
+        tick_interval_ms: 60_000,
+        ..NodeOptions::default()
+    }
+}
+
+async fn started(log: &MemoryLog, options: NodeOptions) -> (Arc<Node>, JoinSet<()>) {
+    let mut tasks = JoinSet::new();
+    let node = Node::start(Arc::new(log.clone()), options, &mut tasks);
+    node.wait_ready(WAIT).await.expect("the node turns ready");
+    (node, tasks)
+}
+
+/// A room with `joins` sessions, of which some heartbeat and some leave; returns the sessions.
+async fn busy_room(node: &Node, room: &RoomId, joins: usize) -> Vec<SessionId> {
+    node.write(room, Command::ConfigureRoom(RoomConfig::with_capacity(5)))
+        .await
+        .unwrap();
+    let mut sessions = Vec::new();
+    for index in 0..joins {
+        let session = PublicSessionId::generate(room).session;
+        node.write(
+            room,
+            Command::Join {
+                session,
+                idempotency_key: None,
+            },
+        )
+        .await
+        .unwrap();
+        sessions.push(session);
+        if index % 7 == 3 {
+            node.heartbeat(room, sessions[index / 2]).await.unwrap();
+        }
+        if index % 11 == 5 {
+            node.write(
+                room,
+                Command::Leave {
+                    session: sessions[index / 3],
+                    reason: LeaveReason::Left,
+                },
+            )
+            .await
+            .unwrap();
+        }
+    }
+    sessions
+}
+
+/// Every view of `sessions` on `node`, for comparisons.
+fn views(
+    node: &Node,
+    room: &RoomId,
+    sessions: &[SessionId],
+) -> Vec<Option<waitroom_core::SessionView>> {
+    let cell = node.room(room).expect("the room");
+    let state = cell.state.read();
+    sessions.iter().map(|session| state.view(session)).collect()
+}
+
+/// The memory log's one shard.
+fn shard() -> ShardId {
+    ShardId::new(waitroom_log::memory::SHARD_NAME)
+}
+
+/// A node stores snapshots as a room's log grows and trims the log below them; a node started
+/// afterwards on the same log restores the room from its snapshot and reaches exactly the same
+/// state (digest, every view); a node told to ignore snapshots cannot replay the trimmed log
+/// and stays unready, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_restores_rooms_from_snapshots() {
+    let log = MemoryLog::new();
+    let room = RoomId::new("snapshotted").unwrap();
+    let (first, mut tasks) = started(&log, snapshotting()).await;
+    let sessions = busy_room(&first, &room, 300).await;
+    until("a snapshot and a trim", || {
+        first.metrics.snapshots_stored_total.get() >= 2 && first.metrics.trims_total.get() >= 1
+    })
+    .await;
+    let trimmed = log.trimmed().await.unwrap();
+    assert!(trimmed.get(&shard()).is_some(), "the log was trimmed");
+    // Let everything settle (ticks keep coming: compare at a quiet moment).
+    first.write(&room, Command::Tick).await.unwrap();
+    let appended = log.head().await.unwrap();
+    until("the first node to apply everything", || {
+        first.progress().applied.covers(&appended)
+    })
+    .await;
+    let (digest, position) = first.room_digest(&room).unwrap();
+    let expected_views = views(&first, &room, &sessions);
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+
+    let options = NodeOptions {
+        tick_interval_ms: 60_000,
+        ..snapshotting()
+    };
+    let (second, mut tasks) = started(&log, options.clone()).await;
+    assert!(
+        second.metrics.rooms_restored_total.get() >= 1,
+        "restored from a snapshot"
+    );
+    assert_eq!(second.room_digest(&room), Some((digest, position)));
+    assert_eq!(views(&second, &room, &sessions), expected_views);
+
+    // A node that may not use snapshots cannot rebuild the room from what is left: it says so.
+    let mut ignoring_tasks = JoinSet::new();
+    let ignoring = Node::start(
+        Arc::new(log.clone()),
+        NodeOptions {
+            snapshots: SnapshotMode::Off,
+            ..options
+        },
+        &mut ignoring_tasks,
+    );
+    until("the snapshot-less node to give up", || {
+        ignoring
+            .progress()
+            .unavailable
+            .is_some_and(|why| why.contains("--snapshots off"))
+    })
+    .await;
+    assert!(!ignoring.is_ready());
+    ignoring_tasks.abort_all();
+    tasks.abort_all();
+}
+
+/// With history kept (`keep-history`), trimming drops nothing, so a node that ignores snapshots
+/// replays the whole log, and reaches the same state as one that restored from a snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_everything_and_restoring_agree() {
+    let log = MemoryLog::with_options(MemoryLogOptions {
+        keep_history_ms: 3_600_000,
+    });
+    let room = RoomId::new("kept").unwrap();
+    let (first, mut tasks) = started(&log, snapshotting()).await;
+    let sessions = busy_room(&first, &room, 200).await;
+    until("a trim", || first.metrics.trims_total.get() >= 1).await;
+    let entries = log.len();
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(log.len(), entries);
+
+    let quiet = NodeOptions {
+        tick_interval_ms: 60_000,
+        ..snapshotting()
+    };
+    let (restored, restored_tasks) = started(&log, quiet.clone()).await;
+    let (replayed, replayed_tasks) = started(
+        &log,
+        NodeOptions {
+            snapshots: SnapshotMode::Off,
+            ..quiet
+        },
+    )
+    .await;
+    assert!(restored.metrics.rooms_restored_total.get() >= 1);
+    assert_eq!(replayed.metrics.rooms_restored_total.get(), 0);
+    assert_eq!(restored.room_digest(&room), replayed.room_digest(&room));
+    assert_eq!(
+        views(&restored, &room, &sessions),
+        views(&replayed, &room, &sessions)
+    );
+    drop((restored_tasks, replayed_tasks));
+}
+
+/// Two nodes on one log: each applies everything, snapshots are shared (a node adopts the
+/// other's newer snapshot instead of taking its own), and a third node that starts late, from the
+/// snapshots and the trimmed log, agrees with both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_snapshots_and_a_late_node_agrees() {
+    let log = MemoryLog::new();
+    let room = RoomId::new("shared").unwrap();
+    let options = NodeOptions {
+        snapshot_jitter_ms: 50,
+        ..snapshotting()
+    };
+    let (a, a_tasks) = started(&log, options.clone()).await;
+    let (b, b_tasks) = started(&log, options.clone()).await;
+    let sessions = busy_room(&a, &room, 150).await;
+    sessions.iter().step_by(3).for_each(|_| {});
+    for (index, session) in sessions.iter().enumerate().take(60) {
+        let node = if index % 2 == 0 { &a } else { &b };
+        node.heartbeat(&room, *session).await.unwrap();
+    }
+    until("snapshots", || {
+        a.metrics.snapshots_stored_total.get() + b.metrics.snapshots_stored_total.get() >= 2
+    })
+    .await;
+    a.write(&room, Command::Tick).await.unwrap();
+    let head = log.head().await.unwrap();
+    until("both nodes to apply everything", || {
+        a.progress().applied.covers(&head) && b.progress().applied.covers(&head)
+    })
+    .await;
+    let (late, late_tasks) = started(&log, options).await;
+    until("the late node to apply everything", || {
+        late.progress().applied.covers(&head)
+    })
+    .await;
+    let digest = a.room_digest(&room);
+    assert_eq!(b.room_digest(&room), digest);
+    assert_eq!(late.room_digest(&room), digest);
+    assert_eq!(views(&late, &room, &sessions), views(&a, &room, &sessions));
+    drop((a_tasks, b_tasks, late_tasks));
+}
+
+/// A room forgotten where rooms share a shard leaves a tombstone; a node started later skips the
+/// forgotten room's old entries (never resurrecting it) and builds the room created again under
+/// the same id from its new records only, like a node that saw everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_room_stays_forgotten_after_a_restart() {
+    let log = Arc::new(MemoryLog::new());
+    let room = RoomId::new("reborn").unwrap();
+    let other = RoomId::new("other").unwrap();
+    // Ticking fast, so the closed room's clock reaches the end of its retention.
+    let ticking = NodeOptions {
+        tick_interval_ms: 20,
+        closed_room_tick_interval_ms: 20,
+        ..snapshotting()
+    };
+    let (first, mut tasks) = started(&log, ticking).await;
+    busy_room(&first, &room, 30).await;
+    first.write(&room, Command::CloseRoom).await.unwrap();
+    log.skip_time_ms(waitroom_core::limits::SESSION_RETENTION_MS + 1_000);
+    until("the closed room to be forgotten", || {
+        first.room(&room).is_none()
+    })
+    .await;
+    until("its tombstone", || {
+        futures::executor::block_on(log.load_snapshot("reborn"))
+            .unwrap()
+            .is_some_and(|snapshot| snapshot.is_tombstone())
+    })
+    .await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+
+    // Restarted: the tombstone keeps the old room's entries from being applied; the room is
+    // created again, and another room trims the shard past some of the old entries.
+    let (second, mut tasks) = started(&log, snapshotting()).await;
+    assert!(second.room(&room).is_none(), "a forgotten room came back");
+    let sessions = busy_room(&second, &room, 20).await;
+    busy_room(&second, &other, 100).await;
+    second.write(&room, Command::Tick).await.unwrap();
+    let head = log.head().await.unwrap();
+    until("the node to apply everything", || {
+        second.progress().applied.covers(&head)
+    })
+    .await;
+    let expected = (second.room_digest(&room), views(&second, &room, &sessions));
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+
+    let (third, _tasks) = started(&log, snapshotting()).await;
+    assert_eq!(
+        (third.room_digest(&room), views(&third, &room, &sessions)),
+        expected
+    );
+}
+
+/// A closed room is ticked until its retention has passed, then dropped from the node; a room
+/// created again under the same id starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_room_is_forgotten_after_its_retention() {
+    let log = Arc::new(MemoryLog::new());
+    let mut tasks = JoinSet::new();
+    let options = NodeOptions {
+        closed_room_tick_interval_ms: 50,
+        ..NodeOptions::default()
+    };
+    let node = Node::start(log.clone(), options, &mut tasks);
+    node.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let room = RoomId::new("closing").unwrap();
+    node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(1)))
+        .await
+        .unwrap();
+    let session = crate::ids::PublicSessionId::generate(&room).session;
+    node.write(
+        &room,
+        Command::Join {
+            session,
+            idempotency_key: None,
+        },
+    )
+    .await
+    .unwrap();
+    node.write(&room, Command::CloseRoom).await.unwrap();
+    node.write(&room, Command::Tick).await.unwrap();
+    assert!(
+        node.room(&room).is_some(),
+        "remembered during the retention"
+    );
+
+    // The ticker's next tick of the closed room is stamped after the retention.
+    log.skip_time_ms(waitroom_core::limits::SESSION_RETENTION_MS + 1_000);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while node.room(&room).is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never forgotten");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        node.find_session(&crate::ids::PublicSessionId::new(&room, session))
+            .is_none()
+    );
+
+    node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(2)))
+        .await
+        .unwrap();
+    let cell = node.room(&room).expect("created again");
+    assert_eq!(cell.state.read().stats().active_count, 0);
+    tasks.abort_all();
+}
+
+/// A log that counts the head reads it answers (and otherwise is a memory log).
+struct CountingLog {
+    inner: MemoryLog,
+    heads: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Log for CountingLog {
+    async fn append(&self, batch: Vec<waitroom_log::Append>) -> Result<(), waitroom_log::LogError> {
+        self.inner.append(batch).await
+    }
+    async fn subscribe(
+        &self,
+        from: waitroom_log::Checkpoint,
+    ) -> Result<
+        futures::stream::BoxStream<'static, Result<waitroom_log::Event, waitroom_log::LogError>>,
+        waitroom_log::LogError,
+    > {
+        self.inner.subscribe(from).await
+    }
+    async fn head(&self) -> Result<waitroom_log::Checkpoint, waitroom_log::LogError> {
+        self.heads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.head().await
+    }
+    async fn forget_room(
+        &self,
+        room: &str,
+        last: waitroom_log::Position,
+    ) -> Result<bool, waitroom_log::LogError> {
+        self.inner.forget_room(room, last).await
+    }
+    async fn store_snapshot(
+        &self,
+        snapshot: waitroom_log::Snapshot,
+    ) -> Result<bool, waitroom_log::LogError> {
+        self.inner.store_snapshot(snapshot).await
+    }
+    async fn load_snapshot(
+        &self,
+        room: &str,
+    ) -> Result<Option<waitroom_log::Snapshot>, waitroom_log::LogError> {
+        self.inner.load_snapshot(room).await
+    }
+    async fn snapshot_info(
+        &self,
+        room: &str,
+    ) -> Result<Option<waitroom_log::SnapshotInfo>, waitroom_log::LogError> {
+        self.inner.snapshot_info(room).await
+    }
+    async fn list_snapshots(
+        &self,
+    ) -> Result<Vec<waitroom_log::SnapshotInfo>, waitroom_log::LogError> {
+        self.inner.list_snapshots().await
+    }
+    async fn trim(
+        &self,
+        shard: &ShardId,
+        through: waitroom_log::Position,
+    ) -> Result<(), waitroom_log::LogError> {
+        self.inner.trim(shard, through).await
+    }
+    async fn trimmed(&self) -> Result<waitroom_log::Checkpoint, waitroom_log::LogError> {
+        self.inner.trimmed().await
+    }
+    fn describe(&self) -> String {
+        "counting memory log".to_owned()
+    }
+}
+
+/// A flood of reads of ids nobody issued costs the backend a handful of head reads, not one
+/// each: every read waits for a head read sent after it arrived, and they share them. A session
+/// appended to the log behind the node's back is still found by a read that arrives after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_unknown_ids_share_head_reads() {
+    let inner = MemoryLog::new();
+    let log = Arc::new(CountingLog {
+        inner: inner.clone(),
+        heads: Default::default(),
+    });
+    let mut tasks = JoinSet::new();
+    let node = Node::start(log.clone(), NodeOptions::default(), &mut tasks);
+    node.wait_ready(WAIT).await.unwrap();
+    let room = RoomId::new("flooded").unwrap();
+    node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(1)))
+        .await
+        .unwrap();
+    const READS: usize = 2_000;
+    let reads = (0..READS).map(|_| {
+        let id = PublicSessionId::generate(&room);
+        let node = node.clone();
+        async move { node.find_session_caught_up(&id).await }
+    });
+    let answers = futures::future::join_all(reads).await;
+    assert!(answers.iter().all(|answer| matches!(answer, Ok(None))));
+    let heads = log.heads.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        heads <= 20,
+        "{READS} reads of unknown ids made {heads} head reads"
+    );
+    assert_eq!(node.metrics.log_head_reads_total.get(), heads);
+
+    // Shared, but never stale: a session another node just appended is found.
+    let session = PublicSessionId::generate(&room);
+    let join = waitroom_core::Record::new(
+        crate::ids::new_record_id(),
+        room.clone(),
+        Command::Join {
+            session: session.session,
+            idempotency_key: None,
+        },
+    );
+    inner
+        .append(vec![waitroom_log::Append {
+            room: Arc::from(room.as_str()),
+            payload: join.encode().into(),
+        }])
+        .await
+        .unwrap();
+    let found = node.find_session_caught_up(&session).await.unwrap();
+    assert!(
+        found.is_some(),
+        "a session appended before the read is found"
+    );
+    tasks.abort_all();
+}
