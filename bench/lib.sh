@@ -66,7 +66,7 @@ bench_build() {
 
 # bench_build_servers: the test kit's server launcher (`waitroom-servers`), unless NO_BUILD is set.
 bench_build_servers() {
-  [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p waitroom-log --all-features --bin waitroom-servers
+  [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet -p waitroom-log --features testkit,redis --bin waitroom-servers
 }
 
 # bench_server_stop PID: stops a server started with the test kit's launcher.

@@ -13,11 +13,14 @@
 #    each: a node started fresh (file: after a clean stop; Redis: a new node), the same node
 #    killed with SIGKILL and started again, and a node started with --snapshots off (it replays
 #    all RECORDS + TAIL_RECORDS). Time to ready = from the process start to /readyz 200. Medians.
-# 2. onsale: `waitroom load` drives ONSALE_USERS users arriving over ONSALE_SECONDS (1 800) at one
-#    node (file) and at three nodes (Redis, split by the load tool's URL round robin is not
-#    supported: one node takes the load, two more apply the log), default snapshot settings,
-#    trimming on. Every 10 s: the data dir's size (segments, snapshots), the Redis stream's length
-#    and memory, the log bytes applied; the maximum is the figure.
+# 2. onsale: `waitroom load` drives ONSALE_USERS (40 000) users arriving over three quarters of
+#    ONSALE_SECONDS (1 800), capacity 200, holds of 5–20 s, polls every 10 s and heartbeats every
+#    10 s, at one node on the file log, then at one of three nodes on one Redis (AOF always; the
+#    other two apply the log and tick, as a fleet does). Default snapshot settings, trimming on.
+#    Every 10 s: the room's line, the log bytes applied so far (what an untrimmed log would hold),
+#    the snapshots stored and trims made; for the file log the segments' and snapshots' bytes on
+#    disk, for Redis the stream's length and memory and Redis's used memory. The maxima are the
+#    figures; the samples are kept in onsale-<backend>.csv.
 #
 # Needs redis-server, python3 and curl. Everything listens on 127.0.0.1; every process started
 # here is stopped by PID on exit.
@@ -32,6 +35,11 @@ REPEAT="${REPEAT:-3}"
 ONSALE_SECONDS="${ONSALE_SECONDS:-1800}"
 ONSALE_USERS="${ONSALE_USERS:-40000}"
 BACKENDS="${BACKENDS:-file redis}"
+out="${OUT:-bench/results/$(date -u +%Y-%m-%d)/snapshots}"
+mkdir -p "$out"
+# Everything printed also goes to the results (no subshell: the exit trap must see every PID).
+# RUN_NAME names the file when parts run side by side (e.g. RUN_NAME=onsale-file).
+exec > >(tee -a "$out/run${RUN_NAME:+-$RUN_NAME}.txt") 2>&1
 source bench/lib.sh
 bench_build --bin waitroom --example fill_log
 bench_build_servers
@@ -121,6 +129,76 @@ PY
     bench_server_stop "$REDIS_PID"
   fi
   rm -rf "$scratch/file-node"
+}
+
+part_onsale() { # backend
+  local backend="$1" node_urls=() pids=() data load_pid
+  echo
+  echo "== onsale, $backend: $ONSALE_USERS users over $ONSALE_SECONDS s"
+  case "$backend" in
+    file)
+      node_start onsale-file "file:"
+      data="$scratch/onsale-file/log"
+      node_ready_seconds >/dev/null
+      node_urls+=("http://127.0.0.1:$NODE_PORT"); pids+=("$NODE_PID") ;;
+    redis)
+      bench_redis "$scratch/onsale-redis" always
+      for i in 0 1 2; do
+        node_start "onsale-redis-$i" "$REDIS_URL?node=onsale-$i"
+        node_ready_seconds >/dev/null
+        node_urls+=("http://127.0.0.1:$NODE_PORT"); pids+=("$NODE_PID")
+      done ;;
+  esac
+  local url="${node_urls[0]}"
+  WAITROOM_ADMIN_TOKEN="$admin" "$BENCH_BIN/waitroom" load --url "$url" --room onsale \
+    --capacity 200 --users "$ONSALE_USERS" --arrival "ramp:$((ONSALE_SECONDS * 3 / 4))" \
+    --hold-seconds 5..20 --poll-interval-ms 10000 --duration-max-seconds "$ONSALE_SECONDS" \
+    --connections-max 512 --trace-records-max 2000000 --no-progress --out "$out/onsale-$backend-load" \
+    >"$out/onsale-$backend-load.txt" 2>&1 &
+  load_pid=$!
+  bench_pids+=("$load_pid")
+  local csv="$out/onsale-$backend.csv" started; started="$(date +%s)"
+  echo "seconds,waiting,applied_bytes,snapshots,trims,log_bytes,snapshot_bytes,stream_entries,stream_memory_bytes,redis_used_memory_bytes" >"$csv"
+  while kill -0 "$load_pid" 2>/dev/null; do
+    local waiting applied snaps trims log_bytes=0 snap_bytes=0 xlen=0 xmem=0 used=0 metrics
+    metrics="$(curl -sf "$url/metrics" || true)"
+    applied="$(awk '$1 == "waitroom_log_applied_bytes_total" {print $2}' <<<"$metrics")"
+    snaps="$(for u in "${node_urls[@]}"; do curl -sf "$u/metrics" | awk '$1 == "waitroom_snapshots_stored_total" {print $2}'; done | paste -sd+ | bc)"
+    trims="$(for u in "${node_urls[@]}"; do curl -sf "$u/metrics" | awk '$1 == "waitroom_log_trims_total" {print $2}'; done | paste -sd+ | bc)"
+    waiting="$(curl -sf -H "Authorization: Bearer $admin" "$url/api/waiting-room/rooms/onsale" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["waitingCount"])' 2>/dev/null || echo 0)"
+    if [ "$backend" = file ]; then
+      log_bytes="$(find "$data" -maxdepth 1 -name '*.seg' -printf '%s\n' | paste -sd+ | bc)"
+      snap_bytes="$(find "$data/snapshots" -type f -printf '%s\n' | paste -sd+ | bc)"
+    else
+      local port="${REDIS_URL##*:}"
+      xlen="$(redis-cli -p "$port" XLEN 'waitroom:{onsale}:log')"
+      xmem="$(redis-cli -p "$port" MEMORY USAGE 'waitroom:{onsale}:log' SAMPLES 0)"
+      snap_bytes="$(redis-cli -p "$port" HSTRLEN 'waitroom:{onsale}:snapshot' data)"
+      used="$(redis-cli -p "$port" INFO memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')"
+    fi
+    echo "$(( $(date +%s) - started )),$waiting,${applied:-0},${snaps:-0},${trims:-0},$log_bytes,${snap_bytes:-0},${xlen:-0},${xmem:-0},${used:-0}" >>"$csv"
+    sleep 10
+  done
+  wait "$load_pid" || true
+  for pid in "${pids[@]}"; do bench_stop "$pid"; done
+  [ "$backend" = redis ] && bench_server_stop "$REDIS_PID"
+  python3 - "$csv" "$backend" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+backend = sys.argv[2]
+last = rows[-1]
+seconds = max(int(last["seconds"]), 1)
+per_hour = int(last["applied_bytes"]) * 3600 / seconds
+mx = lambda key: max(int(float(r[key] or 0)) for r in rows)
+print(f"{backend}: {seconds} s, {len(rows)} samples, line up to {mx('waiting')} waiting; "
+      f"{last['snapshots']} snapshots, {last['trims']} trims")
+print(f"{backend}: log bytes appended: {int(last['applied_bytes'])} = {per_hour / 1e6:.1f} MB per hour untrimmed")
+if backend == "file":
+    print(f"{backend}: most on disk: segments {mx('log_bytes') / 1e6:.1f} MB, snapshots {mx('snapshot_bytes') / 1e6:.2f} MB")
+else:
+    print(f"{backend}: most in Redis: stream {mx('stream_entries')} entries / {mx('stream_memory_bytes') / 1e6:.1f} MB, "
+          f"snapshot {mx('snapshot_bytes') / 1e6:.2f} MB, Redis used memory {mx('redis_used_memory_bytes') / 1e6:.1f} MB")
+PY
 }
 
 for part in $PARTS; do

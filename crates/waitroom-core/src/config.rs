@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digester;
 use crate::limits::*;
 
 /// A room's configuration. Field meanings and ranges are those of shared/API.md; times are
@@ -47,6 +48,29 @@ impl RoomConfig {
             paused: false,
             target_url: None,
         }
+    }
+
+    /// A digest of every setting, the same on every platform and build: a node compares it with
+    /// the one a room remembers to tell whether a rooms-file entry changed since it was applied
+    /// (`Command::ConfigureRoomFromFile`). Pinned in a test: a change would make every node apply
+    /// every file entry once more, over changes made through the API.
+    pub fn digest(&self) -> [u8; 16] {
+        let mut d = Digester::default();
+        d.bytes(b"waitroom room configuration")
+            .u64(self.capacity.into())
+            .option_u64(self.admit_per_minute.map(u64::from))
+            .u64(self.active_idle_timeout_seconds.into())
+            .u64(self.max_active_seconds.into())
+            .u64(self.waiting_idle_timeout_seconds.into())
+            .u64(self.heartbeat_interval_seconds.into())
+            .option_u64(self.opens_at_ms)
+            .option_u64(self.max_waiting.map(u64::from))
+            .u64(self.paused.into());
+        match &self.target_url {
+            Some(url) => d.u64(1).bytes(url.as_bytes()),
+            None => d.u64(0),
+        };
+        d.finish()
     }
 
     /// Checks every range of the contract. Nothing is applied unless this passes.
@@ -164,6 +188,72 @@ impl std::error::Error for ConfigError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every setting changes the digest, and the digest is pinned (see `RoomConfig::digest`).
+    #[test]
+    fn digest_covers_every_setting_and_is_pinned() {
+        let base = RoomConfig {
+            target_url: Some("https://tickets.example.com/select".into()),
+            ..RoomConfig::with_capacity(200)
+        };
+        let changed = [
+            RoomConfig {
+                capacity: 201,
+                ..base.clone()
+            },
+            RoomConfig {
+                admit_per_minute: Some(60),
+                ..base.clone()
+            },
+            RoomConfig {
+                active_idle_timeout_seconds: 61,
+                ..base.clone()
+            },
+            RoomConfig {
+                max_active_seconds: 601,
+                ..base.clone()
+            },
+            RoomConfig {
+                waiting_idle_timeout_seconds: 121,
+                ..base.clone()
+            },
+            RoomConfig {
+                heartbeat_interval_seconds: 11,
+                ..base.clone()
+            },
+            RoomConfig {
+                opens_at_ms: Some(1_800_000_000_000),
+                ..base.clone()
+            },
+            RoomConfig {
+                max_waiting: Some(1_000),
+                ..base.clone()
+            },
+            RoomConfig {
+                paused: true,
+                ..base.clone()
+            },
+            RoomConfig {
+                target_url: None,
+                ..base.clone()
+            },
+            RoomConfig {
+                target_url: Some("https://tickets.example.com/other".into()),
+                ..base.clone()
+            },
+        ];
+        let mut digests: Vec<[u8; 16]> = changed.iter().map(RoomConfig::digest).collect();
+        digests.push(base.digest());
+        digests.sort_unstable();
+        digests.dedup();
+        assert_eq!(digests.len(), changed.len() + 1, "two settings collide");
+        assert_eq!(base.digest(), base.clone().digest());
+        assert_eq!(base.digest(), PINNED_DIGEST);
+    }
+
+    const PINNED_DIGEST: [u8; 16] = [
+        142, 9, 123, 191, 9, 24, 29, 186, 215, 236, 155, 58, 254, 199, 59, 11,
+    ];
 
     #[test]
     fn defaults_are_valid() {

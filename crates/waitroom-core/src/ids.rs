@@ -97,6 +97,12 @@ impl RoomId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The empty id, which no room has: the id of a `SnapshotSpare`, which holds no room. It
+    /// never leaves the crate.
+    pub(crate) fn none() -> Self {
+        Self(String::new())
+    }
 }
 
 impl TryFrom<String> for RoomId {

@@ -13,6 +13,8 @@
 //! - `snapshot`: a room's whole state as versioned, checksummed bytes
 //!   ([`Room::encode_snapshot`], [`Room::restore_snapshot`]), so a node need not replay a
 //!   room's whole log.
+//! - `spare`: copying a room to snapshot it without stalling it ([`SnapshotSpare`], prepared
+//!   outside the room's lock from [`Room::sizes`], gives a [`SnapshotCopy`] to encode).
 //! - `view`: [`SessionView`], [`RoomStats`], [`Outcome`].
 //! - `line`: the waiting line with O(log n) positions (a Fenwick tree).
 //! - `rate`: the admission token bucket and the rate windows behind ETAs.
@@ -28,6 +30,7 @@ mod rate;
 mod record;
 mod room;
 mod snapshot;
+mod spare;
 mod view;
 
 pub use config::{ConfigError, RoomConfig};
@@ -36,4 +39,7 @@ pub use ids::{IdError, IdempotencyKey, RecordId, RoomId, SessionId};
 pub use record::{Command, DecodeError, FORMAT_VERSION, LeaveReason, MAGIC, Record};
 pub use room::Room;
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, SnapshotError};
+pub use spare::{
+    RoomSizes, SPARE_HEADROOM_ENTRIES_MIN, SPARE_HEADROOM_PER_MILLE, SnapshotCopy, SnapshotSpare,
+};
 pub use view::{ExpiredReason, ExpiredTotals, Outcome, Rejection, RoomStats, SessionView, Status};

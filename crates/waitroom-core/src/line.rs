@@ -19,10 +19,24 @@ const TOMBSTONE: u32 = u32::MAX;
 const REBASE_DEAD_WORDS_MIN: usize = 64;
 
 /// A Fenwick tree of counts that can grow at the end.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Fenwick {
     /// `tree[i - 1]` holds the sum of values in `(i - lowbit(i), i]` (1-based `i`).
     tree: Vec<u32>,
+}
+
+/// Written out so that `clone_from` reuses the target's buffer (a derived one allocates anew):
+/// a node copies rooms into a spare prepared beforehand (see `crate::spare`).
+impl Clone for Fenwick {
+    fn clone(&self) -> Self {
+        Self {
+            tree: self.tree.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.tree.clone_from(&source.tree);
+    }
 }
 
 fn lowbit(i: usize) -> usize {
@@ -91,7 +105,7 @@ impl Fenwick {
 }
 
 /// Waiting sessions (by slot number) in admission order.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Line {
     /// Slot of the session with sequence number `head_seq + i`, or `TOMBSTONE`. Invariant: the
     /// front entry, if any, is live.
@@ -104,6 +118,46 @@ pub(crate) struct Line {
     counts: Fenwick,
     base_seq: u64,
     live: u32,
+}
+
+/// Written out so that `clone_from` copies into the target's buffers (see `Fenwick`'s); the
+/// exhaustive pattern makes a new field a compile error here until it is copied.
+impl Clone for Line {
+    fn clone(&self) -> Self {
+        let Line {
+            entries,
+            head_seq,
+            bits,
+            counts,
+            base_seq,
+            live,
+        } = self;
+        Line {
+            entries: entries.clone(),
+            head_seq: *head_seq,
+            bits: bits.clone(),
+            counts: counts.clone(),
+            base_seq: *base_seq,
+            live: *live,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let Line {
+            entries,
+            head_seq,
+            bits,
+            counts,
+            base_seq,
+            live,
+        } = source;
+        self.entries.clone_from(entries);
+        self.head_seq = *head_seq;
+        self.bits.clone_from(bits);
+        self.counts.clone_from(counts);
+        self.base_seq = *base_seq;
+        self.live = *live;
+    }
 }
 
 impl Line {
@@ -197,15 +251,71 @@ impl Line {
             + self.bits.capacity() * size_of::<u64>()
             + self.counts.heap_bytes()
     }
+
+    /// Lengths of the buffers a copy of this line fills: entries, and bitmap words (the Fenwick
+    /// tree has one count per word).
+    pub(crate) fn buffer_lens(&self) -> (usize, usize) {
+        (self.entries.len(), self.bits.len())
+    }
+
+    /// Empties the line and gives its buffers room for `entries` entries and `words` bitmap
+    /// words, with every page of them written (see `crate::spare`).
+    pub(crate) fn prepare_buffers(&mut self, entries: usize, words: usize) {
+        *self = Line {
+            entries: std::mem::take(&mut self.entries),
+            bits: std::mem::take(&mut self.bits),
+            counts: Fenwick {
+                tree: std::mem::take(&mut self.counts.tree),
+            },
+            ..Line::default()
+        };
+        crate::spare::prepare_deque(&mut self.entries, entries, TOMBSTONE);
+        crate::spare::prepare_vec(&mut self.bits, words, 0);
+        crate::spare::prepare_vec(&mut self.counts.tree, words, 0);
+    }
+
+    /// `clone_from(source)` would fit in this line's buffers without allocating.
+    pub(crate) fn holds_copy_of(&self, source: &Line) -> bool {
+        self.entries.capacity() >= source.entries.len()
+            && self.bits.capacity() >= source.bits.len()
+            && self.counts.tree.capacity() >= source.counts.tree.len()
+    }
 }
 
 /// The pre-queue: sessions that joined before the room opened, in join order (a place for each
 /// is drawn at opening). Removal leaves a tombstone; the front is always live.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Prequeue {
     entries: VecDeque<u32>,
     head_index: u64,
     live: u32,
+}
+
+/// Written out so that `clone_from` copies into the target's buffer (see `Line`'s).
+impl Clone for Prequeue {
+    fn clone(&self) -> Self {
+        let Prequeue {
+            entries,
+            head_index,
+            live,
+        } = self;
+        Prequeue {
+            entries: entries.clone(),
+            head_index: *head_index,
+            live: *live,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let Prequeue {
+            entries,
+            head_index,
+            live,
+        } = source;
+        self.entries.clone_from(entries);
+        self.head_index = *head_index;
+        self.live = *live;
+    }
 }
 
 impl Prequeue {
@@ -255,6 +365,25 @@ impl Prequeue {
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.entries.capacity() * size_of::<u32>()
+    }
+
+    /// Length of the buffer a copy of this pre-queue fills.
+    pub(crate) fn buffer_len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Empties the pre-queue and gives its buffer room for `entries`, every page written.
+    pub(crate) fn prepare_buffer(&mut self, entries: usize) {
+        *self = Prequeue {
+            entries: std::mem::take(&mut self.entries),
+            ..Prequeue::default()
+        };
+        crate::spare::prepare_deque(&mut self.entries, entries, TOMBSTONE);
+    }
+
+    /// `clone_from(source)` would fit in this pre-queue's buffer without allocating.
+    pub(crate) fn holds_copy_of(&self, source: &Prequeue) -> bool {
+        self.entries.capacity() >= source.entries.len()
     }
 }
 

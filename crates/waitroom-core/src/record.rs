@@ -53,6 +53,14 @@ pub enum Command {
     Evict { session: SessionId },
     /// Carries time forward: expiry, the rate limit's refill and the pre-queue draw happen.
     Tick,
+    /// A rooms-file entry (`waitroom serve --config`): configures the room like `ConfigureRoom`
+    /// and remembers `file_entry_digest` (`RoomConfig::digest` of the entry); does nothing if
+    /// that digest is the one last applied to the room, so changes made since through the API
+    /// stand (see `Room`).
+    ConfigureRoomFromFile {
+        config: RoomConfig,
+        file_entry_digest: [u8; 16],
+    },
 }
 
 impl Command {
@@ -66,6 +74,7 @@ impl Command {
             Command::Leave { .. } => "leave",
             Command::Evict { .. } => "evict",
             Command::Tick => "tick",
+            Command::ConfigureRoomFromFile { .. } => "configure_room_from_file",
         }
     }
 }
@@ -206,6 +215,10 @@ mod tests {
                 session: SessionId::from_u128(2),
             },
             Command::Tick,
+            Command::ConfigureRoomFromFile {
+                config: RoomConfig::with_capacity(3),
+                file_entry_digest: [9; 16],
+            },
         ]
         .into_iter()
         .enumerate()
@@ -236,6 +249,29 @@ mod tests {
         expected.extend([1, b'r', 4, 2]);
         expected.extend([0; 15]);
         expected.push(1);
+        assert_eq!(record.encode(), expected);
+        assert_eq!(Record::decode(&expected), Ok(record));
+    }
+
+    /// Pins the appended command's bytes: its tag follows every earlier command's, so records
+    /// written before it existed read as they did.
+    #[test]
+    fn configure_from_file_is_stable() {
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::ConfigureRoomFromFile {
+                config: RoomConfig::with_capacity(5),
+                file_entry_digest: [7; 16],
+            },
+        );
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 7]); // room "r"; command tag 7
+        // capacity, no rate, timeouts 60 / 600 / 120, heartbeat 10, no opensAt or maxWaiting,
+        // not paused, no target URL
+        expected.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        expected.extend([7; 16]);
         assert_eq!(record.encode(), expected);
         assert_eq!(Record::decode(&expected), Ok(record));
     }
@@ -313,7 +349,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_records_never_panic(index in 0usize..8, at in 0usize..2000, byte in proptest::num::u8::ANY) {
+        fn mutated_records_never_panic(index in 0usize..9, at in 0usize..2000, byte in proptest::num::u8::ANY) {
             let mut bytes = samples()[index].encode();
             let at = at % bytes.len();
             bytes[at] = byte;

@@ -17,6 +17,10 @@
 //!   heartbeat records, and every rejected record, are remembered by id for
 //!   `RECORD_DEDUP_WINDOW_MS`; accepted leaves and evictions and all ticks are idempotent by
 //!   nature (a second leave finds the session ended; a stale tick finds nothing due).
+//! - **Rooms files**: `ConfigureRoomFromFile` configures the room like `ConfigureRoom` and
+//!   remembers the file entry's digest; a later one with the digest last applied changes nothing
+//!   (`Duplicate`), whatever other commands changed in between. The digest survives other
+//!   configurations and closes, and is part of the state (digest, snapshots).
 //! - **Memory**: ended sessions are forgotten `SESSION_RETENTION_MS` after they end; a room holds
 //!   at most `SESSIONS_PER_ROOM_MAX` sessions in all states.
 //!
@@ -158,6 +162,53 @@ impl List {
     }
 }
 
+/// Idempotency keys in slot order: a room's own map, or the flat copy of a `SnapshotCopy`
+/// (`(slot, key length)` pairs and the keys' text, concatenated).
+#[derive(Clone, Debug)]
+pub(crate) enum KeysBySlot<'a> {
+    Map(std::collections::btree_map::Iter<'a, u32, IdempotencyKey>),
+    Flat {
+        slots: std::slice::Iter<'a, (u32, u8)>,
+        text: &'a str,
+    },
+}
+
+impl<'a> Iterator for KeysBySlot<'a> {
+    type Item = (u32, &'a str);
+
+    fn next(&mut self) -> Option<(u32, &'a str)> {
+        match self {
+            KeysBySlot::Map(map) => map.next().map(|(&slot, key)| (slot, key.as_str())),
+            KeysBySlot::Flat { slots, text } => {
+                let &(slot, len) = slots.next()?;
+                // Keys are ASCII, so any byte offset is a character boundary; `get` keeps a
+                // broken copy from panicking (it would end the keys early, and the digest then
+                // refuses the snapshot).
+                let key = text.get(..usize::from(len))?;
+                *text = &text[key.len()..];
+                Some((slot, key))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            KeysBySlot::Map(map) => map.size_hint(),
+            KeysBySlot::Flat { slots, .. } => (0, Some(slots.len())),
+        }
+    }
+}
+
+impl KeysBySlot<'_> {
+    /// How many keys (for a copy, as copied).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            KeysBySlot::Map(map) => map.len(),
+            KeysBySlot::Flat { slots, .. } => slots.len(),
+        }
+    }
+}
+
 /// Ids of recent non-idempotent records.
 #[derive(Debug, Default)]
 pub(crate) struct RecentRecords {
@@ -205,12 +256,13 @@ impl RecentRecords {
 
 /// One room's state machine. See the module documentation for the rules.
 ///
-/// # Cloning
-/// A node snapshots a room by cloning it under a read lock and encoding the clone elsewhere, so
-/// the clone's time stalls the room. It is a copy of the slab and the index (about 100 MB at a
-/// million waiting), bound by the kernel mapping fresh pages rather than by the copy itself:
-/// `Clone::clone_from` into a spare room kept for the purpose reuses the spare's memory and
-/// is about four times faster (see the crate README).
+/// # Copying
+/// A node snapshots a room by copying it under a read lock and encoding the copy elsewhere, so
+/// the copy's time stalls the room. It does not clone the room: it copies the parts a snapshot
+/// reads into a [`SnapshotSpare`](crate::SnapshotSpare) prepared outside the lock (see
+/// `crate::spare`). `Clone::clone_from` into a room of the same size also reuses the target's
+/// memory (about four times faster than `clone`, which is bound by the kernel mapping fresh
+/// pages), but a room that grew since needs fresh memory again.
 #[derive(Debug)]
 pub struct Room {
     pub(crate) id: RoomId,
@@ -235,6 +287,9 @@ pub struct Room {
     /// Client-chosen strings: a B-tree, so no crafted keys can degrade it (unlike a fixed hash).
     pub(crate) keys: BTreeMap<IdempotencyKey, u32>,
     pub(crate) key_of_slot: BTreeMap<u32, IdempotencyKey>,
+    /// The keys' total length: what a `SnapshotSpare` reserves to copy them flat. Derived from
+    /// the keys (which the digest covers), so not in the digest or the snapshot.
+    pub(crate) key_text_bytes: usize,
     pub(crate) recent_records: RecentRecords,
 
     pub(crate) bucket: Option<TokenBucket>,
@@ -242,6 +297,9 @@ pub struct Room {
     pub(crate) freed_slots: RateWindow,
     pub(crate) admitted_total: u64,
     pub(crate) expired_total: ExpiredTotals,
+    /// The digest of the rooms-file entry last applied (`ConfigureRoomFromFile`); kept through
+    /// API changes and closes, so a node restarted with the same file changes nothing.
+    pub(crate) file_entry_digest: Option<[u8; 16]>,
 }
 
 /// Written out rather than derived so that `clone_from` copies each table into the target's
@@ -268,12 +326,14 @@ impl Clone for Room {
             active_count,
             keys,
             key_of_slot,
+            key_text_bytes,
             recent_records,
             bucket,
             admissions,
             freed_slots,
             admitted_total,
             expired_total,
+            file_entry_digest,
         } = self;
         Room {
             id: id.clone(),
@@ -293,12 +353,14 @@ impl Clone for Room {
             active_count: *active_count,
             keys: keys.clone(),
             key_of_slot: key_of_slot.clone(),
+            key_text_bytes: *key_text_bytes,
             recent_records: recent_records.clone(),
             bucket: bucket.clone(),
             admissions: admissions.clone(),
             freed_slots: freed_slots.clone(),
             admitted_total: *admitted_total,
             expired_total: *expired_total,
+            file_entry_digest: *file_entry_digest,
         }
     }
 
@@ -321,12 +383,14 @@ impl Clone for Room {
             active_count,
             keys,
             key_of_slot,
+            key_text_bytes,
             recent_records,
             bucket,
             admissions,
             freed_slots,
             admitted_total,
             expired_total,
+            file_entry_digest,
         } = source;
         self.id.clone_from(id);
         self.now_ms = *now_ms;
@@ -345,12 +409,14 @@ impl Clone for Room {
         self.active_count = *active_count;
         self.keys.clone_from(keys);
         self.key_of_slot.clone_from(key_of_slot);
+        self.key_text_bytes = *key_text_bytes;
         self.recent_records.clone_from(recent_records);
         self.bucket.clone_from(bucket);
         self.admissions.clone_from(admissions);
         self.freed_slots.clone_from(freed_slots);
         self.admitted_total = *admitted_total;
         self.expired_total = *expired_total;
+        self.file_entry_digest = *file_entry_digest;
     }
 }
 
@@ -375,12 +441,14 @@ impl Room {
             active_count: 0,
             keys: BTreeMap::new(),
             key_of_slot: BTreeMap::new(),
+            key_text_bytes: 0,
             recent_records: RecentRecords::default(),
             bucket: None,
             admissions: RateWindow::default(),
             freed_slots: RateWindow::default(),
             admitted_total: 0,
             expired_total: ExpiredTotals::default(),
+            file_entry_digest: None,
         }
     }
 
@@ -408,6 +476,12 @@ impl Room {
         &self.config
     }
 
+    /// The digest of the rooms-file entry last applied to this room (`ConfigureRoomFromFile`),
+    /// whatever was changed since through other commands.
+    pub fn file_entry_digest(&self) -> Option<[u8; 16]> {
+        self.file_entry_digest
+    }
+
     /// The remembered session an idempotency key created, if any.
     pub fn session_for_idempotency_key(&self, key: &IdempotencyKey) -> Option<SessionId> {
         self.keys.get(key).map(|&i| self.slots[i as usize].id)
@@ -418,7 +492,9 @@ impl Room {
         self.waiting_idle.len + self.active_idle.len > 0
     }
 
-    /// Nothing is left to remember: not configured, no session, no recent record.
+    /// Nothing is left to remember: not configured, no session, no recent record. The digest of
+    /// a rooms-file entry alone does not keep a room (a node then forgets a closed room as
+    /// before; a node started later with the entry still in its file creates the room again).
     pub fn is_vacant(&self) -> bool {
         !self.exists && self.index.is_empty() && self.recent_records.order.is_empty()
     }
@@ -434,6 +510,10 @@ impl Room {
         }
         let outcome = match &record.command {
             Command::ConfigureRoom(config) => self.configure(config),
+            Command::ConfigureRoomFromFile {
+                config,
+                file_entry_digest,
+            } => self.configure_from_file(config, *file_entry_digest),
             Command::CloseRoom => self.close(),
             Command::Join {
                 session,
@@ -447,10 +527,14 @@ impl Room {
         // Records that would act differently if delivered again are remembered: configure,
         // close and heartbeat always, and any rejected record (a join refused while the room was
         // full must stay refused). Accepted joins, leaves and evictions need no memory: their
-        // session already exists or has ended.
+        // session already exists or has ended. A file entry's configuration is remembered too:
+        // redelivered after a newer entry was applied, it would otherwise apply again.
         let remembered = matches!(
             record.command,
-            Command::ConfigureRoom(_) | Command::CloseRoom | Command::Heartbeat { .. }
+            Command::ConfigureRoom(_)
+                | Command::ConfigureRoomFromFile { .. }
+                | Command::CloseRoom
+                | Command::Heartbeat { .. }
         );
         if remembered || matches!(outcome, Outcome::Rejected(_)) {
             self.recent_records.insert(record.id, self.now_ms);
@@ -536,6 +620,7 @@ impl Room {
                 && let Some(key) = self.key_of_slot.remove(&i)
             {
                 self.keys.remove(&key);
+                self.key_text_bytes -= key.as_str().len();
             }
             self.slots[i as usize] = Slot {
                 next: self.free_head,
@@ -635,6 +720,21 @@ impl Room {
         Outcome::Configured { created }
     }
 
+    /// A rooms-file entry: applied like `ConfigureRoom` unless this entry (by digest) is the one
+    /// last applied, whatever changed since (an operator's pause through the API stands). So
+    /// several nodes that start with the same file and each append the entry change the room
+    /// once, even with other commands in between.
+    fn configure_from_file(&mut self, config: &RoomConfig, digest: [u8; 16]) -> Outcome {
+        if self.file_entry_digest == Some(digest) {
+            return Outcome::Duplicate;
+        }
+        let outcome = self.configure(config);
+        if matches!(outcome, Outcome::Configured { .. }) {
+            self.file_entry_digest = Some(digest);
+        }
+        outcome
+    }
+
     fn close(&mut self) -> Outcome {
         if !self.exists {
             return Outcome::Rejected(Rejection::UnknownRoom);
@@ -650,6 +750,7 @@ impl Room {
         }
         self.keys.clear();
         self.key_of_slot.clear();
+        self.key_text_bytes = 0;
         self.exists = false;
         self.bucket = None;
         Outcome::Closed { ended }
@@ -688,6 +789,7 @@ impl Room {
             self.slots[i as usize].has_key = true;
             self.keys.insert(key.clone(), i);
             self.key_of_slot.insert(i, key.clone());
+            self.key_text_bytes += key.as_str().len();
         }
         Outcome::Joined { session }
     }
@@ -865,7 +967,22 @@ impl Room {
     /// and any difference in sessions, order, counters, configuration, clock, rate state or
     /// remembered ids changes it (up to 128-bit collisions). O(n log n); meant for replica
     /// comparison, not for every request.
+    ///
+    /// Reads neither the session index, nor the active set by admission time, nor the set of
+    /// remembered record ids (nor may `encode_snapshot`): a `SnapshotCopy` leaves them out, and
+    /// holds the idempotency keys flat, in slot order (see `digest_with`).
     pub fn digest(&self) -> [u8; 16] {
+        self.digest_with(self.keys_by_slot())
+    }
+
+    /// The idempotency keys in slot order, with their slots.
+    pub(crate) fn keys_by_slot(&self) -> KeysBySlot<'_> {
+        KeysBySlot::Map(self.key_of_slot.iter())
+    }
+
+    /// `digest`, reading the idempotency keys from `keys` (this room's own, or a flat copy of
+    /// them: nothing else of `keys`/`key_of_slot` is read).
+    pub(crate) fn digest_with(&self, keys: KeysBySlot<'_>) -> [u8; 16] {
         let mut d = Digester::default();
         let c = &self.config;
         d.bytes(self.id.as_str().as_bytes())
@@ -886,6 +1003,10 @@ impl Room {
             .option_u64(c.max_waiting.map(u64::from))
             .u64(u64::from(c.paused));
         d.bytes(c.target_url.as_deref().unwrap_or("\u{0}").as_bytes());
+        match &self.file_entry_digest {
+            Some(digest) => d.u64(1).bytes(digest),
+            None => d.u64(0),
+        };
         d.u64(self.admitted_total).u64(self.active_count.into());
         self.expired_total.0.iter().for_each(|&n| {
             d.u64(n);
@@ -930,10 +1051,10 @@ impl Room {
         for i in self.prequeue.iter() {
             d.bytes(&self.slots[i as usize].id.0);
         }
-        d.u64(6).u64(self.keys.len() as u64);
-        for (key, &i) in &self.keys {
-            d.bytes(key.as_str().as_bytes())
-                .bytes(&self.slots[i as usize].id.0);
+        // In slot order, like the snapshot: slot indices are state (see `crate::snapshot`).
+        d.u64(6).u64(keys.len() as u64);
+        for (i, key) in keys {
+            d.bytes(key.as_bytes()).bytes(&self.slots[i as usize].id.0);
         }
         d.u64(7).u64(self.recent_records.order.len() as u64);
         for (at_ms, id) in &self.recent_records.order {

@@ -22,10 +22,11 @@
 //! 2. the room id: length (u8), bytes;
 //! 3. the clock `now_ms`: varint (every later time is encoded relative to it);
 //! 4. flags (u8): bit 0 the room exists, 1 paused, 2 `admitPerMinute` set, 3 `opensAt` set,
-//!    4 `maxWaiting` set, 5 `targetUrl` set; other bits zero;
+//!    4 `maxWaiting` set, 5 `targetUrl` set, 6 a rooms-file entry was applied; bit 7 zero;
 //! 5. the configuration (current, or last before a close), varints: capacity, [admitPerMinute],
 //!    activeIdleTimeoutSeconds, maxActiveSeconds, waitingIdleTimeoutSeconds,
-//!    heartbeatIntervalSeconds, [opensAt ms], [maxWaiting], [targetUrl: length, bytes];
+//!    heartbeatIntervalSeconds, [opensAt ms], [maxWaiting], [targetUrl: length, bytes]; then
+//!    [the 16-byte digest of the rooms-file entry last applied];
 //! 6. `now - created_at_ms`;
 //! 7. admitted total, then expired totals by reason (timeout, left, completed, evicted,
 //!    closed);
@@ -60,7 +61,7 @@ use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
 use crate::line::{Line, Prequeue};
 use crate::rate::{RateWindow, TokenBucket};
-use crate::room::{List, NEVER, NIL, RecentRecords, Room, Slot, SlotState};
+use crate::room::{KeysBySlot, List, NEVER, NIL, RecentRecords, Room, Slot, SlotState};
 use crate::view::{ExpiredReason, ExpiredTotals};
 
 /// First bytes of every snapshot.
@@ -77,7 +78,8 @@ const FLAG_ADMIT_PER_MINUTE: u8 = 1 << 2;
 const FLAG_OPENS_AT: u8 = 1 << 3;
 const FLAG_MAX_WAITING: u8 = 1 << 4;
 const FLAG_TARGET_URL: u8 = 1 << 5;
-const FLAGS_KNOWN: u8 = (1 << 6) - 1;
+const FLAG_FILE_ENTRY: u8 = 1 << 6;
+const FLAGS_KNOWN: u8 = (1 << 7) - 1;
 
 const TAG_STATE_MASK: u8 = 0b111;
 const TAG_REASON_SHIFT: u32 = 3;
@@ -165,12 +167,18 @@ impl Room {
     /// The room's whole state in the snapshot format (see the `snapshot` module documentation).
     /// O(n) in the sessions plus one `digest()`; about 22 bytes per waiting session.
     pub fn encode_snapshot(&self) -> Vec<u8> {
+        self.encode_snapshot_with(self.keys_by_slot())
+    }
+
+    /// `encode_snapshot`, reading the idempotency keys from `keys` (this room's own, or a
+    /// `SnapshotCopy`'s flat copy: nothing else of `keys`/`key_of_slot` is read).
+    pub(crate) fn encode_snapshot_with(&self, keys: KeysBySlot<'_>) -> Vec<u8> {
         let url_len = self.config.target_url.as_ref().map_or(0, String::len);
         let estimate = 256 + url_len + self.slots.len() * 24 + self.recent_records.order.len() * 20;
         let mut w = Writer(Vec::with_capacity(estimate));
         w.bytes(&SNAPSHOT_MAGIC);
         w.u8(SNAPSHOT_FORMAT_VERSION);
-        w.bytes(&self.digest());
+        w.bytes(&self.digest_with(keys.clone()));
         let id = self.id.as_str().as_bytes();
         w.u8(id.len() as u8);
         w.bytes(id);
@@ -188,7 +196,8 @@ impl Room {
             | flag(c.admit_per_minute.is_some(), FLAG_ADMIT_PER_MINUTE)
             | flag(c.opens_at_ms.is_some(), FLAG_OPENS_AT)
             | flag(c.max_waiting.is_some(), FLAG_MAX_WAITING)
-            | flag(c.target_url.is_some(), FLAG_TARGET_URL));
+            | flag(c.target_url.is_some(), FLAG_TARGET_URL)
+            | flag(self.file_entry_digest.is_some(), FLAG_FILE_ENTRY));
         w.varint(c.capacity.into());
         if let Some(rate) = c.admit_per_minute {
             w.varint(rate.into());
@@ -210,6 +219,9 @@ impl Room {
         if let Some(url) = &c.target_url {
             w.varint(url.len() as u64);
             w.bytes(url.as_bytes());
+        }
+        if let Some(digest) = &self.file_entry_digest {
+            w.bytes(digest);
         }
         w.varint(back(self.created_at_ms));
 
@@ -236,7 +248,7 @@ impl Room {
 
         w.varint(self.slots.len() as u64);
         // Keys are ordered by slot, like the slab: one merge pass finds each slot's key.
-        let mut keys = self.key_of_slot.iter().peekable();
+        let mut keys = keys.peekable();
         for (i, slot) in self.slots.iter().enumerate() {
             let state = match slot.state {
                 SlotState::Free => {
@@ -248,7 +260,7 @@ impl Room {
                 SlotState::Active => 3,
                 SlotState::Ended => 4,
             };
-            let key = keys.next_if(|&(&k, _)| k as usize == i).map(|(_, key)| key);
+            let key = keys.next_if(|&(k, _)| k as usize == i).map(|(_, key)| key);
             let admitted =
                 matches!(slot.state, SlotState::Active | SlotState::Ended) && slot.aux != NEVER;
             w.u8(state
@@ -262,8 +274,8 @@ impl Room {
                 w.varint(slot.seen_ms.saturating_sub(slot.aux));
             }
             if let Some(key) = key {
-                w.u8(key.as_str().len() as u8);
-                w.bytes(key.as_str().as_bytes());
+                w.u8(key.len() as u8);
+                w.bytes(key.as_bytes());
             }
         }
 
@@ -392,6 +404,11 @@ fn decode_v1(r: &mut Reader) -> Result<(Room, [u8; 16])> {
     };
     // Every configuration a room holds passed this when it was applied.
     config.validate().map_err(SnapshotError::InvalidConfig)?;
+    let file_entry_digest = if flags & FLAG_FILE_ENTRY != 0 {
+        Some(r.array()?)
+    } else {
+        None
+    };
     let open = config.opens_at_ms.is_none_or(|at| now >= at);
     let created_at_ms = r.time_back_from(now)?;
 
@@ -517,6 +534,7 @@ fn decode_v1(r: &mut Reader) -> Result<(Room, [u8; 16])> {
     }
     let key_of_slot: BTreeMap<u32, IdempotencyKey> =
         keyed.iter().map(|(key, i)| (*i, key.clone())).collect();
+    let key_text_bytes = keyed.iter().map(|(key, _)| key.as_str().len()).sum();
     keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if keyed.windows(2).any(|pair| pair[0].0 == pair[1].0) {
         return malformed("an idempotency key names two sessions");
@@ -627,12 +645,14 @@ fn decode_v1(r: &mut Reader) -> Result<(Room, [u8; 16])> {
         active_count: counts.active as u32,
         keys,
         key_of_slot,
+        key_text_bytes,
         recent_records,
         bucket,
         admissions,
         freed_slots,
         admitted_total,
         expired_total,
+        file_entry_digest,
     };
     Ok((room, digest))
 }
@@ -833,6 +853,7 @@ impl Bitmap {
 mod tests {
     use super::*;
     use crate::record::{Command, LeaveReason, Record};
+    use crate::spare::{SPARE_HEADROOM_ENTRIES_MIN, SnapshotSpare};
     use proptest::prelude::*;
 
     const T0: u64 = 1_800_000_000_000;
@@ -1033,6 +1054,24 @@ mod tests {
         }
         s.at(T0 + 100 * MINUTE, Command::Tick);
         rooms.push(("everyone timed out and forgotten", s.done()));
+        let mut s = Script::new();
+        let from_file = Command::ConfigureRoomFromFile {
+            config: long_timeouts(2),
+            file_entry_digest: long_timeouts(2).digest(),
+        };
+        s.at(T0, from_file);
+        for n in 0..5 {
+            s.join(T0 + 1, n);
+        }
+        // An operator's pause through the API: the file entry's digest stays.
+        s.configure(
+            T0 + 2,
+            RoomConfig {
+                paused: true,
+                ..long_timeouts(2)
+            },
+        );
+        rooms.push(("from a rooms file, then paused", s.done()));
         rooms
     }
 
@@ -1150,6 +1189,52 @@ mod tests {
         }
     }
 
+    /// A copy through a `SnapshotSpare` encodes to the room's own bytes, whatever the spare
+    /// copied before.
+    #[test]
+    fn spare_copies_encode_like_their_rooms() {
+        let rooms = samples();
+        let mut spare = SnapshotSpare::new();
+        for (name, room) in &rooms {
+            for (_, previous) in &rooms {
+                spare.prepare(&previous.sizes());
+                spare = spare.copy(previous).expect("prepared").into_spare();
+                spare.prepare(&room.sizes());
+                let copy = spare.copy(room).expect("a prepared spare holds the room");
+                assert_eq!(copy.encode_snapshot(), room.encode_snapshot(), "{name}");
+                assert_eq!(copy.digest(), room.digest(), "{name}");
+                assert_eq!(copy.room_id(), room.id(), "{name}");
+                spare = copy.into_spare();
+            }
+        }
+    }
+
+    /// A room that outgrew its spare's headroom is not copied (the caller prepares again);
+    /// `copy_allocating` copies it anyway.
+    #[test]
+    fn a_spare_too_small_copies_nothing() {
+        let mut s = Script::new();
+        s.configure(T0, long_timeouts(1));
+        let small = s.room.clone();
+        for n in 0..(2 * SPARE_HEADROOM_ENTRIES_MIN as u128) {
+            s.join(T0 + 1, n);
+        }
+        let big = s.done();
+        let mut spare = SnapshotSpare::new();
+        spare.prepare(&small.sizes());
+        assert!(spare.holds(&small));
+        let spare = spare.copy(&big).expect_err("outgrown");
+        assert!(!spare.holds(&big));
+        let copy = spare.copy_allocating(&big);
+        assert_eq!(copy.encode_snapshot(), big.encode_snapshot());
+        let mut spare = copy.into_spare();
+        spare.prepare(&big.sizes());
+        assert!(spare.holds(&big));
+        // Growth within the headroom still fits.
+        let grown = s.join(T0 + 2, 1_000_000).join(T0 + 2, 1_000_001).done();
+        assert!(spare.holds(&grown));
+    }
+
     #[test]
     fn compact() {
         let mut s = Script::new();
@@ -1198,7 +1283,11 @@ mod tests {
             opens_at_ms: Some(2_000_000),
             ..config
         };
-        s.configure(901_000, config).join(901_000, 9);
+        let from_file = Command::ConfigureRoomFromFile {
+            config,
+            file_entry_digest: [0xf1; 16],
+        };
+        s.at(901_000, from_file).join(901_000, 9);
         s.done()
     }
 
@@ -1214,15 +1303,16 @@ mod tests {
         };
         let mut expected: Vec<u8> = b"WRSN\x01".to_vec();
         expected.extend([
-            57, 120, 37, 192, 171, 235, 16, 94, 162, 125, 245, 141, 233, 31, 45, 145,
+            197, 87, 97, 166, 59, 135, 1, 156, 213, 202, 76, 228, 21, 121, 170, 248,
         ]); // digest
         expected.extend([1, b'r']); // room id
         expected.extend([0x88, 0xff, 0x36]); // now: 901 000
-        expected.push(0b0010_1101); // exists, admitPerMinute, opensAt, targetUrl
+        expected.push(0b0110_1101); // exists, admitPerMinute, opensAt, targetUrl, file entry
         expected.extend([1, 60, 60, 0xd8, 0x04, 120, 10]); // capacity .. heartbeat interval
         expected.extend([0x80, 0x89, 0x7a]); // opensAt: 2 000 000
         expected.push(9);
         expected.extend(b"https://x");
+        expected.extend([0xf1; 16]); // the file entry's digest
         expected.extend([0x88, 0xff, 0x36]); // created 901 000 ms ago
         expected.extend([2, 0, 5, 1, 0, 0]); // admitted; expired by timeout, left, completed, ...
         expected.extend([0xe0, 0xd4, 0x03, 0]); // bucket: 60 000 units, refilled now
@@ -1256,7 +1346,7 @@ mod tests {
         expected.push(2); // pre-queue: slot 1
         expected.extend([1, 0]); // one remembered record id, remembered now
         expected.extend(RecordId::from_u128(18).0);
-        expected.extend([172, 177, 100, 46]); // CRC-32C
+        expected.extend([126, 23, 80, 214]); // CRC-32C
         assert_eq!(room.encode_snapshot(), expected);
         let restored = Room::restore_snapshot(&expected).unwrap();
         assert_same(&room, &restored, "pinned");
@@ -1525,7 +1615,7 @@ mod tests {
         /// same bytes (one encoding per state).
         #[test]
         fn mutated_snapshots_never_panic(
-            sample in 0usize..11,
+            sample in 0usize..12,
             mutations in proptest::collection::vec(mutation(), 1..4),
         ) {
             let mut bytes = samples().swap_remove(sample).1.encode_snapshot();

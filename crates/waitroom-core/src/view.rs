@@ -141,7 +141,8 @@ pub enum Outcome {
     AlreadyEnded { session: SessionId },
     /// Time moved forward.
     Ticked,
-    /// The record (or the join's session id) was applied before; nothing changed.
+    /// The record (or the join's session id, or the rooms-file entry of a
+    /// `ConfigureRoomFromFile`) was applied before; nothing changed.
     Duplicate,
     /// The command was refused; nothing changed (time still moved forward).
     Rejected(Rejection),

@@ -15,7 +15,13 @@
 //!    its own snapshot, which must have the same digest, stats and views at once, re-encode to
 //!    the same bytes, and go on exactly like the first replica. After every step both replicas'
 //!    snapshots are byte-identical, so they agree on slot indices and the free-slot order too
-//!    (which decide future behaviour without showing in views or digests).
+//!    (which decide future behaviour without showing in views or digests); and a copy of the
+//!    room through a `SnapshotSpare` (kept from step to step, as a node keeps it) encodes to
+//!    the same bytes.
+//!
+//! Configurations come through `ConfigureRoom` (the API) and `ConfigureRoomFromFile` (a rooms
+//! file, with digests from a small set so that the same entry arrives again, after other
+//! changes): the model remembers the entry last applied and skips an entry equal to it.
 //!
 //! Failing cases shrink and are saved under `proptest-regressions/` (commit them).
 //! `PROPTEST_CASES` sets the number of cases (default 3 000, which CI runs).
@@ -88,6 +94,8 @@ struct Model {
     admitted_total: u64,
     expired_total: [u64; 5],
     next_line_seq: u64,
+    /// The rooms-file entry last applied (`ConfigureRoomFromFile`).
+    file_digest: Option<[u8; 16]>,
     /// Every record applied, with its timestamp.
     history: Vec<(Record, u64)>,
     next_id: u128,
@@ -111,6 +119,7 @@ impl Model {
             admitted_total: 0,
             expired_total: [0; 5],
             next_line_seq: 0,
+            file_digest: None,
             history: vec![],
             next_id: 1,
         }
@@ -254,6 +263,43 @@ impl Model {
         self.bucket.as_ref().is_none_or(|b| b.units >= 60_000)
     }
 
+    /// `ConfigureRoom`: applies a valid configuration; whether it was valid.
+    fn configure(&mut self, config: &RoomConfig) -> bool {
+        let valid = config.validate().is_ok();
+        if valid {
+            if !self.exists {
+                self.exists = true;
+                self.created_at = self.now;
+                self.admitted_total = 0;
+                self.expired_total = [0; 5];
+                self.admissions.clear();
+                self.freed.clear();
+                self.bucket = None;
+            }
+            self.bucket = match (config.admit_per_minute, self.bucket.take()) {
+                (None, _) => None,
+                (Some(apm), Some(mut b)) => {
+                    b.apm = apm.into();
+                    b.units = b.units.min(b.cap());
+                    Some(b)
+                }
+                (Some(apm), None) => {
+                    let mut b = MBucket {
+                        apm: apm.into(),
+                        units: 0,
+                        last: self.now,
+                    };
+                    b.units = b.cap();
+                    Some(b)
+                }
+            };
+            self.config = config.clone();
+            self.expire();
+            self.draw();
+        }
+        valid
+    }
+
     fn apply(&mut self, record: &Record, ts: u64) {
         self.history.push((record.clone(), ts));
         self.advance(ts);
@@ -261,40 +307,21 @@ impl Model {
             return;
         }
         let accepted = match &record.command {
-            Command::ConfigureRoom(config) => {
-                let valid = config.validate().is_ok();
-                if valid {
-                    if !self.exists {
-                        self.exists = true;
-                        self.created_at = self.now;
-                        self.admitted_total = 0;
-                        self.expired_total = [0; 5];
-                        self.admissions.clear();
-                        self.freed.clear();
-                        self.bucket = None;
+            Command::ConfigureRoom(config) => self.configure(config),
+            Command::ConfigureRoomFromFile {
+                config,
+                file_entry_digest,
+            } => {
+                if self.file_digest == Some(*file_entry_digest) {
+                    // The entry applied last: whatever changed since stands.
+                    true
+                } else {
+                    let valid = self.configure(config);
+                    if valid {
+                        self.file_digest = Some(*file_entry_digest);
                     }
-                    self.bucket = match (config.admit_per_minute, self.bucket.take()) {
-                        (None, _) => None,
-                        (Some(apm), Some(mut b)) => {
-                            b.apm = apm.into();
-                            b.units = b.units.min(b.cap());
-                            Some(b)
-                        }
-                        (Some(apm), None) => {
-                            let mut b = MBucket {
-                                apm: apm.into(),
-                                units: 0,
-                                last: self.now,
-                            };
-                            b.units = b.cap();
-                            Some(b)
-                        }
-                    };
-                    self.config = config.clone();
-                    self.expire();
-                    self.draw();
+                    valid
                 }
-                valid
             }
             Command::CloseRoom => {
                 if self.exists {
@@ -381,7 +408,10 @@ impl Model {
         };
         let remembered = matches!(
             record.command,
-            Command::ConfigureRoom(_) | Command::CloseRoom | Command::Heartbeat { .. }
+            Command::ConfigureRoom(_)
+                | Command::ConfigureRoomFromFile { .. }
+                | Command::CloseRoom
+                | Command::Heartbeat { .. }
         );
         if remembered || !accepted {
             self.recent.push((self.now, record.id));
@@ -544,6 +574,10 @@ impl ReferenceStateMachine for RoomModel {
         let next_id = state.next_id;
         let command = prop_oneof![
             2 => config_strategy(now).prop_map(Command::ConfigureRoom),
+            // Three file entries: the same one comes again, after other changes or not.
+            1 => (config_strategy(now), 0u8..3).prop_map(|(config, entry)| {
+                Command::ConfigureRoomFromFile { config, file_entry_digest: [entry; 16] }
+            }),
             1 => Just(Command::CloseRoom),
             10 => prop::option::weighted(0.3, 0u8..4).prop_map(move |key| Command::Join {
                 session: SessionId::from_u128(next_id),
@@ -608,6 +642,8 @@ impl ReferenceStateMachine for RoomModel {
 struct Replicas {
     a: Room,
     b: Room,
+    /// Kept from step to step, as a node keeps its spare from one snapshot to the next.
+    spare: Option<SnapshotSpare>,
     /// Views and stats after the previous step, for invariants over a step.
     previous: BTreeMap<SessionId, SessionView>,
     previous_stats: RoomStats,
@@ -646,6 +682,7 @@ impl StateMachineTest for RoomModel {
         let a = Room::new(room_id());
         Replicas {
             b: a.clone(),
+            spare: Some(SnapshotSpare::new()),
             previous: BTreeMap::new(),
             previous_stats: a.stats(),
             previous_digest: a.digest(),
@@ -677,6 +714,12 @@ impl StateMachineTest for RoomModel {
         assert_eq!(stats, model.stats(), "stats");
         assert_eq!(room.now_ms(), model.now, "clock");
         assert_eq!(room.exists(), model.exists);
+        assert_eq!(room.file_entry_digest(), model.file_digest, "file entry");
+        assert_eq!(
+            sut.b.file_entry_digest(),
+            model.file_digest,
+            "B's file entry"
+        );
 
         // 1. active ≤ capacity. Only a capacity decrease can leave more active than capacity,
         //    and then nobody is admitted until it holds again: a step that did not change the
@@ -685,8 +728,10 @@ impl StateMachineTest for RoomModel {
         if let Some(config) = room.config() {
             let capacity = u64::from(config.capacity);
             if room.active_count() > capacity {
-                let reconfigured = matches!(step.record.command, Command::ConfigureRoom(_))
-                    && outcome_a != Outcome::Duplicate;
+                let reconfigured = matches!(
+                    step.record.command,
+                    Command::ConfigureRoom(_) | Command::ConfigureRoomFromFile { .. }
+                ) && outcome_a != Outcome::Duplicate;
                 assert!(
                     reconfigured || stats.admitted_total == before_admitted,
                     "admitted while over capacity"
@@ -774,10 +819,26 @@ impl StateMachineTest for RoomModel {
         );
         assert_eq!(sut.b.stats(), stats, "replica B's stats diverged");
         assert_eq!(digest, sut.b.digest(), "replicas diverged");
+        let snapshot = sut.a.encode_snapshot();
         assert!(
-            sut.a.encode_snapshot() == sut.b.encode_snapshot(),
+            snapshot == sut.b.encode_snapshot(),
             "replicas' snapshots differ (slot layout or free list): {outcomes}"
         );
+        // As a node does it, but preparing only when the room outgrew the spare (cheaper here).
+        let copy = match sut.spare.take().expect("kept").copy(&sut.a) {
+            Ok(copy) => copy,
+            Err(mut outgrown) => {
+                outgrown.prepare(&sut.a.sizes());
+                outgrown
+                    .copy(&sut.a)
+                    .expect("a prepared spare holds the room")
+            }
+        };
+        assert!(
+            copy.encode_snapshot() == snapshot,
+            "a copy through the spare encodes differently: {outcomes}"
+        );
+        sut.spare = Some(copy.into_spare());
         if now_views != sut.previous || stats != sut.previous_stats {
             assert_ne!(
                 digest, sut.previous_digest,

@@ -625,3 +625,64 @@ fn completing_a_waiting_session_is_refused() {
     );
     assert_eq!(t.view(waiting).expired_reason, Some(ExpiredReason::Evicted));
 }
+
+/// A rooms-file entry applies once: the same entry again (a restart, or several nodes starting
+/// at once) changes nothing, whatever was changed through the API in between; a changed entry
+/// applies; the entry survives a close, so the same file does not re-create a closed room.
+#[test]
+fn a_rooms_file_entry_applies_once() {
+    let file = |config: &RoomConfig| Command::ConfigureRoomFromFile {
+        config: config.clone(),
+        file_entry_digest: config.digest(),
+    };
+    let mut t = Timeline {
+        room: Room::new(RoomId::new("rules").unwrap()),
+        next_id: 1,
+    };
+    let entry = config(5);
+    let first = t.record(file(&entry));
+    assert_eq!(
+        t.room.apply(&first, T0),
+        Outcome::Configured { created: true }
+    );
+    assert_eq!(t.room.file_entry_digest(), Some(entry.digest()));
+    // An operator pauses the room and raises its capacity through the API.
+    let by_api = RoomConfig {
+        paused: true,
+        ..config(7)
+    };
+    let api = t.at(T0 + SECOND, Command::ConfigureRoom(by_api.clone()));
+    assert_eq!(api, Outcome::Configured { created: false });
+    // Two nodes restart with the same file and both append its entry: nothing changes.
+    assert_eq!(t.at(T0 + 2 * SECOND, file(&entry)), Outcome::Duplicate);
+    assert_eq!(t.at(T0 + 2 * SECOND, file(&entry)), Outcome::Duplicate);
+    assert_eq!(t.room.config(), Some(&by_api));
+    assert_eq!(t.room.file_entry_digest(), Some(entry.digest()));
+    // The file changed: its new entry applies, over the API's settings.
+    let changed = config(9);
+    let applied = t.at(T0 + 3 * SECOND, file(&changed));
+    assert_eq!(applied, Outcome::Configured { created: false });
+    assert_eq!(t.room.config(), Some(&changed));
+    assert_eq!(t.room.file_entry_digest(), Some(changed.digest()));
+    // The old entry's first record, delivered again, is recognised by its id: it does not undo
+    // the newer entry.
+    assert_eq!(t.room.apply(&first, T0 + 4 * SECOND), Outcome::Duplicate);
+    assert_eq!(t.room.config(), Some(&changed));
+    // A close through the API stands too: the entry last applied is remembered.
+    assert_eq!(
+        t.at(T0 + 5 * SECOND, Command::CloseRoom),
+        Outcome::Closed { ended: 0 }
+    );
+    assert_eq!(t.at(T0 + 6 * SECOND, file(&changed)), Outcome::Duplicate);
+    assert!(!t.room.exists());
+    // An invalid entry is refused and not remembered.
+    let invalid = config(0);
+    assert!(matches!(
+        t.at(T0 + 7 * SECOND, file(&invalid)),
+        Outcome::Rejected(Rejection::InvalidConfig(_))
+    ));
+    assert_eq!(t.room.file_entry_digest(), Some(changed.digest()));
+    // A changed entry re-creates the closed room.
+    let created = t.at(T0 + 8 * SECOND, file(&entry));
+    assert_eq!(created, Outcome::Configured { created: true });
+}

@@ -1,5 +1,6 @@
 //! Fault injection for crash tests: named points on the steps of taking, storing and trimming a
-//! snapshot where a test can have the process die, exactly like `kill -9` would leave it.
+//! snapshot (and of the SQS backend's copying) where a test can have the process die, exactly
+//! like `kill -9` would leave it.
 //!
 //! Compiled in only with the cargo feature `fault-injection`, which only test builds enable;
 //! in every other build [`point`] is an empty inline function. A test sets
@@ -25,7 +26,12 @@ pub mod points {
     /// The log answered the node's trim.
     pub const TRIM_DONE: &str = "trim.done";
 
-    /// Every point, for tests that visit each.
+    /// The SQS backend committed a room's batch to S3 and copied it into the first node queue,
+    /// before copying it into the others (a copier killed halfway through). Not in [`ALL`]: only
+    /// the SQS backend reaches it.
+    pub const SQS_COPY_PARTIAL: &str = "sqs.copy.partial";
+
+    /// Every point of the snapshot steps, for tests that visit each.
     pub const ALL: [&str; 7] = [
         SNAPSHOT_TAKEN,
         SNAPSHOT_FILE_WRITTEN,

@@ -14,6 +14,12 @@
 //! - `memory` (feature `memory`): in-process, for tests and benchmarks.
 //! - `file/` (feature `file`): the embedded, durable single-node log (segment files).
 //! - `redis/` (feature `redis`): Redis Streams, one stream per room, single server or Cluster.
+//! - `kafka/` (feature `kafka`): one Kafka topic, a partition per group of rooms, snapshots in a
+//!   compacted topic beside it.
+//! - `sqs/` (feature `sqs`): AWS SQS FIFO queues order each group of rooms, S3 keeps the history
+//!   and the snapshots.
+//! - `rabbitmq/` (feature `rabbitmq`): RabbitMQ streams, one stream for every room's records,
+//!   a snapshot stream per room.
 //! - `testkit` (feature `testkit`): the conformance suite every backend passes, the helpers the
 //!   backends' tests share, and one launcher per real server (also behind the
 //!   `waitroom-servers` binary that `scripts/test` and `bench/` use).
@@ -21,8 +27,9 @@
 //! # The model
 //! A log is made of independent **shards**, each a totally ordered sequence of entries: the one
 //! file of the embedded log, a Redis stream (one per room), a Kafka partition, a RabbitMQ stream,
-//! a node's SQS queue. Every record of one room lives in exactly one shard, so a room's records
-//! have a total order; records of different shards have none. Each entry carries its
+//! an SQS group of rooms (ordered through the intake, kept in S3). Every record of one room lives
+//! in exactly one shard, so a room's records have a total order; records of different shards
+//! have none. Each entry carries its
 //! [`Position`] in its shard (strictly increasing along the shard) and a timestamp assigned by
 //! whoever orders the shard (the broker where it assigns one), which becomes the room's clock.
 //!
@@ -49,13 +56,17 @@
 //!   made monotonic; head = end of the last durable frame; trimmed by whole segments.
 //! - Redis Streams: shard = room stream key, position = stream id (`ms << 64 | seq`), timestamp =
 //!   the id's milliseconds; head = last id per room stream; trimmed with `XTRIM MINID`.
-//! - Kafka: shard = partition, position = offset, timestamp = `LogAppendTime`; head = high
-//!   watermark − 1 per partition; trimmed with `DeleteRecords`.
-//! - RabbitMQ streams: shard = stream, position = offset, timestamp = chunk timestamp; head = the
-//!   stream's last committed offset; trimmed by the stream's retention.
-//! - SQS: shard = room (the node's FIFO queue carries per-room sequence numbers stamped by the
-//!   holder of the room's message group), position = that sequence number, timestamp = stamped
-//!   time; head = the intake's sequence counter kept with the room's snapshot; nothing to trim.
+//! - Kafka: shard = partition, position = offset, timestamp = `LogAppendTime` (or, on brokers
+//!   that keep the producer's time, the writing node's clock made monotonic per node); head =
+//!   high watermark − 1 per partition; trimmed with `DeleteRecords`.
+//! - RabbitMQ streams: shard = the one log stream, position = offset, timestamp = chunk timestamp
+//!   (made monotonic per room); head = the offset of the last record of the stream's last chunk;
+//!   trimmed by a marker the broker keeps, and on disk by the stream's retention.
+//! - SQS: shard = a group of rooms (one FIFO message group of the intake; whoever holds it stamps
+//!   the group's sequence numbers, commits each batch to S3 and copies it into every node's FIFO
+//!   queue), position = that sequence number, timestamp = the stamping node's clock made
+//!   monotonic per group; head = a marker per group through the intake, answered by the stamper;
+//!   trimmed by deleting S3 history objects (SQS itself keeps nothing to trim).
 
 pub mod fault;
 pub mod limits;
@@ -64,10 +75,16 @@ mod url;
 
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 

@@ -4,10 +4,17 @@
 //! - `conformance`: the scenarios every [`crate::Log`] backend must pass, written once.
 //! - `redis`: the one launcher of `redis-server` (single servers and a Cluster) that the tests,
 //!   `scripts/test` and `bench/` use (the last two through the `waitroom-servers` binary).
+//! - `kafka`: the one launcher of the Kafka-compatible broker `tansu`, the same way.
+//! - `moto`: the one launcher of `moto_server` (SQS and S3), in a venv it makes under the build
+//!   dir, the same way.
+//! - `rabbitmq`: the one launcher of a private RabbitMQ node (stream plugin on), the same way.
 //! - here: free ports, finding a server's binary, and the rule for tests whose server is
 //!   missing: skip loudly under plain `cargo test`, fail with `CI=true`.
 
 pub mod conformance;
+pub mod kafka;
+pub mod moto;
+pub mod rabbitmq;
 pub mod redis;
 
 use std::path::PathBuf;
@@ -25,6 +32,12 @@ pub trait TestServer: Send + Sync {
     /// # Errors
     /// It did not start.
     fn restart(&mut self) -> Result<(), String>;
+
+    /// Whether the server comes back from [`TestServer::restart`] with what it held; false for
+    /// servers that keep their state in memory only (moto), whose restart the fleet test skips.
+    fn keeps_state_across_restart(&self) -> bool {
+        true
+    }
 }
 
 /// A loopback port nothing listens on right now.

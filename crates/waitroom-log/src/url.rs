@@ -6,6 +6,9 @@
 //! | `file:` (default), `file:/path`, `file:?fsync=always` | the embedded file log, in `<data dir>/log` or the path (feature `file`) |
 //! | `memory:` | in-process, lost on exit: tests, benchmarks (feature `memory`) |
 //! | `redis://host:port[/db]`, `rediss://…`, `redis+cluster://…` | Redis Streams (feature `redis`) |
+//! | `kafka://host:port[,host:port…]?topic=…&<client property>=…` | Kafka (feature `kafka`) |
+//! | `sqs://?bucket=…&region=…[&endpoint=…&prefix=…]` | AWS SQS with S3 (feature `sqs`) |
+//! | `rabbitmq-stream://user:password@host:port/vhost` | RabbitMQ streams (feature `rabbitmq`) |
 //!
 //! Every backend takes `keep-history=<duration>` (e.g. `24h`): trimmed history is kept that long
 //! for audit. A backend compiled out by its cargo feature answers "feature not enabled" rather
@@ -25,6 +28,12 @@ pub enum BackendUrl {
     File { dir: PathBuf, query: String },
     /// The whole URL (`redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`).
     Redis(String),
+    /// The whole URL (`kafka://`).
+    Kafka(String),
+    /// The whole URL (`sqs://`).
+    Sqs(String),
+    /// The whole URL (`rabbitmq-stream://`).
+    RabbitMq(String),
 }
 
 impl BackendUrl {
@@ -61,13 +70,16 @@ impl BackendUrl {
             Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster") => {
                 Ok(BackendUrl::Redis(url.to_string()))
             }
-            Some(other @ ("kafka" | "amqp" | "rabbitmq" | "rabbitmq-stream" | "sqs")) => {
-                Err(format!(
-                    "the {other} backend is not part of this release yet; use file:, memory: or redis://"
-                ))
-            }
+            Some("kafka") => Ok(BackendUrl::Kafka(url.to_string())),
+            Some("sqs") => Ok(BackendUrl::Sqs(url.to_string())),
+            Some("rabbitmq-stream") => Ok(BackendUrl::RabbitMq(url.to_string())),
+            Some(other @ ("amqp" | "amqps" | "rabbitmq")) => Err(format!(
+                "the {other} backend is not part of waitroom: RabbitMQ is reached over its stream \
+                 protocol, rabbitmq-stream://user:password@host:5552/vhost"
+            )),
             _ => Err(
-                "unknown backend URL: use file: (default), memory: or redis://host:port".to_owned(),
+                "unknown backend URL: use file: (default), memory:, redis://host:port or kafka://host:port"
+                    .to_owned(),
             ),
         }
     }
@@ -90,6 +102,9 @@ impl BackendUrl {
             BackendUrl::Memory { query } => with_query("memory:".into(), query),
             BackendUrl::File { dir, query } => with_query(format!("file:{}", dir.display()), query),
             BackendUrl::Redis(url) => redact(url),
+            BackendUrl::Kafka(url) => describe_kafka(url),
+            BackendUrl::Sqs(url) => redact(url),
+            BackendUrl::RabbitMq(url) => redact(url),
         }
     }
 }
@@ -112,7 +127,59 @@ pub async fn open(url: &BackendUrl) -> Result<Arc<dyn Log>, String> {
         BackendUrl::Memory { query } => open_memory(query),
         BackendUrl::File { dir, query } => open_file(dir, query).await,
         BackendUrl::Redis(url) => open_redis(url).await,
+        BackendUrl::Kafka(url) => open_kafka(url).await,
+        BackendUrl::Sqs(url) => open_sqs(url).await,
+        BackendUrl::RabbitMq(url) => open_rabbitmq(url).await,
     }
+}
+
+#[cfg(feature = "rabbitmq")]
+async fn open_rabbitmq(url: &str) -> Result<Arc<dyn Log>, String> {
+    let log = crate::rabbitmq::RabbitMqLog::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(log))
+}
+
+#[cfg(not(feature = "rabbitmq"))]
+async fn open_rabbitmq(_url: &str) -> Result<Arc<dyn Log>, String> {
+    Err("the rabbitmq backend is not enabled in this build (cargo feature `rabbitmq`)".into())
+}
+
+#[cfg(feature = "sqs")]
+async fn open_sqs(url: &str) -> Result<Arc<dyn Log>, String> {
+    let log = crate::sqs::SqsLog::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(log))
+}
+
+#[cfg(not(feature = "sqs"))]
+async fn open_sqs(_url: &str) -> Result<Arc<dyn Log>, String> {
+    Err("the sqs backend is not enabled in this build (cargo feature `sqs`)".into())
+}
+
+/// A Kafka URL without its query (client properties there may hold secrets).
+fn describe_kafka(url: &str) -> String {
+    let base = redact(url.split('?').next().unwrap_or(url));
+    if url.contains('?') {
+        format!("{base}?…")
+    } else {
+        base
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn open_kafka(url: &str) -> Result<Arc<dyn Log>, String> {
+    let log = crate::kafka::KafkaLog::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(log))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn open_kafka(_url: &str) -> Result<Arc<dyn Log>, String> {
+    Err("the kafka backend is not enabled in this build (cargo feature `kafka`)".into())
 }
 
 #[cfg(feature = "memory")]
@@ -195,8 +262,37 @@ mod tests {
             BackendUrl::parse("redis://127.0.0.1:6379/0", data),
             Ok(BackendUrl::Redis(_))
         ));
+        assert!(matches!(
+            BackendUrl::parse("kafka://127.0.0.1:9092?topic=t", data),
+            Ok(BackendUrl::Kafka(_))
+        ));
+        assert_eq!(
+            BackendUrl::Kafka("kafka://h:1?sasl.password=secret".into()).describe(),
+            "kafka://h:1?…"
+        );
+        assert!(matches!(
+            BackendUrl::parse("sqs://?bucket=b&region=us-east-1", data),
+            Ok(BackendUrl::Sqs(_))
+        ));
+        assert_eq!(
+            BackendUrl::Sqs("sqs://AKID:secret@?bucket=b".into()).describe(),
+            "sqs://***@?bucket=b"
+        );
+        assert!(matches!(
+            BackendUrl::parse("rabbitmq-stream://u:p@127.0.0.1:5552/%2F", data),
+            Ok(BackendUrl::RabbitMq(_))
+        ));
+        assert_eq!(
+            BackendUrl::RabbitMq("rabbitmq-stream://u:secret@h:5552/%2F".into()).describe(),
+            "rabbitmq-stream://***@h:5552/%2F"
+        );
         assert!(
-            BackendUrl::parse("kafka://x", data)
+            BackendUrl::parse("amqp://u:p@h", data)
+                .unwrap_err()
+                .contains("rabbitmq-stream://")
+        );
+        assert!(
+            BackendUrl::parse("amqp://x", data)
                 .unwrap_err()
                 .contains("not part")
         );

@@ -18,8 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Open client connections per node.
-pub const CONNECTIONS_MAX: usize = 50_000;
+pub use crate::limits::CONNECTIONS_MAX;
 
 /// A listener that holds a permit for every connection it hands out.
 pub struct BoundedListener {

@@ -13,8 +13,7 @@ const PREFIX: &str = "wr_";
 const TAG_BYTES: usize = 4;
 /// `wr_` + 27 base64url characters (20 bytes).
 pub const SESSION_ID_TEXT_BYTES: usize = 30;
-/// The API's bound on any id in a path: longer is a `400`.
-pub const PATH_ID_BYTES_MAX: usize = 128;
+pub use crate::limits::PATH_ID_BYTES_MAX;
 
 /// The room tag: CRC-32C of the room id. Every node computes the same tag.
 pub fn room_tag(room: &RoomId) -> u32 {

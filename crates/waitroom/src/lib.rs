@@ -10,16 +10,20 @@
 //! - `http`: the axum API of `shared/API.md`, the waiting page, metrics, OpenAPI.
 //! - `tokens`: admission tokens (EdDSA JWTs) and the JWKS.
 //! - `ids`: the text form of session ids (which carries the room's tag).
+//! - `limits`: every limit of the node and the HTTP layer, tied to the log's and the core's.
 //! - `metrics`: Prometheus metrics.
 //! - `connections`: the bound on open client connections.
 //! - `server`: `waitroom serve` — [`server::run`] takes a listener and a shutdown future.
 //! - `demo`: `waitroom demo` — a node with a demo room, a simulated crowd and a seat-selection
 //!   page that verifies admission tokens.
+//! - `dump`: `waitroom log dump` — a room's records as JSON lines, from any backend (audit).
 
 pub mod connections;
 pub mod demo;
+pub mod dump;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod server;

@@ -30,6 +30,18 @@ enum Commands {
     Load(Box<waitroom_load::Args>),
     /// Try it: a node with a demo room, a simulated crowd and a seat-selection page to be sent to.
     Demo(waitroom::demo::DemoArgs),
+    /// Read the log of any backend.
+    Log {
+        #[command(subcommand)]
+        command: LogCommands,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCommands {
+    /// A room's records as JSON lines (position, time, command, session), from the start of what
+    /// the log holds: the audit trail of who joined and who was admitted when.
+    Dump(waitroom::dump::DumpArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -53,8 +65,10 @@ struct ServeArgs {
     #[arg(long, env = "WAITROOM_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
     /// The log backend, its options as URL query parameters: file: (default, inside the data
-    /// dir; file:?fsync=always to sync every write), memory:, redis://host:port[/db]. Every
-    /// backend takes keep-history=24h to keep trimmed history for audit.
+    /// dir; file:?fsync=always to sync every write), memory:, redis://host:port[/db],
+    /// kafka://host:port[,host:port…]?topic=…, rabbitmq-stream://user:password@host:5552/vhost,
+    /// sqs://?bucket=…&region=… (built with the sqs feature). Every backend takes
+    /// keep-history=24h to keep trimmed history for audit.
     #[arg(long, env = "WAITROOM_BACKEND", default_value = defaults::BACKEND)]
     backend: String,
     /// Bearer token of the admin endpoints; generated into the data dir if absent.
@@ -67,8 +81,9 @@ struct ServeArgs {
     /// The `iss` claim of admission tokens.
     #[arg(long, env = "WAITROOM_ISSUER", default_value = defaults::ISSUER)]
     issuer: String,
-    /// A TOML file of rooms to create or update at start (`[rooms.<id>]` tables with the fields
-    /// of the PUT body).
+    /// A TOML file of rooms to create at start (`[rooms.<id>]` tables with the fields of the PUT
+    /// body). An entry unchanged since it was last applied to its room is skipped, so settings
+    /// changed through the API survive a restart; a changed entry is applied whole.
     #[arg(long, env = "WAITROOM_CONFIG")]
     config: Option<PathBuf>,
     /// Joins per second per client address (0 disables the limit).
@@ -175,6 +190,9 @@ fn main() -> std::process::ExitCode {
         Commands::Load(args) => return runtime.block_on(waitroom_load::cli_main(*args)),
         Commands::Serve(args) => runtime.block_on(serve(args)),
         Commands::Demo(args) => runtime.block_on(waitroom::demo::run(args)),
+        Commands::Log {
+            command: LogCommands::Dump(args),
+        } => runtime.block_on(waitroom::dump::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use waitroom_core::{Command, RoomId};
+use waitroom_core::{Command, Outcome, RoomId};
 use waitroom_log::BackendUrl;
 
 use crate::http::api::RoomConfigBody;
@@ -33,7 +33,8 @@ pub struct ServeOptions {
     /// An Ed25519 PKCS#8 PEM: a file path, or the PEM text itself.
     pub signing_key: Option<String>,
     pub issuer: String,
-    /// A TOML file of rooms to create (or update) at start.
+    /// A TOML file of rooms to create at start, or update where their entry changed since it was
+    /// last applied (see `apply_rooms_file`).
     pub rooms_file: Option<PathBuf>,
     pub join_rate_per_ip: u32,
     pub join_burst_per_ip: u32,
@@ -301,7 +302,15 @@ fn read_rooms_file(path: &Path) -> Result<Vec<(RoomId, waitroom_core::RoomConfig
         .collect()
 }
 
-/// Creates or updates the rooms of the rooms file once the node is ready.
+/// Applies the rooms file once the node is ready (caught up with the log), entry by entry in
+/// room id order. An entry is applied only if it changed since it was last applied to its room:
+/// each room remembers the digest of the entry last applied (`RoomConfig::digest` of the entry's
+/// settings, formatting and comments aside). So a restart with the same file changes nothing,
+/// and whatever was changed through the API since (a pause, a new capacity, a close) stands; an
+/// entry that changed, or a room the node does not know, is applied over it, once. Several nodes
+/// starting at once may each append the same entry: the room applies the first and ignores the
+/// others (`ConfigureRoomFromFile` with the digest already applied is a no-op), even with API
+/// changes in between.
 async fn apply_rooms_file(node: Arc<Node>, rooms: Vec<(RoomId, waitroom_core::RoomConfig)>) {
     loop {
         if node.wait_ready(Duration::from_secs(60)).await.is_ok() {
@@ -309,14 +318,28 @@ async fn apply_rooms_file(node: Arc<Node>, rooms: Vec<(RoomId, waitroom_core::Ro
         }
     }
     for (room, config) in rooms {
-        let current = node
+        let file_entry_digest = config.digest();
+        let applied = node
             .room(&room)
-            .and_then(|cell| cell.state.read().config().cloned());
-        if current.as_ref() == Some(&config) {
+            .and_then(|cell| cell.state.read().file_entry_digest());
+        if applied == Some(file_entry_digest) {
+            tracing::debug!(room = %room, "the rooms file's entry is unchanged since it was applied");
             continue;
         }
-        match node.write(&room, Command::ConfigureRoom(config)).await {
-            Ok(outcome) => tracing::info!(room = %room, ?outcome, "room from the rooms file"),
+        let command = Command::ConfigureRoomFromFile {
+            config,
+            file_entry_digest,
+        };
+        match node.write(&room, command).await {
+            Ok(Outcome::Configured { created }) => {
+                tracing::info!(room = %room, created, "applied the rooms file's entry")
+            }
+            Ok(Outcome::Duplicate) => {
+                tracing::info!(room = %room, "another node applied the rooms file's entry first")
+            }
+            Ok(outcome) => {
+                tracing::error!(room = %room, ?outcome, "the rooms file's entry was refused")
+            }
             Err(e) => {
                 tracing::error!(room = %room, error = %e, "could not configure a room from the rooms file")
             }
@@ -324,11 +347,7 @@ async fn apply_rooms_file(node: Arc<Node>, rooms: Vec<(RoomId, waitroom_core::Ro
     }
 }
 
-/// Pending connections the kernel queues before `accept`: a thundering herd opens thousands of
-/// connections within a second, and tokio's default (128) overflows, which clients see as
-/// connection stalls and retransmits. The kernel caps it at `net.core.somaxconn` (4096 by
-/// default on current Linux).
-pub const LISTEN_BACKLOG: u32 = 4096;
+pub use crate::limits::LISTEN_BACKLOG;
 
 /// Binds `address` (`host:port`) with [`LISTEN_BACKLOG`].
 ///

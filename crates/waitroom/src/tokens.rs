@@ -7,14 +7,8 @@ use parking_lot::Mutex;
 
 use waitroom_token::{AdmissionClaims, Expectations, SigningKey, Verifier};
 
-/// Longest lifetime of a token (the API: `exp` ≤ 5 minutes after issue).
-pub const TOKEN_LIFETIME_MAX_S: u64 = 300;
-/// Clock skew tolerated when checking a token on `:complete`.
-pub const TOKEN_LEEWAY_S: u64 = 5;
-
-/// Tokens issued within the current second, kept for reuse (see [`Tokens::issue`]); at most this
-/// many (one per ACTIVE session polled in that second, so `capacity` of every room at most).
-const RECENT_TOKENS_MAX: usize = 100_000;
+use crate::limits::RECENT_TOKENS_MAX;
+pub use crate::limits::{TOKEN_LEEWAY_S, TOKEN_LIFETIME_MAX_S};
 
 pub struct Tokens {
     key: SigningKey,

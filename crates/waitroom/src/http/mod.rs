@@ -38,8 +38,7 @@ use problem::Problem;
 use crate::node::Node;
 use crate::tokens::Tokens;
 
-/// Request bodies are at most this large (the API: `413` over 4 KiB).
-pub const REQUEST_BODY_BYTES_MAX: usize = 4096;
+pub use crate::limits::REQUEST_BODY_BYTES_MAX;
 
 /// Everything a handler needs.
 pub struct AppState {

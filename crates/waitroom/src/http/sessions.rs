@@ -246,10 +246,7 @@ pub(crate) async fn join(
     }
 }
 
-/// Withdrawals of failed joins on their way at once (see [`compensate`]).
-const COMPENSATIONS_IN_FLIGHT_MAX: usize = 1024;
-/// Attempts to append one withdrawal (each waits at most the node's `write_wait_ms`).
-const COMPENSATION_ATTEMPTS_MAX: u64 = 3;
+use crate::limits::{COMPENSATION_ATTEMPTS_MAX, COMPENSATIONS_IN_FLIGHT_MAX};
 static COMPENSATIONS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(COMPENSATIONS_IN_FLIGHT_MAX);
 

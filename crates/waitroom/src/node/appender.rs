@@ -21,15 +21,10 @@ use super::{Waiters, WriteError};
 use crate::metrics::Metrics;
 use waitroom_log::{Append, Log};
 
-/// Records per append call: well under every backend's own bound (4096 for memory and file).
-pub const APPEND_BATCH_RECORDS_MAX: usize = 1024;
-/// Payload bytes per append call (records are at most 256 KiB each).
-pub const APPEND_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
-/// Append calls running at once (see the module documentation).
-pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = 4;
-/// Records queued for the appender; a full queue makes writers wait (their own deadline bounds
-/// the wait), which is the node's back-pressure towards a slow backend.
-pub const APPEND_QUEUE_RECORDS_MAX: usize = 16 * 1024;
+pub use crate::limits::{
+    APPEND_BATCH_BYTES_MAX, APPEND_BATCH_RECORDS_MAX, APPEND_BATCHES_IN_FLIGHT_MAX,
+    APPEND_QUEUE_RECORDS_MAX,
+};
 
 /// Who hears about an append.
 pub(crate) enum Ack {

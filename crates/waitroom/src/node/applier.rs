@@ -17,8 +17,7 @@ use super::snapshots::{self, SnapshotMode};
 use super::{Node, RoomCell};
 use crate::metrics::KindLabels;
 
-/// Records applied under one write lock: bounds how long status polls of a room can wait.
-const APPLY_RECORDS_PER_LOCK_MAX: usize = 512;
+use crate::limits::APPLY_RECORDS_PER_LOCK_MAX;
 /// Backoff between resubscriptions after a subscription failed.
 const RESUBSCRIBE_BACKOFF_MS: [u64; 6] = [50, 100, 250, 500, 1_000, 2_000];
 

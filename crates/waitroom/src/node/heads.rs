@@ -10,17 +10,13 @@
 //! `1 / HEAD_READ_INTERVAL_MIN` head reads per second from a node, whatever arrives.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use waitroom_log::{Checkpoint, Log};
 
+pub use crate::limits::HEAD_READ_INTERVAL_MIN;
 use crate::metrics::Metrics;
-
-/// Least time between two head reads of one node: bounds what reads of unknown ids cost the
-/// backend (100 head reads per second per node), and adds at most this to such a read's wait.
-pub const HEAD_READ_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// One answer: when its request was sent, and the head (or why there is none).
 type Answer = Option<(Instant, Result<Checkpoint, String>)>;

@@ -12,9 +12,7 @@ use waitroom_core::{Command, RoomId, SessionId};
 
 use super::{Node, WriteError};
 
-/// Heartbeats queued for batching; a full queue makes requests wait (bounded by their own
-/// deadline).
-const HEARTBEAT_QUEUE_MAX: usize = 64 * 1024;
+use crate::limits::HEARTBEAT_QUEUE_MAX;
 
 type Reply = oneshot::Sender<Result<(), WriteError>>;
 type Request = (RoomId, SessionId, Reply);

@@ -12,12 +12,18 @@
 //!
 //! # Taking
 //! Under the room's read lock (which holds the applier off this room, not status polls) the
-//! room is copied into a spare room the task keeps, and its position read; the lock is
-//! released, and the copy is encoded on the blocking pool. The lock is held for the copy only:
-//! `snapshot_pause_seconds` measures it. The spare is kept from one snapshot to the next, because
-//! copying into memory already mapped is about four times faster than into fresh memory (a
-//! million waiting: ~12 ms against ~55 ms, see the core's README); it costs one room's worth of
-//! memory (the largest room snapshotted).
+//! room is copied into a spare the task keeps (`waitroom_core::SnapshotSpare`), and its position
+//! read; the lock is released, and the copy is encoded on the blocking pool. The lock is held
+//! for the copy only: `snapshot_pause_seconds` measures it. What would make the copy slow is
+//! fresh memory (the kernel mapping new pages: a million waiting take ~50 ms to clone into fresh
+//! memory, ~9 ms to copy into a prepared spare, see the core's README), so the spare is prepared
+//! first, with no lock held: the room's sizes are read under a brief read lock, then the
+//! spare's buffers are sized for them (with headroom for what the room applies meanwhile) and
+//! their pages mapped, on the blocking pool. A room that outgrew even the headroom by the time
+//! the lock is taken is not copied: the lock is released and the spare prepared again (at most
+//! `SPARE_PREPARE_ATTEMPTS_MAX` times, then the copy takes fresh memory). The spare is kept from
+//! one snapshot to the next (of any room); it costs about 60 bytes per session of the largest
+//! room snapshotted, 8 more and the key's length per idempotency key, plus 12.5 % headroom.
 //!
 //! # Trimming
 //! Once the store holds the snapshot, the room's shard is trimmed through the lowest position
@@ -37,20 +43,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use waitroom_core::{Room, RoomId};
+use waitroom_core::{Room, RoomId, RoomSizes, SnapshotSpare};
 use waitroom_log::fault::{self, points};
 use waitroom_log::{Checkpoint, Position, ShardId, Snapshot};
 
 use super::{Need, Node, RoomCell, RoomLog};
 
-/// Rooms waiting for their snapshot to be taken; when full, a due room is queued again at its
-/// next applied record (it stays due).
-pub const SNAPSHOT_QUEUE_ROOMS_MAX: usize = 1024;
-/// Snapshots loaded at once while a node starts: overlaps the store's round trips with decoding.
-const RESTORE_CONCURRENCY: usize = 4;
-/// How often rooms are scanned for a snapshot due by time, as a fraction of
-/// `snapshot_every_ms` (and at least this often).
-const DUE_SCAN_INTERVAL_MAX: Duration = Duration::from_secs(30);
+pub use crate::limits::SNAPSHOT_QUEUE_ROOMS_MAX;
+use crate::limits::{DUE_SCAN_INTERVAL_MAX, RESTORE_CONCURRENCY, SPARE_PREPARE_ATTEMPTS_MAX};
 
 /// Whether a node uses snapshots (`--snapshots`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub(super) fn queue(node: &Node, cell: &RoomCell) {
 }
 
 pub(crate) async fn run(node: Arc<Node>, mut due: tokio::sync::mpsc::Receiver<RoomId>) {
-    let mut spare: Option<Room> = None;
+    let mut spare: Option<SnapshotSpare> = None;
     let scan_every = Duration::from_millis(node.options.snapshot_every_ms / 4)
         .clamp(Duration::from_millis(10), DUE_SCAN_INTERVAL_MAX);
     let mut scan = tokio::time::interval(scan_every);
@@ -123,9 +123,22 @@ fn jitter(max_ms: u64) -> Duration {
     Duration::from_millis(rand::random::<u64>() % max_ms)
 }
 
+/// Sizes `spare` for a room of `sizes` and maps its pages, on the blocking pool (tens of
+/// milliseconds for a million sessions of fresh memory).
+async fn prepare(
+    mut spare: SnapshotSpare,
+    sizes: RoomSizes,
+) -> Result<SnapshotSpare, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        spare.prepare(&sizes);
+        spare
+    })
+    .await
+}
+
 /// Takes, stores and trims one room's snapshot (see the module documentation), copying the room
 /// into `spare` (kept for the next one).
-async fn take(node: &Arc<Node>, room: &RoomId, spare: &mut Option<Room>) {
+async fn take(node: &Arc<Node>, room: &RoomId, spare: &mut Option<SnapshotSpare>) {
     let Some(cell) = node.room(room) else {
         return;
     };
@@ -154,25 +167,44 @@ async fn take(node: &Arc<Node>, room: &RoomId, spare: &mut Option<Room>) {
             tracing::warn!(room = %room, error = %e, "could not read the snapshot store; taking the snapshot anyway");
         }
     }
-    // The pause: the applier cannot apply this room's records while the read lock is held.
-    let (copy, position, shard, counted) = {
+    let mut sizes = cell.state.read().sizes();
+    let mut prepared = spare.take().unwrap_or_default();
+    let mut attempts = 0;
+    let (copy, position, shard, counted) = loop {
+        attempts += 1;
+        prepared = match prepare(prepared, sizes).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                tracing::error!(room = %room, error = %e, "preparing a snapshot's copy failed");
+                return done(&cell);
+            }
+        };
+        // The pause: the applier cannot apply this room's records while the read lock is held.
         let state = cell.state.read();
         let started = Instant::now();
         let mut log = cell.log.lock();
         let (Some(position), Some(shard)) = (log.position, log.shard.clone()) else {
             log.snapshot_queued = false;
+            *spare = Some(prepared);
             return;
         };
         if log.snapshot_position.is_some_and(|known| known >= position) {
             log.snapshot_queued = false;
+            *spare = Some(prepared);
             return;
         }
-        let copy = match spare.take() {
-            Some(mut copy) => {
-                copy.clone_from(&state);
-                copy
+        let copy = match prepared.copy(&state) {
+            Ok(copy) => copy,
+            Err(outgrown) if attempts < SPARE_PREPARE_ATTEMPTS_MAX => {
+                // Grew past the headroom meanwhile: release the room, prepare for its new size.
+                sizes = state.sizes();
+                prepared = outgrown;
+                continue;
             }
-            None => state.clone(),
+            Err(outgrown) => {
+                tracing::warn!(room = %room, attempts, "the room kept outgrowing the spare prepared for its snapshot; copying it into fresh memory");
+                outgrown.copy_allocating(&state)
+            }
         };
         let counted = (
             log.records_since_snapshot,
@@ -186,16 +218,16 @@ async fn take(node: &Arc<Node>, room: &RoomId, spare: &mut Option<Room>) {
         node.metrics
             .snapshot_pause_seconds
             .observe(started.elapsed().as_secs_f64());
-        (copy, position, shard, counted)
+        break (copy, position, shard, counted);
     };
     let encoding = Instant::now();
     let encoded = tokio::task::spawn_blocking(move || {
         let bytes = copy.encode_snapshot();
-        (copy, bytes)
+        (copy.into_spare(), bytes)
     });
     let bytes = match encoded.await {
-        Ok((copy, bytes)) => {
-            *spare = Some(copy);
+        Ok((returned, bytes)) => {
+            *spare = Some(returned);
             bytes
         }
         Err(e) => {
