@@ -73,12 +73,16 @@ wrk_run() { # script room url... -> "requests/s total-requests non-2xx" over the
 }
 
 # stop_nodes: waits for every node's next report of the requests its log made (one a minute),
-# then stops the nodes (SIGKILL: the reports are in their output) and forgets their URLs.
+# stops the nodes (SIGTERM: each says its final count as it stops and deletes its queue, so the
+# next run copies into no dead node's queue) and forgets their URLs; then waits out the
+# visibility timeout (30 s), so that a batch a node held as it stopped is free again before the
+# next nodes start.
 stop_nodes() {
   local pid
   sleep 62
-  for pid in "${bench_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; bench_stop "$pid"; done
+  for pid in "${bench_pids[@]}"; do bench_stop "$pid"; done
   urls=()
+  sleep 31
 }
 
 # requests FILE...: the requests the nodes whose output is in FILE... made (each node's last

@@ -361,4 +361,10 @@ pub trait Log: Send + Sync + 'static {
 
     /// A short description for logs and `/metrics` (never includes secrets).
     fn describe(&self) -> String;
+
+    /// Releases what the backend holds for this node (SQS: its own queue), called once by a node
+    /// that stops cleanly, while its runtime still runs: dropping the log does it too, but a log
+    /// dropped as the runtime shuts down can no longer send a request. Nothing is appended or read
+    /// through the log after. Does nothing for most backends.
+    async fn close(&self) {}
 }

@@ -212,7 +212,7 @@ mod settings;
 mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -255,6 +255,8 @@ pub(crate) struct Shared {
     /// Set when SQS said this node's queue does not exist (it was reaped): the pump creates it
     /// again.
     pub(crate) own_queue_missing: AtomicBool,
+    /// Set once this node's queue was deleted (or its deletion started) on the way out.
+    pub(crate) closed: AtomicBool,
     pub(crate) intake_url: String,
     pub(crate) description: String,
     /// The node queues batches are copied to.
@@ -376,6 +378,7 @@ impl SqsLog {
             own_queue_name,
             own_queue_url,
             own_queue_missing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             intake_url,
             description,
             queues: Mutex::new(QueueList::default()),
@@ -460,39 +463,53 @@ async fn check_groups(store: &Store, groups: u32) -> Result<(), LogError> {
     }
 }
 
+impl Shared {
+    /// The way out, once: says how many requests this log made and deletes this node's queue
+    /// (within [`settings::REQUEST_TIMEOUT`]; a queue left behind is reaped later).
+    async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::info!(log = %self.description, requests = %self.requests_made(), "SQS and S3 requests this log made");
+        match tokio::time::timeout(settings::REQUEST_TIMEOUT, self.delete_own_queue()).await {
+            Ok(Ok(())) => tracing::info!(queue = %self.own_queue_name, "deleted this node's queue"),
+            Ok(Err(error)) => {
+                tracing::warn!(queue = %self.own_queue_name, %error, "could not delete this node's queue: it is reaped later")
+            }
+            Err(_) => {
+                tracing::warn!(queue = %self.own_queue_name, "deleting this node's queue timed out: it is reaped later")
+            }
+        }
+    }
+}
+
 impl Drop for SqsLog {
-    /// A clean shutdown: stops reading and stamping, and deletes this node's queue (waiting for
-    /// it where the runtime allows blocking, else in the background).
+    /// Stops reading and stamping and, unless [`Log::close`] did already, deletes this node's
+    /// queue: on the runtime, waiting for it where the runtime allows blocking. The wait ends as
+    /// soon as the task is gone, because a log dropped while its runtime shuts down (whose timers
+    /// and sockets are gone) must not hang the process: its queue is then reaped later.
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
-        tracing::info!(log = %self.shared.description, requests = %self.shared.requests_made(), "SQS and S3 requests this log made");
-        let shared = Arc::clone(&self.shared);
-        let delete = async move {
-            let result =
-                tokio::time::timeout(settings::REQUEST_TIMEOUT, shared.delete_own_queue()).await;
-            match result {
-                Ok(Ok(())) => {
-                    tracing::info!(queue = %shared.own_queue_name, "deleted this node's queue")
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(queue = %shared.own_queue_name, %error, "could not delete this node's queue: it is reaped later")
-                }
-                Err(_) => {
-                    tracing::warn!(queue = %shared.own_queue_name, "deleting this node's queue timed out: it is reaped later")
-                }
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| handle.block_on(delete));
-            }
-            Ok(handle) => {
-                handle.spawn(delete);
-            }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
             // No runtime: nothing can send the request; the queue is reaped later.
-            Err(_) => {}
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        handle.spawn(async move {
+            shared.close().await;
+            drop(done);
+        });
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            // Returns when the task ends, or is dropped unrun by a runtime shutting down.
+            tokio::task::block_in_place(|| {
+                let _ = finished.recv_timeout(settings::REQUEST_TIMEOUT * 2);
+            });
         }
     }
 }
@@ -564,6 +581,14 @@ impl Log for SqsLog {
 
     fn describe(&self) -> String {
         self.shared.description.clone()
+    }
+
+    /// Deletes this node's queue (once), while the runtime runs.
+    async fn close(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.shared.close().await;
     }
 }
 

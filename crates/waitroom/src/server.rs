@@ -139,7 +139,7 @@ pub async fn run_with(
         node_options.snapshot_jitter_ms = 0;
     }
     let mut tasks = JoinSet::new();
-    let node = Node::start(log, node_options, &mut tasks);
+    let node = Node::start(Arc::clone(&log), node_options, &mut tasks);
     let registry = node.metrics_registry();
     let join_rate_limit = JoinRateLimit::new(options.join_rate_per_ip, options.join_burst_per_ip);
     let client_ip_header = match &options.client_ip_header {
@@ -211,6 +211,7 @@ pub async fn run_with(
     };
     tasks.shutdown().await;
     drop(node);
+    log.close().await;
     result
 }
 

@@ -3,7 +3,8 @@
 //! the order hold at every observation whichever node answers; one node is killed with SIGKILL
 //! and restarted (it recovers from the room's snapshot: snapshots are taken every 200 records),
 //! and the backend's server itself is killed and restarted; at the end every node has the same
-//! stats and the same state digest, and every joined session is still there.
+//! stats and the same state digest, every joined session is still there, and every node stops
+//! cleanly and promptly on SIGTERM.
 //!
 //! One test per backend, each a line at the bottom: the server comes from the test kit's
 //! launcher, and is skipped with a loud message when it is not installed (an error with
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -80,6 +81,40 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Longest a node may take to stop after SIGTERM: draining requests, then the backend's way out
+/// (an SQS node deletes its queue).
+const CLEAN_STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// Stops every node with SIGTERM, as an orchestrator does, and checks each exits cleanly in time.
+fn stop_cleanly(nodes: Vec<Node>) {
+    for node in &nodes {
+        let status = Command::new("kill")
+            .args(["-TERM", &node.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {}", node.child.id());
+    }
+    let deadline = Instant::now() + CLEAN_STOP_WAIT;
+    for mut node in nodes {
+        let exited = loop {
+            if let Some(status) = node.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node at {} did not stop within {CLEAN_STOP_WAIT:?} of SIGTERM",
+                node.url
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            exited.success(),
+            "the node at {} exited with {exited}",
+            node.url
+        );
     }
 }
 
@@ -401,6 +436,7 @@ async fn three_nodes_one_backend(mut server: impl TestServer, scratch: &Path) {
     // waited).
     assert!(room["stats"]["admittedTotal"].as_u64().unwrap() >= 50 + 6 * 40);
     assert!(room["stateDigest"].is_string());
+    tokio::task::block_in_place(|| stop_cleanly(nodes));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -611,6 +647,7 @@ async fn sqs_copier_killed_halfway_and_a_late_node() {
         SESSIONS as u64,
         "{room}"
     );
+    tokio::task::block_in_place(|| stop_cleanly(nodes));
     drop(moto);
 }
 
