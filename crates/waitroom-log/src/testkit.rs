@@ -8,6 +8,8 @@
 //! - `moto`: the one launcher of `moto_server` (SQS and S3), in a venv it makes under the build
 //!   dir, the same way.
 //! - `rabbitmq`: the one launcher of a private RabbitMQ node (stream plugin on), the same way.
+//! - `reading`: what the backends' own tests share beyond the suite: unique prefixes, records,
+//!   and a `Node` that applies a subscription as waitroom's node does.
 //! - here: free ports, finding a server's binary, and the rule for tests whose server is
 //!   missing: skip loudly under plain `cargo test`, fail with `CI=true`.
 
@@ -15,6 +17,7 @@ pub mod conformance;
 pub mod kafka;
 pub mod moto;
 pub mod rabbitmq;
+pub mod reading;
 pub mod redis;
 
 use std::path::PathBuf;

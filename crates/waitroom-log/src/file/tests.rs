@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 use tempfile::TempDir;
 
 use super::frame::encode_frame;
 use super::*;
 use crate::Entry;
 use crate::testkit::conformance::Limits;
+use crate::testkit::reading::next_event;
 
 const LIMITS: Limits = Limits {
     record_bytes_max: RECORD_BYTES_MAX,
@@ -57,14 +57,6 @@ fn record(payload: impl Into<Bytes>) -> Append {
         room: "room".into(),
         payload: payload.into(),
     }
-}
-
-async fn next_event(stream: &mut BoxStream<'static, Result<Event, LogError>>) -> Event {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("an event in time")
-        .expect("the stream goes on")
-        .expect("no error")
 }
 
 /// Every entry before the first `CaughtUp` of a subscription from `from`.

@@ -2,9 +2,7 @@
 //! storage (trimming without `DeleteRecords`) and with SQLite storage (`DeleteRecords`).
 //! Brokers come from the test kit's launcher (`testkit::kafka`).
 use std::collections::BTreeMap;
-use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -13,35 +11,19 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::connection::reconnect_delay;
 use super::*;
+use crate::Event;
 use crate::testkit::conformance::Limits;
 use crate::testkit::kafka::{Storage, TansuServer, TestKafka};
+use crate::testkit::reading::{Node, expected, next_result, records, unique_prefix, with_options};
 use crate::testkit::{in_ci, skip, test_name};
-use crate::{Entry, Event};
 
 const LIMITS: Limits = Limits {
     record_bytes_max: RECORD_BYTES_MAX,
     append_batch_records_max: APPEND_BATCH_RECORDS_MAX,
 };
 
-/// Longest a test waits for an event, a broker or a retried append.
+/// Longest a test waits for a broker or a retried append.
 const WAIT: Duration = Duration::from_secs(60);
-
-type Events = BoxStream<'static, Result<Event, LogError>>;
-
-/// A topic name no other test (or run) uses, so tests share one broker in parallel.
-fn unique_topic() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since_epoch| since_epoch.as_nanos() % 1_000_000_000_000);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("t{}-{nanos}-{count}", std::process::id())
-}
-
-fn with_options(url: &str, options: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{options}")
-}
 
 /// The test broker with a topic of the test's own (4 partitions, so rooms share partitions),
 /// or `None` when the test is skipped. Keep the handle for the length of the test.
@@ -49,7 +31,7 @@ fn test_url() -> Option<(TestKafka, String)> {
     let kafka = crate::testkit::kafka::for_test(&test_name())?;
     let url = with_options(
         kafka.url(),
-        &format!("topic={}&partitions=4", unique_topic()),
+        &format!("topic={}&partitions=4", unique_prefix()),
     );
     Some((kafka, url))
 }
@@ -84,7 +66,7 @@ fn sqlite_url() -> Option<((TansuServer, tempfile::TempDir), String)> {
     let broker = sqlite_broker(&test_name())?;
     let url = with_options(
         &broker.0.url(),
-        &format!("topic={}&partitions=4", unique_topic()),
+        &format!("topic={}&partitions=4", unique_prefix()),
     );
     Some((broker, url))
 }
@@ -108,88 +90,6 @@ mod conformance_sqlite_storage {
         },
         limits: super::LIMITS,
     );
-}
-
-fn record(room: &str, text: String) -> Append {
-    Append {
-        room: room.into(),
-        payload: Bytes::from(text),
-    }
-}
-
-/// Records `"{room} {seq}"` for every seq of `seqs` and every room, seq by seq.
-fn records(rooms: &[&str], seqs: Range<u32>) -> Vec<Append> {
-    seqs.flat_map(|seq| {
-        rooms
-            .iter()
-            .map(move |room| record(room, format!("{room} {seq}")))
-    })
-    .collect()
-}
-
-async fn next_event(stream: &mut Events) -> Result<Event, LogError> {
-    match tokio::time::timeout(WAIT, stream.next()).await {
-        Ok(Some(event)) => event,
-        other => panic!("expected an event within {WAIT:?}, got {other:?}"),
-    }
-}
-
-/// What a node makes of a subscription: entries applied once each (deduplicated by
-/// position), and counts of the other events.
-#[derive(Default)]
-struct Node {
-    checkpoint: Checkpoint,
-    applied: Vec<Entry>,
-    duplicates: usize,
-    caught_up: usize,
-    unavailable: usize,
-    trimmed: Vec<(ShardId, Position)>,
-}
-
-impl Node {
-    async fn read_until(&mut self, stream: &mut Events, done: impl Fn(&Self) -> bool) {
-        while !done(self) {
-            match next_event(stream).await.expect("a working subscription") {
-                Event::Entries(entries) => {
-                    for entry in entries {
-                        let seen = self.checkpoint.get(&entry.shard);
-                        if seen.is_some_and(|seen| entry.position <= seen) {
-                            self.duplicates += 1;
-                            continue;
-                        }
-                        self.checkpoint.advance(&entry.shard, entry.position);
-                        self.applied.push(entry);
-                    }
-                }
-                Event::CaughtUp => self.caught_up += 1,
-                Event::Unavailable(_) => self.unavailable += 1,
-                Event::Trimmed { shard, through } => {
-                    self.checkpoint.advance(&shard, through);
-                    self.trimmed.push((shard, through));
-                }
-            }
-        }
-    }
-
-    async fn read_until_caught_up(&mut self, stream: &mut Events) {
-        let before = self.caught_up;
-        self.read_until(stream, |node| node.caught_up > before)
-            .await;
-    }
-
-    /// The payloads applied for one shard, in order.
-    fn payloads_of(&self, shard: &ShardId, room: &str) -> Vec<String> {
-        self.applied
-            .iter()
-            .filter(|entry| entry.shard == *shard)
-            .map(|entry| String::from_utf8_lossy(&entry.payload).into_owned())
-            .filter(|payload| payload.starts_with(&format!("{room} ")))
-            .collect()
-    }
-}
-
-fn expected_payloads(room: &str, seqs: Range<u32>) -> Vec<String> {
-    seqs.map(|seq| format!("{room} {seq}")).collect()
 }
 
 #[test]
@@ -358,19 +258,8 @@ async fn rooms_share_partitions_and_every_subscriber_agrees() {
     seen_a.read_until_caught_up(&mut stream_a).await;
     seen_b.read_until_caught_up(&mut stream_b).await;
     assert_eq!(seen_a.applied.len(), 120);
-    let by_position = |node: &Node| -> BTreeMap<(ShardId, Position), (u64, Bytes)> {
-        node.applied
-            .iter()
-            .map(|entry| {
-                (
-                    (entry.shard.clone(), entry.position),
-                    (entry.timestamp_ms, entry.payload.clone()),
-                )
-            })
-            .collect()
-    };
     assert!(
-        by_position(&seen_a) == by_position(&seen_b),
+        seen_a.by_position() == seen_b.by_position(),
         "subscribers disagree"
     );
     let shards: std::collections::BTreeSet<&ShardId> =
@@ -378,10 +267,7 @@ async fn rooms_share_partitions_and_every_subscriber_agrees() {
     assert!(shards.len() > 1 && shards.len() <= 4, "{shards:?}");
     for room in &rooms {
         let shard = node_a.shard_of(room);
-        assert_eq!(
-            seen_a.payloads_of(&shard, room),
-            expected_payloads(room, 0..10)
-        );
+        assert_eq!(seen_a.payloads_of_room(&shard, room), expected(room, 0..10));
     }
     // The head names each partition's last record, which the subscribers delivered.
     let head = node_b.head().await.unwrap();
@@ -478,7 +364,7 @@ async fn a_subscription_survives_a_broker_restart_without_gaps_or_repeats() {
     }
     node.read_until(&mut stream, |node| {
         rooms.iter().all(|room| {
-            node.payloads_of(&log.shard_of(room), room)
+            node.payloads_of_room(&log.shard_of(room), room)
                 .last()
                 .is_some_and(|last| *last == format!("{room} 19"))
         })
@@ -486,9 +372,9 @@ async fn a_subscription_survives_a_broker_restart_without_gaps_or_repeats() {
     .await;
     for room in rooms {
         // A failed append retried may have landed twice: each record at least once, in order.
-        let mut seen = node.payloads_of(&log.shard_of(room), room);
+        let mut seen = node.payloads_of_room(&log.shard_of(room), room);
         seen.dedup();
-        assert_eq!(seen, expected_payloads(room, 0..20), "room {room}");
+        assert_eq!(seen, expected(room, 0..20), "room {room}");
     }
     assert_eq!(node.duplicates, 0, "resumed from the delivered positions");
 
@@ -554,7 +440,7 @@ async fn a_broker_that_lost_acknowledged_records_is_refused_loudly() {
     copy_broker_files(&older, server.dir());
     server.restart().unwrap();
     let failure = loop {
-        match next_event(&mut stream).await {
+        match next_result(&mut stream).await {
             Ok(Event::Unavailable(_) | Event::CaughtUp) => {}
             Ok(other) => panic!("the subscription went on after the loss: {other:?}"),
             Err(error) => break error,
@@ -627,8 +513,8 @@ async fn a_trim_survives_a_broker_restart_and_readers_from_before_it_are_told() 
     from_start.read_until_caught_up(&mut stream).await;
     assert_eq!(from_start.trimmed, vec![(shard.clone(), cut)]);
     assert_eq!(
-        from_start.payloads_of(&shard, room),
-        expected_payloads(room, 10..20)
+        from_start.payloads_of_room(&shard, room),
+        expected(room, 10..20)
     );
     // A reader from before the cut is told too; one from the cut is not.
     let before = Checkpoint(BTreeMap::from([(shard.clone(), node.applied[3].position)]));
@@ -641,8 +527,8 @@ async fn a_trim_survives_a_broker_restart_and_readers_from_before_it_are_told() 
     at_cut.read_until_caught_up(&mut stream).await;
     assert!(at_cut.trimmed.is_empty());
     assert_eq!(
-        at_cut.payloads_of(&shard, room),
-        expected_payloads(room, 10..20)
+        at_cut.payloads_of_room(&shard, room),
+        expected(room, 10..20)
     );
 }
 

@@ -2,11 +2,9 @@
 //! test kit's launcher (`testkit::rabbitmq`): the one `scripts/test` started, or one per test
 //! binary; tests that crash the broker start their own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::StreamExt;
 
 use super::appending::publish_all;
 use super::message::{self, Body, Manifest};
@@ -14,35 +12,21 @@ use super::protocol::{Chunk, parse_deliver};
 use super::reading::reconnect_delay;
 use super::snapshots::SNAPSHOT_REFERENCE;
 use super::*;
+use crate::Event;
 use crate::testkit::conformance::Limits;
 use crate::testkit::rabbitmq::{RabbitMqServer, TestRabbitMq};
+use crate::testkit::reading::{
+    Node, expected, next_event, record, records, unique_prefix, with_options,
+};
 use crate::testkit::test_name;
-use crate::{Entry, Event};
 
 const LIMITS: Limits = Limits {
     record_bytes_max: RECORD_BYTES_MAX,
     append_batch_records_max: APPEND_BATCH_RECORDS_MAX,
 };
 
-/// Longest a test waits for an event or a retried append.
+/// Longest a test waits for a retried append.
 const WAIT: Duration = Duration::from_secs(60);
-
-type Events = BoxStream<'static, Result<Event, LogError>>;
-
-/// A prefix no other test (or run) uses, so tests share one node in parallel.
-fn unique_prefix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since_epoch| since_epoch.as_nanos() % 1_000_000_000_000);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("t{}-{nanos}-{count}", std::process::id())
-}
-
-fn with_options(url: &str, options: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{options}")
-}
 
 /// The test node with a prefix of the test's own, or `None` when the test is skipped.
 fn test_url() -> Option<(TestRabbitMq, String)> {
@@ -73,82 +57,6 @@ mod conformance {
         },
         limits: super::LIMITS,
     );
-}
-
-fn record(room: &str, text: String) -> Append {
-    Append {
-        room: room.into(),
-        payload: Bytes::from(text),
-    }
-}
-
-fn records(room: &str, seqs: std::ops::Range<u32>) -> Vec<Append> {
-    seqs.map(|seq| record(room, format!("{room} {seq}")))
-        .collect()
-}
-
-async fn next_event(stream: &mut Events) -> Event {
-    match tokio::time::timeout(WAIT, stream.next()).await {
-        Ok(Some(Ok(event))) => event,
-        other => panic!("expected an event within {WAIT:?}, got {other:?}"),
-    }
-}
-
-/// What a node makes of a subscription: entries applied once each, and counts of the rest.
-#[derive(Default)]
-struct Node {
-    checkpoint: Checkpoint,
-    applied: Vec<Entry>,
-    duplicates: usize,
-    caught_up: usize,
-    unavailable: usize,
-    trimmed: Vec<Position>,
-}
-
-impl Node {
-    async fn read_until(&mut self, stream: &mut Events, done: impl Fn(&Self) -> bool) {
-        while !done(self) {
-            match next_event(stream).await {
-                Event::Entries(entries) => {
-                    for entry in entries {
-                        if self
-                            .checkpoint
-                            .get(&entry.shard)
-                            .is_some_and(|seen| entry.position <= seen)
-                        {
-                            self.duplicates += 1;
-                            continue;
-                        }
-                        self.checkpoint.advance(&entry.shard, entry.position);
-                        self.applied.push(entry);
-                    }
-                }
-                Event::CaughtUp => self.caught_up += 1,
-                Event::Unavailable(_) => self.unavailable += 1,
-                Event::Trimmed { shard, through } => {
-                    self.checkpoint.advance(&shard, through);
-                    self.trimmed.push(through);
-                }
-            }
-        }
-    }
-
-    async fn read_until_caught_up(&mut self, stream: &mut Events) {
-        let before = self.caught_up;
-        self.read_until(stream, |node| node.caught_up > before)
-            .await;
-    }
-
-    fn payloads(&self) -> Vec<String> {
-        self.applied
-            .iter()
-            .map(|entry| String::from_utf8_lossy(&entry.payload).into_owned())
-            .collect()
-    }
-}
-
-fn expected(room: &str, seqs: std::ops::Range<u32>) -> Vec<String> {
-    seqs.map(|seq| format!("{room} {seq}")).collect()
 }
 
 #[test]
@@ -345,7 +253,7 @@ async fn head_looks_past_the_markers_of_opening_logs() {
     };
     let first = RabbitMqLog::connect(&url).await.unwrap();
     assert_eq!(first.head().await.unwrap(), Checkpoint::start());
-    first.append(records("a", 0..3)).await.unwrap();
+    first.append(records(&["a"], 0..3)).await.unwrap();
     let head = first.head().await.unwrap();
     // Every log that opens writes a marker after the last record.
     for _ in 0..3 {
@@ -365,7 +273,7 @@ async fn a_checkpoint_past_the_end_is_rejected() {
         return;
     };
     let log = RabbitMqLog::connect(&url).await.unwrap();
-    log.append(records("a", 0..2)).await.unwrap();
+    log.append(records(&["a"], 0..2)).await.unwrap();
     let head = log.head().await.unwrap();
     let shard = ShardId::new(log.log_stream());
     let mut past = Checkpoint::start();
@@ -424,7 +332,7 @@ async fn retention_gaps_are_reported_as_trimmed() {
     );
     assert_eq!(
         node.trimmed,
-        vec![Position(first.0 - 1)],
+        vec![(ShardId::new(log.log_stream()), Position(first.0 - 1))],
         "a subscription from the start is told what retention removed"
     );
     let seqs: Vec<u32> = node
@@ -494,8 +402,8 @@ async fn forgotten_rooms_leave_the_registry_once_trimmed() {
     };
     let log = RabbitMqLog::connect(&url).await.unwrap();
     let shard = ShardId::new(log.log_stream());
-    log.append(records("kept", 0..2)).await.unwrap();
-    log.append(records("gone", 0..2)).await.unwrap();
+    log.append(records(&["kept"], 0..2)).await.unwrap();
+    log.append(records(&["gone"], 0..2)).await.unwrap();
     let head = log.head().await.unwrap().get(&shard).unwrap();
     for room in ["kept", "gone"] {
         let snapshot = Snapshot {
@@ -506,7 +414,7 @@ async fn forgotten_rooms_leave_the_registry_once_trimmed() {
         };
         assert!(log.store_snapshot(snapshot).await.unwrap());
     }
-    log.append(records("gone", 2..3)).await.unwrap();
+    log.append(records(&["gone"], 2..3)).await.unwrap();
     let last = log.head().await.unwrap().get(&shard).unwrap();
     assert!(log.forget_room("gone", last).await.unwrap());
     // Another log (a node started later) lists the tombstone, and trimming past it drops it.
@@ -548,7 +456,7 @@ async fn a_subscription_survives_a_rabbitmq_restart_without_gaps_or_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = tokio::task::block_in_place(|| RabbitMqServer::start(dir.path())).unwrap();
     let log = RabbitMqLog::connect(&server.url()).await.unwrap();
-    log.append(records("a", 0..10)).await.unwrap();
+    log.append(records(&["a"], 0..10)).await.unwrap();
     let mut stream = log.subscribe(Checkpoint::start()).await.unwrap();
     let mut node = Node::default();
     node.read_until_caught_up(&mut stream).await;
@@ -557,7 +465,7 @@ async fn a_subscription_survives_a_rabbitmq_restart_without_gaps_or_repeats() {
     tokio::task::block_in_place(|| server.kill_9());
     node.read_until(&mut stream, |node| node.unavailable > 0)
         .await;
-    let refused = log.append(records("a", 10..11)).await;
+    let refused = log.append(records(&["a"], 10..11)).await;
     assert!(
         matches!(refused, Err(LogError::Unavailable(_))),
         "{refused:?}"
@@ -566,7 +474,7 @@ async fn a_subscription_survives_a_rabbitmq_restart_without_gaps_or_repeats() {
     tokio::task::block_in_place(|| server.restart()).unwrap();
     node.read_until_caught_up(&mut stream).await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while let Err(error) = log.append(records("a", 10..20)).await {
+    while let Err(error) = log.append(records(&["a"], 10..20)).await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "appending after the restart: {error}"

@@ -87,6 +87,9 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   end
   if live and less(last, minid) then minid = last end
 end
+-- A live group that was delivered nothing yet (0-0) holds everything: there is nothing below
+-- 0-0 (and '(0-0' is no valid range start).
+if minid == '0-0' then return 0 end
 local gone = redis.call('XREVRANGE', KEYS[1], '(' .. minid, '-', 'COUNT', 1)
 if #gone == 0 then return 0 end
 local deleted = redis.call('HGET', KEYS[2], 'deleted')

@@ -1,12 +1,9 @@
 //! The Redis log's own tests; the conformance suite runs here too, on one server and on a
 //! Redis Cluster. Servers come from the test kit's launcher (`testkit::redis`).
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_routing::Slot;
 
@@ -14,35 +11,21 @@ use redis::Value;
 
 use super::connection::reconnect_delay;
 use super::*;
+use crate::Event;
 use crate::testkit::conformance::{self, Limits};
+use crate::testkit::reading::{
+    Node, expected, next_event, record, records, unique_prefix, with_options,
+};
 use crate::testkit::redis::{Persistence, RedisCluster, RedisServer, TestRedis};
 use crate::testkit::test_name;
-use crate::{Entry, Event};
 
 const LIMITS: Limits = Limits {
     record_bytes_max: RECORD_BYTES_MAX,
     append_batch_records_max: APPEND_BATCH_RECORDS_MAX,
 };
 
-/// Longest a test waits for an event, a server or a retried append.
+/// Longest a test waits for a server or a retried append.
 const WAIT: Duration = Duration::from_secs(30);
-
-type Events = BoxStream<'static, Result<Event, LogError>>;
-
-/// A key prefix no other test (or run) uses, so tests share one Redis in parallel.
-fn unique_prefix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since_epoch| since_epoch.as_nanos() % 1_000_000_000_000);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("t{}-{nanos}-{count}", std::process::id())
-}
-
-fn with_options(url: &str, options: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{options}")
-}
 
 /// The test Redis with a prefix of the test's own, or `None` when the test is skipped. Keep the
 /// handle for the length of the test.
@@ -71,90 +54,6 @@ mod conformance_single_server {
         },
         limits: super::LIMITS,
     );
-}
-
-fn record(room: &str, text: String) -> Append {
-    Append {
-        room: room.into(),
-        payload: Bytes::from(text),
-    }
-}
-
-/// Records `"{room} {seq}"` for every seq of `seqs` and every room, seq by seq.
-fn records(rooms: &[&str], seqs: Range<u32>) -> Vec<Append> {
-    seqs.flat_map(|seq| {
-        rooms
-            .iter()
-            .map(move |room| record(room, format!("{room} {seq}")))
-    })
-    .collect()
-}
-
-async fn next_event(stream: &mut Events) -> Event {
-    match tokio::time::timeout(WAIT, stream.next()).await {
-        Ok(Some(Ok(event))) => event,
-        other => panic!("expected an event within {WAIT:?}, got {other:?}"),
-    }
-}
-
-/// What a node makes of a subscription: entries applied once each (deduplicated by
-/// position), and counts of the other events.
-#[derive(Default)]
-struct Node {
-    checkpoint: Checkpoint,
-    applied: Vec<Entry>,
-    duplicates: usize,
-    caught_up: usize,
-    unavailable: usize,
-    trimmed: usize,
-}
-
-impl Node {
-    async fn read_until(&mut self, stream: &mut Events, done: impl Fn(&Self) -> bool) {
-        while !done(self) {
-            match next_event(stream).await {
-                Event::Entries(entries) => {
-                    for entry in entries {
-                        let seen = self.checkpoint.get(&entry.shard);
-                        if seen.is_some_and(|seen| entry.position <= seen) {
-                            self.duplicates += 1;
-                            continue;
-                        }
-                        self.checkpoint.advance(&entry.shard, entry.position);
-                        self.applied.push(entry);
-                    }
-                }
-                Event::CaughtUp => self.caught_up += 1,
-                Event::Unavailable(_) => self.unavailable += 1,
-                Event::Trimmed { .. } => self.trimmed += 1,
-            }
-        }
-    }
-
-    async fn read_until_caught_up(&mut self, stream: &mut Events) {
-        let before = self.caught_up;
-        self.read_until(stream, |node| node.caught_up > before)
-            .await;
-    }
-
-    async fn read_until_applied(&mut self, stream: &mut Events, count: usize) {
-        self.read_until(stream, |node| node.applied.len() >= count)
-            .await;
-        assert_eq!(self.applied.len(), count, "more entries than appended");
-    }
-
-    /// The payloads applied for one room stream, in order.
-    fn payloads(&self, shard: &str) -> Vec<String> {
-        self.applied
-            .iter()
-            .filter(|entry| &*entry.shard.0 == shard)
-            .map(|entry| String::from_utf8_lossy(&entry.payload).into_owned())
-            .collect()
-    }
-}
-
-fn expected_payloads(room: &str, seqs: Range<u32>) -> Vec<String> {
-    seqs.map(|seq| format!("{room} {seq}")).collect()
 }
 
 /// A plain connection to the Redis of `url` (our options stripped), for checking keys.
@@ -323,8 +222,8 @@ async fn a_subscription_survives_a_redis_restart_without_gaps_or_repeats() {
     node.read_until_applied(&mut stream, 40).await;
     for room in rooms {
         assert_eq!(
-            node.payloads(&log.room_key(room)),
-            expected_payloads(room, 0..20)
+            node.payloads_of(&ShardId::new(log.room_key(room))),
+            expected(room, 0..20)
         );
     }
     assert_eq!(node.duplicates, 0, "resumed from the delivered positions");
@@ -333,15 +232,8 @@ async fn a_subscription_survives_a_redis_restart_without_gaps_or_repeats() {
     let mut fresh = Node::default();
     let mut stream = log.subscribe(Checkpoint::start()).await.unwrap();
     fresh.read_until_caught_up(&mut stream).await;
-    // (Each shard's entries arrive in order; how shards interleave differs between reads.)
-    let by_position = |node: &Node| -> BTreeMap<(ShardId, Position), Entry> {
-        node.applied
-            .iter()
-            .map(|entry| ((entry.shard.clone(), entry.position), entry.clone()))
-            .collect()
-    };
     assert_eq!(fresh.applied.len(), 40);
-    assert_eq!(by_position(&fresh), by_position(&node));
+    assert_eq!(fresh.by_position(), node.by_position());
     drop(server);
 }
 
@@ -380,11 +272,15 @@ async fn each_node_has_its_group_and_all_see_the_same_entries() {
         seen_b.read_until_applied(&mut stream_b, total),
     );
     for room in rooms {
-        let key = node_a.room_key(room);
-        assert_eq!(seen_a.payloads(&key), seen_b.payloads(&key), "room {room}");
+        let key = ShardId::new(node_a.room_key(room));
+        assert_eq!(
+            seen_a.payloads_of(&key),
+            seen_b.payloads_of(&key),
+            "room {room}"
+        );
         for name in ["a", "b"] {
             let mine: Vec<String> = seen_a
-                .payloads(&key)
+                .payloads_of(&key)
                 .into_iter()
                 .filter(|payload| payload.starts_with(&format!("{name} ")))
                 .collect();
@@ -454,11 +350,51 @@ async fn rooms_created_after_subscribing_are_read() {
     node.read_until_applied(&mut stream, 9).await;
     for room in ["second", "third", "fourth"] {
         assert_eq!(
-            node.payloads(&log.room_key(room)),
-            expected_payloads(room, 0..2)
+            node.payloads_of(&ShardId::new(log.room_key(room))),
+            expected(room, 0..2)
         );
     }
     assert_eq!((node.caught_up, node.unavailable), (1, 0));
+}
+
+/// A node whose consumer group was just created (delivered nothing: `0-0`) holds the whole
+/// stream: a trim then deletes nothing, and is no error (it once sent Redis the range `(0-0`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trim_under_a_group_delivered_nothing_deletes_nothing() {
+    let Some((_redis, url)) = test_url() else {
+        return;
+    };
+    let log = RedisLog::connect(&url).await.unwrap();
+    log.append(records(&["room"], 0..5)).await.unwrap();
+    let key = log.room_key("room");
+    let shard = ShardId(key.clone().into());
+    let through = log.head().await.unwrap().0[&shard];
+    let mut raw = raw_connection(&url).await;
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("newcomer")
+        .arg("0")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let created: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&key)
+        .arg("newcomer")
+        .arg("reader")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(created, 1);
+    log.trim(&shard, through).await.unwrap();
+    let length: i64 = redis::cmd("XLEN")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(length, 5, "nothing a live group still needs is deleted");
+    assert_eq!(log.trimmed().await.unwrap().get(&shard), Some(through));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,12 +448,8 @@ async fn forgotten_rooms_leave_redis_and_the_subscriptions() {
     log.append(records(&["gone"], 100..101)).await.unwrap();
     node.read_until_applied(&mut stream, 12).await;
     assert_eq!(
-        node.payloads(&gone),
-        [
-            expected_payloads("gone", 0..5),
-            expected_payloads("gone", 100..101)
-        ]
-        .concat()
+        node.payloads_of(&ShardId::new(gone.clone())),
+        [expected("gone", 0..5), expected("gone", 100..101)].concat()
     );
     assert_eq!(node.unavailable, 0);
     // Forgetting an unknown room is fine.

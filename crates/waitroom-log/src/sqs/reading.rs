@@ -316,7 +316,8 @@ pub(crate) async fn sync(shared: Arc<Shared>) {
 /// to each, answered by whichever node stamps it.
 ///
 /// # Errors
-/// [`LogError::Unavailable`] when SQS fails, or an answer does not come within [`MARKER_WAIT`].
+/// [`LogError::Unavailable`] when SQS fails, or an answer does not come within the visibility
+/// timeout and [`MARKER_WAIT`].
 pub(crate) async fn head(shared: &Shared) -> Result<HashMap<u32, u64>, LogError> {
     let groups = shared.settings.groups;
     let mut waiting = Vec::with_capacity(groups as usize);
@@ -360,7 +361,8 @@ pub(crate) async fn head(shared: &Shared) -> Result<HashMap<u32, u64>, LogError>
             SendFailure::Other(error) => error,
         });
     }
-    let deadline = tokio::time::Instant::now() + MARKER_WAIT;
+    let wait = shared.settings.visibility_timeout + MARKER_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     let mut ends = HashMap::with_capacity(groups as usize);
     for (group, _, receiver) in waiting {
         match tokio::time::timeout_at(deadline, receiver).await {
@@ -372,7 +374,7 @@ pub(crate) async fn head(shared: &Shared) -> Result<HashMap<u32, u64>, LogError>
                 return Err(LogError::Unavailable(format!(
                     "no answer to the head marker of group {group} within {} s: is any node \
                      stamping the intake?",
-                    MARKER_WAIT.as_secs()
+                    wait.as_secs()
                 )));
             }
         }

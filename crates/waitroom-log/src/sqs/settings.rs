@@ -126,7 +126,9 @@ pub const QUEUE_LIST_MARGIN: Duration = Duration::from_secs(1);
 /// stays quiet.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Longest wait for the answers to the markers of one `head()` (or to a forget).
+/// Longest wait for the answers to the markers of one `head()` (or to a forget), on top of the
+/// visibility timeout: a batch held by a node that died or stopped keeps the later messages of
+/// its group, the marker among them, back for up to the visibility timeout.
 pub const MARKER_WAIT: Duration = Duration::from_secs(30);
 
 /// Timeout of one SQS or S3 request (a long poll gets [`RECEIVE_WAIT`] on top).

@@ -1,7 +1,6 @@
 //! The SQS log's own tests; the conformance suite runs here too. The server is `moto_server`
 //! from the test kit's launcher (`testkit::moto`); each test has a prefix of its own, so tests
 //! share one server.
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,6 +9,7 @@ use futures::StreamExt;
 use super::*;
 use crate::testkit::conformance::Limits;
 use crate::testkit::moto::TestMoto;
+use crate::testkit::reading::{Events, record, unique_prefix, with_options};
 use crate::testkit::test_name;
 
 const LIMITS: Limits = Limits {
@@ -19,22 +19,6 @@ const LIMITS: Limits = Limits {
 
 /// Longest a test waits for an event.
 const WAIT: Duration = Duration::from_secs(60);
-
-type Events = BoxStream<'static, Result<Event, LogError>>;
-
-/// A prefix no other test (or run) uses.
-fn unique_prefix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "t{:012x}{}",
-        random_u64() & 0xffff_ffff_ffff,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn with_options(url: &str, options: &str) -> String {
-    format!("{url}&{options}")
-}
 
 /// The test moto and a URL with a prefix of the test's own, or `None` when the test is skipped.
 fn test_url() -> Option<(TestMoto, String)> {
@@ -62,13 +46,6 @@ mod conformance {
         },
         limits: super::LIMITS,
     );
-}
-
-fn record(room: &str, text: &str) -> Append {
-    Append {
-        room: room.into(),
-        payload: Bytes::from(text.to_owned()),
-    }
 }
 
 /// The payloads of `shard` that start with `tag`, delivered by `events` until `count` arrived
@@ -299,7 +276,7 @@ async fn two_nodes_stamp_one_order() {
     let mut events_b = b.subscribe(Checkpoint::start()).await.unwrap();
     async fn appends(name: &str, node: &SqsLog, room: &str) {
         for seq in 0..30 {
-            node.append(vec![record(room, &format!("{name}{seq}"))])
+            node.append(vec![record(room, format!("{name}{seq}"))])
                 .await
                 .unwrap();
         }
