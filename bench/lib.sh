@@ -119,6 +119,47 @@ bench_start_waitroom() {
   return 1
 }
 
+# bench_start_node NAME BACKEND [ARGS...]: starts a node of a fleet on BACKEND (release build, data
+# dir and output NAME.out under the scratch dir, the fleet's shared signing key, the per-IP join
+# limit off), waits (≤ 30 s) until /readyz answers 200 and appends its URL to bench_urls. ARGS go
+# to `waitroom serve`; WAITROOM_LOG sets its log filter (warn).
+bench_urls=()
+bench_start_node() {
+  local name="$1" backend="$2" port
+  shift 2
+  [ -f "$bench_scratch/key.pem" ] || openssl genpkey -algorithm ed25519 -out "$bench_scratch/key.pem" 2>/dev/null
+  port="$(bench_free_port)"
+  WAITROOM_LOG="${WAITROOM_LOG:-warn}" "$BENCH_BIN/waitroom" serve --listen "127.0.0.1:$port" \
+    --data-dir "$bench_scratch/$name" --backend "$backend" --signing-key "$bench_scratch/key.pem" \
+    --admin-token "$BENCH_ADMIN_TOKEN" --join-rate-per-ip 0 "$@" >"$bench_scratch/$name.out" 2>&1 &
+  bench_pids+=("$!")
+  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$bench_scratch/$name.out" >&2; exit 1; }
+  bench_urls+=("http://127.0.0.1:$port")
+}
+
+# bench_room NAME CAPACITY: creates the room NAME through the first of bench_urls, with timeouts
+# long enough that nobody expires during the runs.
+bench_room() {
+  curl -sf -X PUT "${bench_urls[0]}/api/waiting-room/rooms/$1" -H "Authorization: Bearer $BENCH_ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' \
+    -d "{\"capacity\":$2,\"waitingIdleTimeoutSeconds\":3600,\"activeIdleTimeoutSeconds\":3600,\"maxActiveSeconds\":7200}" >/dev/null
+}
+
+# bench_wrk SCRIPT ROOM URL...: `wrk -t1 -c$CONNECTIONS -d$DURATION -s SCRIPT` against every URL at
+# once (the scripts read ROOM and the session ids in the scratch dir's `ids`); prints the sums
+# "requests/s requests non-2xx".
+bench_wrk() {
+  local script="$1" room="$2" i=0 files=() runs=() url
+  shift 2
+  for url in "$@"; do
+    IDS_FILE="$bench_scratch/ids" ROOM="$room" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$script" "$url" >"$bench_scratch/wrk.$i" &
+    runs+=("$!"); files+=("$bench_scratch/wrk.$i"); i=$((i + 1))
+  done
+  wait "${runs[@]}"
+  awk '/Requests\/sec/ {rps += $2} / requests in / {n += $1} /Non-2xx/ {bad += $NF} END {printf "%.0f %d %d\n", rps, n, bad}' "${files[@]}"
+}
+
 # bench_start_seats NAME ARGS...: starts the seat service (examples/seat_service.rs) with ARGS;
 # sets SEATS_URL and SEATS_PID.
 bench_start_seats() {

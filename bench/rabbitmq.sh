@@ -34,49 +34,21 @@ eval "$("$BENCH_BIN/waitroom-servers" rabbitmq --dir "$scratch/rabbitmq")"
 bench_server_pids+=("$PID" "$EPMD_PID")
 rabbitmq_url="$URL"
 
-admin="$BENCH_ADMIN_TOKEN"
-openssl genpkey -algorithm ed25519 -out "$scratch/key.pem" 2>/dev/null
-urls=()
-start_node() { # index: starts a node, appends its URL to urls
-  local port; port="$(bench_free_port)"
-  WAITROOM_LOG=warn "$BENCH_BIN/waitroom" serve --listen "127.0.0.1:$port" --data-dir "$scratch/node$1" \
-    --backend "$rabbitmq_url?prefix=bench" --signing-key "$scratch/key.pem" \
-    --admin-token "$admin" --join-rate-per-ip 0 >"$scratch/node$1.out" 2>&1 &
-  bench_pids+=("$!")
-  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$scratch/node$1.out" >&2; exit 1; }
-  urls+=("http://127.0.0.1:$port")
-}
-start_node 0; start_node 1; start_node 2
+for i in 0 1 2; do bench_start_node "node$i" "$rabbitmq_url?prefix=bench"; done
 
-room() { # name -> create a room where everyone waits and nobody expires during the runs
-  curl -sf -X PUT "${urls[0]}/api/waiting-room/rooms/$1" -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
-    -d '{"capacity":100,"waitingIdleTimeoutSeconds":3600,"activeIdleTimeoutSeconds":3600,"maxActiveSeconds":7200}' >/dev/null
-}
-room bench1; room bench3
-bench_join_sessions bench3 "$SESSIONS" "$scratch/ids" "${urls[@]}"
-
-wrk_rps() { # script room url... -> "total requests/s, non-2xx" over the urls, run in parallel
-  local script="$1" room="$2"; shift 2
-  local i=0 files=() runs=()
-  for url in "$@"; do
-    IDS_FILE="$scratch/ids" ROOM="$room" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$script" "$url" >"$scratch/wrk.$i" &
-    runs+=("$!"); files+=("$scratch/wrk.$i"); i=$((i + 1))
-  done
-  wait "${runs[@]}"
-  awk '/Requests\/sec/ {sum += $2} /Non-2xx/ {bad += $NF} END {printf "%.0f %d\n", sum, bad}' "${files[@]}"
-}
+bench_room bench1 100; bench_room bench3 100
+bench_join_sessions bench3 "$SESSIONS" "$scratch/ids" "${bench_urls[@]}"
 
 echo "RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo '?') on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); wrk -t1 -c$CONNECTIONS -d$DURATION per node"
-read -r polls1 bad <<<"$(wrk_rps bench/poll.lua bench3 "${urls[0]}")"; echo "polls, 1 node:   $polls1/s (non-2xx $bad)"
-read -r polls3 bad <<<"$(wrk_rps bench/poll.lua bench3 "${urls[@]}")"; echo "polls, 3 nodes:  $polls3/s (non-2xx $bad)"
-read -r joins1 bad <<<"$(wrk_rps bench/join.lua bench1 "${urls[0]}")"; echo "joins, 1 node:   $joins1/s (non-2xx $bad)"
-read -r joins3 bad <<<"$(wrk_rps bench/join.lua bench3 "${urls[@]}")"; echo "joins, 3 nodes:  $joins3/s (non-2xx $bad)"
+read -r polls1 _ bad <<<"$(bench_wrk bench/poll.lua bench3 "${bench_urls[0]}")"; echo "polls, 1 node:   $polls1/s (non-2xx $bad)"
+read -r polls3 _ bad <<<"$(bench_wrk bench/poll.lua bench3 "${bench_urls[@]}")"; echo "polls, 3 nodes:  $polls3/s (non-2xx $bad)"
+read -r joins1 _ bad <<<"$(bench_wrk bench/join.lua bench1 "${bench_urls[0]}")"; echo "joins, 1 node:   $joins1/s (non-2xx $bad)"
+read -r joins3 _ bad <<<"$(bench_wrk bench/join.lua bench3 "${bench_urls[@]}")"; echo "joins, 3 nodes:  $joins3/s (non-2xx $bad)"
 publish="$("$BENCH_BIN/examples/rabbitmq_publish" --url "$rabbitmq_url" --stream bench-raw \
   --seconds "${DURATION%s}" --outstanding "$CONNECTIONS" | awk '/^messages\/s/ {print $2}')"
 echo "raw confirmed publishes, one message per confirm, $CONNECTIONS in flight: $publish/s"
 
-WAITROOM_ADMIN_TOKEN="$admin" "$BENCH_BIN/waitroom" load --url "${urls[1]}" --room refill \
+WAITROOM_ADMIN_TOKEN="$BENCH_ADMIN_TOKEN" "$BENCH_BIN/waitroom" load --url "${bench_urls[1]}" --room refill \
   --capacity "$LOAD_CAPACITY" --users "$LOAD_USERS" --arrival "ramp:$RAMP_SECONDS" --hold-seconds 1..3 \
   --poll-interval-ms 1000 --duration-max-seconds $((RAMP_SECONDS * 4 + 60)) --connections-max 256 \
   --no-progress --out "$scratch/load" >"$scratch/load.txt" 2>&1 || { cat "$scratch/load.txt" >&2; exit 1; }

@@ -41,35 +41,9 @@ eval "$("$BENCH_BIN/waitroom-servers" moto --dir "$scratch/moto" --venv "$venv")
 bench_server_pids+=("$PID")
 backend="$URL"
 
-admin="$BENCH_ADMIN_TOKEN"
-openssl genpkey -algorithm ed25519 -out "$scratch/key.pem" 2>/dev/null
-urls=()
-start_node() { # index: starts a node, appends its URL to urls
-  local port; port="$(bench_free_port)"
-  WAITROOM_LOG=warn,waitroom_log::sqs=info "$BENCH_BIN/waitroom" serve --listen "127.0.0.1:$port" --data-dir "$scratch/node$1" \
-    --backend "$backend&node=bench-$1" --signing-key "$scratch/key.pem" \
-    --admin-token "$admin" --join-rate-per-ip 0 >"$scratch/node$1.out" 2>&1 &
-  bench_pids+=("$!")
-  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$scratch/node$1.out" >&2; exit 1; }
-  urls+=("http://127.0.0.1:$port")
-}
-room() { # name capacity -> a room where nobody expires during the runs
-  curl -sf -X PUT "${urls[0]}/api/waiting-room/rooms/$1" -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
-    -d "{\"capacity\":$2,\"waitingIdleTimeoutSeconds\":3600,\"activeIdleTimeoutSeconds\":3600,\"maxActiveSeconds\":7200}" >/dev/null
-}
-
-seconds() { python3 -c 'import sys, re; m = re.fullmatch(r"(\d+)(ms|s|m)", sys.argv[1]); print(int(m[1]) * {"ms": 0.001, "s": 1, "m": 60}[m[2]])' "$1"; }
-
-wrk_run() { # script room url... -> "requests/s total-requests non-2xx" over the urls, run in parallel
-  local script="$1" room="$2"; shift 2
-  local i=0 files=() runs=()
-  for url in "$@"; do
-    IDS_FILE="$scratch/ids" ROOM="$room" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$script" "$url" >"$scratch/wrk.$i" &
-    runs+=("$!"); files+=("$scratch/wrk.$i"); i=$((i + 1))
-  done
-  wait "${runs[@]}"
-  awk '/Requests\/sec/ {rps += $2} / requests in / {n += $1} /Non-2xx/ {bad += $NF} END {printf "%.1f %d %d\n", rps, n, bad}' "${files[@]}"
+# start_node INDEX: a node of the fleet on the backend (its request counts in its output).
+start_node() {
+  WAITROOM_LOG=warn,waitroom_log::sqs=info bench_start_node "node$1" "$backend&node=bench-$1"
 }
 
 # stop_nodes: waits for every node's next report of the requests its log made (one a minute),
@@ -81,7 +55,7 @@ stop_nodes() {
   local pid
   sleep 62
   for pid in "${bench_pids[@]}"; do bench_stop "$pid"; done
-  urls=()
+  bench_urls=()
   sleep 31
 }
 
@@ -124,8 +98,8 @@ PY
 # refill NODES: capacity 1; a session leaves through the first node and the time until the next
 # one is ACTIVE, seen from the last node, is measured REFILLS times (p50, p90, max in ms).
 refill() {
-  local room="refill$1"; room "$room" 1
-  python3 - "$room" "$REFILLS" "${urls[0]}" "${urls[$(( $1 - 1 ))]}" <<'PY'
+  local room="refill$1"; bench_room "$room" 1
+  python3 - "$room" "$REFILLS" "${bench_urls[0]}" "${bench_urls[$(( $1 - 1 ))]}" <<'PY'
 import json, sys, time, urllib.request
 room, n, first, last = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def call(method, url):
@@ -163,16 +137,16 @@ echo "prices: SQS FIFO \$$SQS_PER_MILLION/M requests, S3 PUT/LIST \$$S3_PUT_LIST
 # One node: joins; stopped, its requests counted. Each count covers a node's whole life (start,
 # a head sync a minute, tagging its queue), which a longer DURATION spreads over more joins.
 start_node 0
-room bench1 100000
-read -r rate ops bad <<<"$(wrk_run bench/join.lua bench1 "${urls[0]}")"
+bench_room bench1 100000
+read -r rate ops bad <<<"$(bench_wrk bench/join.lua bench1 "${bench_urls[0]}")"
 stop_nodes
 read -r sqs putlist get delete empty <<<"$(requests "$scratch/node0.out")"
 report "joins, 1 node" "$rate" "$ops" "$bad" "$sqs" "$putlist" "$get" "$delete"
 
 # Three nodes: joins; stopped, their requests counted.
 start_node 1; start_node 2; start_node 3
-room bench3 100000
-read -r rate ops bad <<<"$(wrk_run bench/join.lua bench3 "${urls[@]}")"
+bench_room bench3 100000
+read -r rate ops bad <<<"$(bench_wrk bench/join.lua bench3 "${bench_urls[@]}")"
 stop_nodes
 read -r sqs putlist get delete empty <<<"$(requests "$scratch"/node{1,2,3}.out)"
 report "joins, 3 nodes" "$rate" "$ops" "$bad" "$sqs" "$putlist" "$get" "$delete"
@@ -180,9 +154,9 @@ report "joins, 3 nodes" "$rate" "$ops" "$bad" "$sqs" "$putlist" "$get" "$delete"
 # Three fresh nodes: SESSIONS joins, then heartbeats of those sessions; the joins are taken off at
 # the three-node price per join just measured (their batching differs a little from wrk's).
 start_node 4; start_node 5; start_node 6
-room beats 100000
-bench_join_sessions beats "$SESSIONS" "$scratch/ids" "${urls[@]}"
-read -r hb_rate hb_ops hb_bad <<<"$(wrk_run bench/heartbeat.lua beats "${urls[@]}")"
+bench_room beats 100000
+bench_join_sessions beats "$SESSIONS" "$scratch/ids" "${bench_urls[@]}"
+read -r hb_rate hb_ops hb_bad <<<"$(bench_wrk bench/heartbeat.lua beats "${bench_urls[@]}")"
 stop_nodes
 read -r b_sqs b_putlist b_get b_delete b_empty <<<"$(requests "$scratch"/node{4,5,6}.out)"
 read -r h_sqs h_putlist h_get h_delete <<<"$(python3 - "$b_sqs" "$b_putlist" "$b_get" "$b_delete" "$sqs" "$putlist" "$get" "$delete" "$ops" "$SESSIONS" <<'PY'
