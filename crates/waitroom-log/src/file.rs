@@ -257,6 +257,40 @@ impl FileLog {
         self.shared.stats.clone()
     }
 
+    /// Reads the frame at `position` (below `end`) with `reader`, both to check that a frame
+    /// starts there and to find where the next one starts; returns the reader and that position.
+    ///
+    /// # Errors
+    /// [`LogError::Rejected`] when no valid frame starts at `position` (a position taken on other
+    /// data, or not an entry's); [`LogError::Io`] when the segment cannot be read.
+    async fn frame_at(
+        &self,
+        mut reader: SegmentReader,
+        position: u64,
+        end: u64,
+    ) -> Result<(SegmentReader, u64), LogError> {
+        let shared = Arc::clone(&self.shared);
+        let (returned, result) = tokio::task::spawn_blocking(move || {
+            let result = reader.read_batch(&shared, position, end, 1);
+            (reader, result)
+        })
+        .await
+        .map_err(reader_failed)?;
+        match result {
+            Ok((entries, next)) if !entries.is_empty() => Ok((returned, next)),
+            Ok(_) => Err(LogError::Rejected(format!(
+                "position {position} names no frame of the file log at {}",
+                self.shared.dir.display()
+            ))),
+            Err(LogError::Corrupt(problem)) => Err(LogError::Rejected(format!(
+                "position {position} does not start a valid frame of the file log at {}: \
+                 {problem}",
+                self.shared.dir.display()
+            ))),
+            Err(error) => Err(error),
+        }
+    }
+
     fn stopped(&self) -> LogError {
         LogError::Unavailable(format!(
             "the writer of the file log at {} has stopped",
@@ -398,32 +432,9 @@ impl Log for FileLog {
                             self.shared.dir.display()
                         ))
                     })?;
-                // Read the frame the checkpoint names, both to check that it names a frame and to
-                // find where the next one starts.
-                let shared = Arc::clone(&self.shared);
-                let (returned, result) = tokio::task::spawn_blocking(move || {
-                    let result = reader.read_batch(&shared, seen, head_now.end, 1);
-                    (reader, result)
-                })
-                .await
-                .map_err(reader_failed)?;
+                let (returned, next) = self.frame_at(reader, seen, head_now.end).await?;
                 reader = returned;
-                match result {
-                    Ok((entries, next)) if !entries.is_empty() => next,
-                    Ok(_) => {
-                        return Err(LogError::Rejected(format!(
-                            "checkpoint position {seen} names no frame"
-                        )));
-                    }
-                    Err(LogError::Corrupt(problem)) => {
-                        return Err(LogError::Rejected(format!(
-                            "checkpoint position {seen} does not start a valid frame of the file \
-                             log at {}: {problem}",
-                            self.shared.dir.display()
-                        )));
-                    }
-                    Err(error) => return Err(error),
-                }
+                next
             }
         };
         let cursor = Cursor {
@@ -483,6 +494,10 @@ impl Log for FileLog {
 
     /// Marks `through` as trimmed, then deletes whole segments (see "Trimming" in the module
     /// documentation).
+    ///
+    /// # Errors
+    /// [`LogError::Rejected`] when `through` is not the position of a frame of the log (or of one
+    /// trimmed away); nothing is marked then.
     async fn trim(&self, shard: &ShardId, through: Position) -> Result<(), LogError> {
         if *shard != self.shared.shard {
             return Err(LogError::Rejected(format!(
@@ -492,6 +507,19 @@ impl Log for FileLog {
         let through = u64::try_from(through.0).map_err(|_| {
             LogError::Rejected(format!("position {} is past any file log", through.0))
         })?;
+        // The marker is where a node starting from snapshots subscribes, so it must name a frame
+        // (a position already trimmed away names one that was there).
+        let end = self.shared.head.borrow().end;
+        if through >= end {
+            return Err(LogError::Rejected(format!(
+                "cannot trim through position {through}: the file log at {} ends at {end}",
+                self.shared.dir.display()
+            )));
+        }
+        if through >= self.shared.first_base() {
+            self.frame_at(SegmentReader::default(), through, end)
+                .await?;
+        }
         let store = Arc::clone(&self.snapshots);
         let shared = Arc::clone(&self.shared);
         let keep_history_ms = self.options.keep_history_ms;

@@ -349,7 +349,10 @@ pub trait Log: Send + Sync + 'static {
     async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, LogError>;
 
     /// Says that no reader needs the entries of `shard` up to and including `through` any more:
-    /// every room with entries there has a snapshot at or past `through`. The backend remembers
+    /// every room with entries there has a snapshot at or past `through`. `through` is the
+    /// position of an entry of the shard (a reader later subscribes from it, as from a
+    /// checkpoint); a backend whose positions are not dense (the file log's byte offsets) rejects
+    /// any other position. The backend remembers
     /// `through` durably (see [`Log::trimmed`]), drops tombstones at or before it, and drops the
     /// entries — all of them or, at its own granularity, some; none that it keeps for audit
     /// (`keep-history`), none that a live reader of the shard has not read yet where it can tell.

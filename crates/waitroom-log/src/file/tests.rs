@@ -487,6 +487,33 @@ async fn checkpoints_that_name_no_frame_are_rejected() {
     }
 }
 
+/// The trim marker is where a node starting from snapshots subscribes: a position that names no
+/// frame is refused and marks nothing; a frame's position is marked.
+#[tokio::test]
+async fn trimming_through_a_position_that_names_no_frame_is_rejected() {
+    let temp = tempfile::tempdir().unwrap();
+    let log = open(temp.path());
+    append_records(&log, 0..3).await;
+    let shard = ShardId::new(SHARD_NAME);
+    let frames: Vec<Position> = read_to_caught_up(&log, Checkpoint::start())
+        .await
+        .iter()
+        .map(|entry| entry.position)
+        .collect();
+    for position in [Position(frames[1].0 - 1), Position(3), Position(10_000)] {
+        let result = log.trim(&shard, position).await;
+        assert!(
+            matches!(result, Err(LogError::Rejected(_))),
+            "position {position:?}: {result:?}"
+        );
+        assert_eq!(log.trimmed().await.unwrap(), Checkpoint::start());
+    }
+    log.trim(&shard, frames[1]).await.unwrap();
+    assert_eq!(log.trimmed().await.unwrap().get(&shard), Some(frames[1]));
+    let after = read_to_caught_up(&log, log.trimmed().await.unwrap()).await;
+    assert_eq!(payloads(&after), ["record 2"]);
+}
+
 #[tokio::test]
 async fn a_subscription_ends_after_the_log_is_dropped() {
     let temp = tempfile::tempdir().unwrap();

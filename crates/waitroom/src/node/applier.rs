@@ -216,6 +216,7 @@ fn apply_run(
         let mut records = 0;
         let mut bytes = 0;
         for decoded in run.drain(..) {
+            let before = applied.get(&decoded.shard);
             applied.advance(&decoded.shard, decoded.position);
             if log.shard.as_ref() == Some(&decoded.shard)
                 && log.position.is_some_and(|held| held >= decoded.position)
@@ -227,7 +228,9 @@ fn apply_run(
             if log.shard.as_ref() != Some(&decoded.shard) {
                 log.shard = Some(decoded.shard.clone());
             }
-            log.first_position.get_or_insert(decoded.position);
+            if log.position.is_none() {
+                log.before_first = before;
+            }
             log.position = Some(decoded.position);
             records += 1;
             bytes += decoded.bytes as u64;

@@ -126,8 +126,12 @@ pub struct RoomLog {
     pub shard: Option<ShardId>,
     /// The last entry of the room that the state includes.
     pub position: Option<Position>,
-    /// The first entry of the room this node applied, or the snapshot it started from.
-    pub first_position: Option<Position>,
+    /// The entry of the shard just before the first entry of the room this node applied (or the
+    /// position it subscribed from): the room needs nothing up to it. `None` when the room's
+    /// first entry was the first the node read of the shard, or the room started from a snapshot.
+    /// (An entry's position minus one would do on a log with dense positions, but the file log's
+    /// positions are byte offsets: only an entry's own position is a valid checkpoint.)
+    pub before_first: Option<Position>,
     /// The newest snapshot of the room known to be stored.
     pub snapshot_position: Option<Position>,
     /// Applied since that snapshot (or since the room's first entry).
@@ -155,8 +159,8 @@ impl RoomLog {
         match (self.snapshot_position, self.position) {
             (Some(snapshot), Some(position)) if position > snapshot => Need::After(snapshot),
             (Some(_), _) => Need::Nothing,
-            (None, _) => match self.first_position.and_then(|first| first.0.checked_sub(1)) {
-                Some(before) => Need::After(Position(before)),
+            (None, _) => match self.before_first {
+                Some(before) => Need::After(before),
                 None => Need::Everything,
             },
         }

@@ -405,7 +405,6 @@ async fn restore_room(node: &Node, snapshot: Snapshot) -> Result<(), String> {
         *log = RoomLog {
             shard: Some(snapshot.shard),
             position: Some(snapshot.position),
-            first_position: Some(snapshot.position),
             snapshot_position: Some(snapshot.position),
             ..RoomLog::default()
         };

@@ -469,3 +469,76 @@ async fn reads_of_unknown_ids_share_head_reads() {
     );
     tasks.abort_all();
 }
+
+/// A room with no snapshot yet holds its shard's trimming back to the entry just before its
+/// first: on the file log, whose positions are byte offsets, that must be a frame's position
+/// (the trim marker is where a restarted node subscribes from), never "first position − 1".
+/// The node is restarted on the trimmed log and must turn ready with the same rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_without_a_snapshot_trims_the_file_log_to_a_frame() {
+    use waitroom_log::file::{FileLog, FileLogOptions};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let open = || Arc::new(FileLog::open(dir.path(), FileLogOptions::default()).expect("open"));
+    let busy = RoomId::new("busy").unwrap();
+    let late = RoomId::new("late").unwrap();
+    // `late` gets 4 records, never enough for a snapshot of its own.
+    let options = NodeOptions {
+        snapshot_every_ms: 3_600_000,
+        ..snapshotting()
+    };
+    let mut tasks = JoinSet::new();
+    let log = open();
+    let node = Node::start(log.clone(), options.clone(), &mut tasks);
+    node.wait_ready(WAIT).await.expect("ready");
+    let mut busy_sessions = busy_room(&node, &busy, 50).await;
+    let late_sessions = busy_room(&node, &late, 3).await;
+    busy_sessions.extend(busy_room(&node, &busy, 100).await);
+    until(
+        "snapshots of the busy room and a trim held back by the late one",
+        || node.metrics.snapshots_stored_total.get() >= 3 && node.metrics.trims_total.get() >= 2,
+    )
+    .await;
+    let marker = log
+        .trimmed()
+        .await
+        .unwrap()
+        .get(&ShardId::new(waitroom_log::file::SHARD_NAME))
+        .expect("a trim marker");
+    let late_first = {
+        let cell = node.room(&late).expect("the late room");
+        let room_log = cell.log.lock();
+        assert_eq!(
+            room_log.snapshot_position, None,
+            "the late room has no snapshot"
+        );
+        room_log
+            .before_first
+            .expect("an entry before the late room's first")
+    };
+    assert_eq!(
+        marker, late_first,
+        "trimmed exactly to the entry before the late room"
+    );
+    let expected = (
+        views(&node, &busy, &busy_sessions),
+        views(&node, &late, &late_sessions),
+    );
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    drop((node, log));
+
+    let mut tasks = JoinSet::new();
+    let node = Node::start(open(), options, &mut tasks);
+    node.wait_ready(WAIT)
+        .await
+        .expect("a node restarted on the trimmed file log turns ready");
+    assert_eq!(
+        (
+            views(&node, &busy, &busy_sessions),
+            views(&node, &late, &late_sessions),
+        ),
+        expected
+    );
+    tasks.abort_all();
+}
