@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digester;
 use crate::limits::*;
 
-/// A room's configuration. Field meanings and ranges are those of shared/API.md; times are
+/// A room's configuration. Field meanings and ranges are those of docs/api.md; times are
 /// milliseconds since the Unix epoch, durations whole seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomConfig {

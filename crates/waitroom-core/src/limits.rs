@@ -1,6 +1,6 @@
 //! Every limit of the state machine, in one place, with units in the names.
 //!
-//! Ranges of the room configuration follow the HTTP contract (shared/API.md) exactly; the rest
+//! Ranges of the room configuration follow the HTTP API (docs/api.md) exactly; the rest
 //! bound memory and the work one record can cause.
 
 /// Room ids are at most 64 bytes (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).

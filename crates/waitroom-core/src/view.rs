@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigError;
 use crate::ids::SessionId;
 
-/// A session's status (shared/API.md).
+/// A session's status (`status` in docs/api.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Status {
     Waiting,
@@ -64,7 +64,7 @@ impl ExpiredReason {
     }
 }
 
-/// One session as a client sees it (the session view of shared/API.md, minus the token, which
+/// One session as a client sees it (the session view of docs/api.md, minus the token, which
 /// the node signs). Times are milliseconds since the Unix epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionView {
@@ -106,7 +106,7 @@ impl ExpiredTotals {
     }
 }
 
-/// Live statistics of a room (`stats` in shared/API.md).
+/// Live statistics of a room (`stats` in docs/api.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoomStats {
     pub waiting_count: u64,

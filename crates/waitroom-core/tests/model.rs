@@ -1,7 +1,7 @@
 //! Model test: random command sequences are applied to the real state machine (two replicas) and
 //! to a deliberately naive reference model (plain vectors, linear scans, no clever structures).
 //! After every step the views of every session and the room stats must match the model, and the
-//! invariants of shared/DESIGN.md must hold on the real state machine:
+//! invariants below (docs/architecture.md lists them too) must hold on the real state machine:
 //!
 //! 1. `active ≤ capacity` (after a capacity decrease: no admission until it holds again);
 //! 2. nobody is admitted while a live session ahead of them waits;

@@ -1,4 +1,4 @@
-//! The parts of the HTTP contract (shared/API.md) the load tool reads and writes.
+//! The parts of the HTTP contract (docs/api.md) the load tool reads and writes.
 //!
 //! Parsing is strict about what the metrics depend on (status, timestamps) and lenient about the
 //! rest: unknown fields are ignored, because the contract only ever adds fields. A body that

@@ -4,7 +4,7 @@
 // Plain ES2020, no dependencies, no build step. It runs under the server's
 // `Content-Security-Policy: default-src 'self'`, so there is no inline code, and API
 // data only ever reaches the page through `textContent` and attributes, never HTML.
-// The HTTP contract is shared/API.md; the page's own contract (element ids,
+// The HTTP contract is docs/api.md; the page's own contract (element ids,
 // `data-state` values, storage keys) is assets/README.md.
 "use strict";
 

@@ -2,12 +2,12 @@
 //!
 //! A virtual waiting room for ticket on-sales. Each room is a deterministic state machine
 //! (`waitroom-core`) applied to an ordered log; every node applies the whole log and answers
-//! status polls from memory (see `shared/DESIGN.md` in the repository).
+//! status polls from memory (see `docs/architecture.md` in the repository).
 //!
 //! # Layout
 //! - `node`: the runtime: applier, appender (group commit), heartbeat batching, ticker,
 //!   read-your-writes waits.
-//! - `http`: the axum API of `shared/API.md`, the waiting page, metrics, OpenAPI.
+//! - `http`: the axum API of `docs/api.md`, the waiting page, metrics, OpenAPI.
 //! - `tokens`: admission tokens (EdDSA JWTs) and the JWKS.
 //! - `ids`: the text form of session ids (which carries the room's tag).
 //! - `limits`: every limit of the node and the HTTP layer, tied to the log's and the core's.

@@ -52,7 +52,7 @@ pub mod defaults {
     pub const DATA_DIR: &str = "./waitroom-data";
     pub const BACKEND: &str = "file:";
     pub const ISSUER: &str = "waitroom";
-    /// Joins per second per client address (API.md: generous on purpose, many fans share one
+    /// Joins per second per client address (docs/api.md; generous on purpose: many fans share one
     /// carrier or office address).
     pub const JOIN_RATE_PER_IP: u32 = 50;
     pub const JOIN_BURST_PER_IP: u32 = 500;

@@ -1,4 +1,4 @@
-//! The JSON bodies of the API (shared/API.md), their conversions, and their OpenAPI schemas.
+//! The JSON bodies of the API (docs/api.md), their conversions, and their OpenAPI schemas.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -129,7 +129,7 @@ impl From<ExpiredReason> for ExpiredReasonBody {
     }
 }
 
-/// The session view (shared/API.md).
+/// The session view (docs/api.md).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionBody<'a> {

@@ -1,4 +1,4 @@
-//! The HTTP API (shared/API.md), built as a `Router` apart from serving it so tests can call it
+//! The HTTP API (docs/api.md), built as a `Router` apart from serving it so tests can call it
 //! without a socket.
 //!
 //! # Layout

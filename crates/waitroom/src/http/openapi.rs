@@ -12,7 +12,7 @@ use super::{api, ops, page, problem, rooms, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "waitroom", description = "A virtual waiting room for ticket on-sales. The contract: shared/API.md."),
+    info(title = "waitroom", description = "A virtual waiting room for ticket on-sales. Every endpoint, with examples: docs/api.md in the repository."),
     paths(
         sessions::join, sessions::get_session, sessions::leave, sessions::heartbeat,
         sessions::complete, sessions::evict,
