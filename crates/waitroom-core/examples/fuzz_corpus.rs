@@ -1,5 +1,7 @@
 //! Writes the seed corpora of the fuzz targets (`fuzz/`): real snapshots of rooms in different
-//! states, and one record of each command. Run from the repository root:
+//! states, in the current format (rooms configured as nodes configure them, with a draw seed) and
+//! in version 1 (`v1_*`: the same rooms configured by seedless records, which is all version 1
+//! held), and one record of each command. Run from the repository root:
 //!
 //! `cargo run -p waitroom-core --example fuzz_corpus -- fuzz/corpus`
 
@@ -13,13 +15,16 @@ const MINUTE: u64 = 60_000;
 struct Script {
     room: Room,
     next_id: u128,
+    /// Configure with draw seeds (as nodes do), or with the seedless records of earlier builds.
+    seeded: bool,
 }
 
 impl Script {
-    fn new() -> Self {
+    fn new(seeded: bool) -> Self {
         Self {
             room: Room::new(RoomId::new("seed-room").expect("valid id")),
             next_id: 0,
+            seeded,
         }
     }
 
@@ -49,6 +54,16 @@ impl Script {
         let session = SessionId::from_u128(n);
         self.at(ts, Command::Leave { session, reason })
     }
+
+    /// Configures as nodes do, with a draw seed (the corpus's are made up, not random), or as
+    /// earlier builds did, without.
+    fn configure(&mut self, ts: u64, config: RoomConfig) -> &mut Self {
+        if !self.seeded {
+            return self.at(ts, Command::ConfigureRoom(config));
+        }
+        let draw_seed = DrawSeed::from_u64(0x5eed_5eed ^ self.next_id as u64);
+        self.at(ts, Command::ConfigureRoomSeeded { config, draw_seed })
+    }
 }
 
 fn config(capacity: u32) -> RoomConfig {
@@ -58,15 +73,15 @@ fn config(capacity: u32) -> RoomConfig {
     }
 }
 
-fn rooms() -> Vec<(&'static str, Room)> {
-    let mut rooms = vec![("vacant", Script::new().room)];
-    let mut s = Script::new();
-    s.at(T0, Command::ConfigureRoom(config(2)));
+fn rooms(seeded: bool) -> Vec<(&'static str, Room)> {
+    let mut rooms = vec![("vacant", Script::new(seeded).room)];
+    let mut s = Script::new(seeded);
+    s.configure(T0, config(2));
     rooms.push(("configured", s.room.clone()));
 
     // Line, actives, ended, keys, free slots and remembered record ids at once.
-    let mut s = Script::new();
-    s.at(T0, Command::ConfigureRoom(config(3)));
+    let mut s = Script::new(seeded);
+    s.configure(T0, config(3));
     for n in 0..8 {
         s.join(T0, n, None);
     }
@@ -85,24 +100,24 @@ fn rooms() -> Vec<(&'static str, Room)> {
     s.at(T0 + 16 * MINUTE + 30, Command::Heartbeat { sessions });
     rooms.push(("busy", s.room.clone()));
 
-    let mut s = Script::new();
+    let mut s = Script::new(seeded);
     let opening = RoomConfig {
         opens_at_ms: Some(T0 + 10 * MINUTE),
         ..config(2)
     };
-    s.at(T0, Command::ConfigureRoom(opening));
+    s.configure(T0, opening);
     for n in 0..6 {
         s.join(T0 + n as u64, n, None);
     }
     rooms.push(("prequeue", s.room.clone()));
 
-    let mut s = Script::new();
+    let mut s = Script::new(seeded);
     let limited = RoomConfig {
         admit_per_minute: Some(120),
         max_waiting: Some(10),
         ..config(5)
     };
-    s.at(T0, Command::ConfigureRoom(limited.clone()));
+    s.configure(T0, limited.clone());
     for n in 0..8 {
         s.join(T0 + n as u64 * 100, n, None);
     }
@@ -110,11 +125,11 @@ fn rooms() -> Vec<(&'static str, Room)> {
         paused: true,
         ..limited
     };
-    s.at(T0 + 2_000, Command::ConfigureRoom(paused));
+    s.configure(T0 + 2_000, paused);
     rooms.push(("rate_limited_paused", s.room.clone()));
 
-    let mut s = Script::new();
-    s.at(T0, Command::ConfigureRoom(config(1)));
+    let mut s = Script::new(seeded);
+    s.configure(T0, config(1));
     for n in 0..4 {
         s.join(T0, n, Some(&format!("k{n}")));
     }
@@ -165,6 +180,28 @@ fn records() -> Vec<(&'static str, Record)> {
         ),
         ("evict", Command::Evict { session }),
         ("tick", Command::Tick),
+        (
+            "configure_seeded",
+            Command::ConfigureRoomSeeded {
+                config: config(100),
+                draw_seed: DrawSeed::from_u64(0x5eed_5eed),
+            },
+        ),
+        (
+            "configure_from_file",
+            Command::ConfigureRoomFromFile {
+                config: config(100),
+                file_entry_digest: config(100).digest(),
+            },
+        ),
+        (
+            "configure_from_file_seeded",
+            Command::ConfigureRoomFromFileSeeded {
+                config: config(100),
+                file_entry_digest: config(100).digest(),
+                draw_seed: DrawSeed::from_u64(0x5eed_5eed),
+            },
+        ),
     ];
     commands
         .into_iter()
@@ -186,10 +223,21 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "fuzz/corpus".into());
     let out = Path::new(&out);
-    for (name, room) in rooms() {
+    for (name, room) in rooms(true) {
         let bytes = room.encode_snapshot();
         Room::restore_snapshot(&bytes).expect("a room's own snapshot restores");
         write(&out.join("snapshot_restore"), name, &bytes)?;
+    }
+    // A room without a draw seed has the same body in version 1 as in version 2.
+    for (name, room) in rooms(false) {
+        assert!(room.draw_seed().is_none());
+        let mut bytes = room.encode_snapshot();
+        bytes[SNAPSHOT_MAGIC.len()] = 1;
+        let end = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..end]);
+        bytes[end..].copy_from_slice(&crc.to_le_bytes());
+        Room::restore_snapshot(&bytes).expect("a version 1 snapshot restores");
+        write(&out.join("snapshot_restore"), &format!("v1_{name}"), &bytes)?;
     }
     for (name, record) in records() {
         write(&out.join("record_decode"), name, &record.encode())?;

@@ -5,8 +5,13 @@
 //! 64×64→128-bit multiply-fold used by wyhash; it is fast and spreads bits well, which is all a
 //! replica comparison and a lottery over server-chosen random ids need (neither is a defence
 //! against an adversary who controls the inputs: session ids are random bits chosen by nodes).
+//! What keeps the lottery from being predicted is its seed, a secret ([`DrawSeed`]), not the
+//! hash.
 
+use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const K0: u64 = 0xa076_1d64_78bd_642f;
 const K1: u64 = 0xe703_7ed1_a0b4_28db;
@@ -70,9 +75,60 @@ impl Digester {
     }
 }
 
-/// The seed of a room's pre-queue draw: derived from the room id and the opening instant, so
-/// every replica draws the same order, and a room reopened at another time draws afresh.
-pub fn draw_seed(room: &str, opens_at_ms: u64) -> u64 {
+/// The secret seed of a room's pre-queue draw (see `Room`, "Order").
+///
+/// A node draws it from the operating system's randomness for every configuration record it
+/// writes (`Command::ConfigureRoomSeeded`, `Command::ConfigureRoomFromFileSeeded`), so it comes to
+/// every replica through the log, and the room keeps it in its state and its snapshots. Nothing
+/// else may carry it: whoever knows it computes every session's draw ticket before the draw, and
+/// could rejoin until they hold a good one. So it has no `Display`, its `Debug` hides the value,
+/// and it refuses to be written by human-readable serde formats (JSON and the like): only the
+/// binary encoding of records (postcard) writes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DrawSeed(u64);
+
+impl DrawSeed {
+    /// A seed of these 64 bits: a node passes random bits from the operating system.
+    pub const fn from_u64(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// The secret bits: for the draw, and for tests that check nothing serves them.
+    pub const fn to_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for DrawSeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DrawSeed(<secret>)")
+    }
+}
+
+/// 8 bytes, little-endian, in binary formats; an error in human-readable ones.
+impl Serialize for DrawSeed {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            return Err(serde::ser::Error::custom(
+                "the draw seed is secret: it is written only in binary records",
+            ));
+        }
+        self.0.to_le_bytes().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for DrawSeed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <[u8; 8]>::deserialize(deserializer).map(|bytes| Self(u64::from_le_bytes(bytes)))
+    }
+}
+
+/// The public seed of the pre-queue draw of a room that holds no [`DrawSeed`]: derived from the
+/// room id and the opening instant. Only rooms configured by records written before seeds were
+/// secret (`Command::ConfigureRoom`, `Command::ConfigureRoomFromFile`) draw with it, so that
+/// their logs and snapshots replay to the same order. Both inputs are public, so anyone can
+/// compute the draw of such a room: nodes of this build never write those records.
+pub fn legacy_draw_seed(room: &str, opens_at_ms: u64) -> u64 {
     let digest = Digester::default()
         .bytes(room.as_bytes())
         .u64(opens_at_ms)
@@ -83,7 +139,8 @@ pub fn draw_seed(room: &str, opens_at_ms: u64) -> u64 {
 /// A session's ticket in the pre-queue draw: sessions are placed in increasing ticket order
 /// (ties, which need a 64-bit collision, broken by session id). Session ids are 128 random bits
 /// chosen by the server, so tickets are uniformly random and independent of join order; the
-/// seed makes them differ between rooms and openings.
+/// seed makes them differ between rooms and openings, and, being secret (a [`DrawSeed`]), keeps
+/// anyone from computing a session's ticket before the draw.
 pub fn draw_ticket(seed: u64, session: &[u8; 16]) -> u64 {
     let lo = u64::from_le_bytes(session[..8].try_into().expect("8 bytes"));
     let hi = u64::from_le_bytes(session[8..].try_into().expect("8 bytes"));
@@ -148,10 +205,10 @@ mod tests {
     /// Pinned values: replicas on other platforms or builds must draw the same pre-queue order.
     #[test]
     fn draw_is_pinned() {
-        let seed = draw_seed("eras-tour", 1_790_000_000_000);
-        assert_eq!(seed, draw_seed("eras-tour", 1_790_000_000_000));
-        assert_ne!(seed, draw_seed("eras-tour", 1_790_000_000_001));
-        assert_ne!(seed, draw_seed("eras-tour2", 1_790_000_000_000));
+        let seed = legacy_draw_seed("eras-tour", 1_790_000_000_000);
+        assert_eq!(seed, legacy_draw_seed("eras-tour", 1_790_000_000_000));
+        assert_ne!(seed, legacy_draw_seed("eras-tour", 1_790_000_000_001));
+        assert_ne!(seed, legacy_draw_seed("eras-tour2", 1_790_000_000_000));
         let ticket = draw_ticket(seed, &[7; 16]);
         assert_eq!(ticket, draw_ticket(seed, &[7; 16]));
         assert_eq!((seed, ticket), (PINNED_SEED, PINNED_TICKET));
@@ -160,10 +217,24 @@ mod tests {
     const PINNED_SEED: u64 = 8_028_241_234_136_401_709;
     const PINNED_TICKET: u64 = 1_221_015_898_485_080_948;
 
+    /// A seed is 8 bytes in records (postcard), never JSON, and its `Debug` hides it.
+    #[test]
+    fn seeds_stay_out_of_text() {
+        let seed = DrawSeed::from_u64(0x0123_4567_89ab_cdef);
+        let bytes = postcard::to_allocvec(&seed).unwrap();
+        assert_eq!(bytes, 0x0123_4567_89ab_cdef_u64.to_le_bytes());
+        assert_eq!(postcard::from_bytes::<DrawSeed>(&bytes), Ok(seed));
+        assert_eq!(format!("{seed:?}"), "DrawSeed(<secret>)");
+        assert!(
+            serde_json::to_string(&seed).is_err(),
+            "a human-readable format wrote the seed"
+        );
+    }
+
     /// Tickets of sequential ids must still look uniform: each of 16 buckets gets about 1/16.
     #[test]
     fn tickets_spread() {
-        let seed = draw_seed("r", 0);
+        let seed = legacy_draw_seed("r", 0);
         let mut buckets = [0u32; 16];
         for n in 0u128..16_000 {
             buckets[(draw_ticket(seed, &n.to_le_bytes()) >> 60) as usize] += 1;

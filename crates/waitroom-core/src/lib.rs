@@ -3,7 +3,9 @@
 //! The room state machine of waitroom, a virtual waiting room. Every node applies the same
 //! ordered log of [`Record`]s to a [`Room`] per room and so reaches the same state; this crate is
 //! that state machine and nothing else: no async, no I/O, no clock, no randomness. Time comes
-//! from the log (the timestamp passed to [`Room::apply`]).
+//! from the log (the timestamp passed to [`Room::apply`]), and so does the one random value a
+//! room needs, the secret seed of its pre-queue draw (drawn by the node that writes a
+//! configuration record, carried in it: [`Command::ConfigureRoomSeeded`]).
 //!
 //! # Layout
 //! - `ids`: room, session and record ids, idempotency keys (validated on construction).
@@ -18,7 +20,8 @@
 //! - `view`: [`SessionView`], [`RoomStats`], [`Outcome`].
 //! - `line`: the waiting line with O(log n) positions (a Fenwick tree).
 //! - `rate`: the admission token bucket and the rate windows behind ETAs.
-//! - `digest`: deterministic hashing (state digests, the pre-queue draw).
+//! - `digest`: deterministic hashing (state digests, the pre-queue draw and its secret
+//!   [`DrawSeed`]).
 //! - `limits`: every limit, with units.
 
 mod config;
@@ -34,7 +37,7 @@ mod spare;
 mod view;
 
 pub use config::{ConfigError, RoomConfig};
-pub use digest::{draw_seed, draw_ticket};
+pub use digest::{DrawSeed, draw_ticket, legacy_draw_seed};
 pub use ids::{IdError, IdempotencyKey, RecordId, RoomId, SessionId};
 pub use record::{Command, DecodeError, FORMAT_VERSION, LeaveReason, MAGIC, Record};
 pub use room::Room;

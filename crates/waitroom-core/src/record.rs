@@ -13,6 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RoomConfig;
+use crate::digest::DrawSeed;
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::{HEARTBEAT_BATCH_SESSIONS_MAX, RECORD_BYTES_MAX};
 
@@ -33,7 +34,9 @@ pub enum LeaveReason {
 /// What a record asks of a room.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Create the room, or replace its whole configuration.
+    /// Create the room, or replace its whole configuration, with no seed for the pre-queue draw:
+    /// what builds before secret seeds wrote (the draw of a room that never got a seed uses the
+    /// public `legacy_draw_seed`). Nodes now write `ConfigureRoomSeeded`.
     ConfigureRoom(RoomConfig),
     /// End every session (reason `closed`); the room is unknown until configured again.
     CloseRoom,
@@ -57,9 +60,26 @@ pub enum Command {
     /// and remembers `file_entry_digest` (`RoomConfig::digest` of the entry); does nothing if
     /// that digest is the one last applied to the room, so changes made since through the API
     /// stand (see `Room`).
+    ///
+    /// Like `ConfigureRoom`, carries no draw seed: nodes now write `ConfigureRoomFromFileSeeded`.
     ConfigureRoomFromFile {
         config: RoomConfig,
         file_entry_digest: [u8; 16],
+    },
+    /// `ConfigureRoom` with a secret seed for the pre-queue draw, drawn by the node that wrote
+    /// the record from the operating system's randomness. The room takes it unless people wait
+    /// in its pre-queue (see `Room`, "Order"): so every node draws the same order, and nobody
+    /// can compute it beforehand.
+    ConfigureRoomSeeded {
+        config: RoomConfig,
+        draw_seed: DrawSeed,
+    },
+    /// `ConfigureRoomFromFile` with a secret seed for the pre-queue draw, as in
+    /// `ConfigureRoomSeeded`.
+    ConfigureRoomFromFileSeeded {
+        config: RoomConfig,
+        file_entry_digest: [u8; 16],
+        draw_seed: DrawSeed,
     },
 }
 
@@ -67,14 +87,17 @@ impl Command {
     /// Short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Command::ConfigureRoom(_) => "configure_room",
+            // A seed changes what a configuration carries, not what it is.
+            Command::ConfigureRoom(_) | Command::ConfigureRoomSeeded { .. } => "configure_room",
             Command::CloseRoom => "close_room",
             Command::Join { .. } => "join",
             Command::Heartbeat { .. } => "heartbeat",
             Command::Leave { .. } => "leave",
             Command::Evict { .. } => "evict",
             Command::Tick => "tick",
-            Command::ConfigureRoomFromFile { .. } => "configure_room_from_file",
+            Command::ConfigureRoomFromFile { .. } | Command::ConfigureRoomFromFileSeeded { .. } => {
+                "configure_room_from_file"
+            }
         }
     }
 }
@@ -219,6 +242,15 @@ mod tests {
                 config: RoomConfig::with_capacity(3),
                 file_entry_digest: [9; 16],
             },
+            Command::ConfigureRoomSeeded {
+                config: RoomConfig::with_capacity(4),
+                draw_seed: DrawSeed::from_u64(u64::MAX - 5),
+            },
+            Command::ConfigureRoomFromFileSeeded {
+                config: RoomConfig::with_capacity(5),
+                file_entry_digest: [3; 16],
+                draw_seed: DrawSeed::from_u64(17),
+            },
         ]
         .into_iter()
         .enumerate()
@@ -274,6 +306,50 @@ mod tests {
         expected.extend([7; 16]);
         assert_eq!(record.encode(), expected);
         assert_eq!(Record::decode(&expected), Ok(record));
+    }
+
+    /// Pins the seeded commands' bytes: tags 8 and 9, after every earlier command's; the seed is
+    /// 8 bytes, little-endian.
+    #[test]
+    fn seeded_configurations_are_stable() {
+        let seed = DrawSeed::from_u64(0x0807_0605_0403_0201);
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::ConfigureRoomSeeded {
+                config: RoomConfig::with_capacity(5),
+                draw_seed: seed,
+            },
+        );
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 8]); // room "r"; command tag 8
+        expected.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        expected.extend([1, 2, 3, 4, 5, 6, 7, 8]); // the seed
+        assert_eq!(record.encode(), expected);
+        assert_eq!(Record::decode(&expected), Ok(record));
+
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::ConfigureRoomFromFileSeeded {
+                config: RoomConfig::with_capacity(5),
+                file_entry_digest: [7; 16],
+                draw_seed: seed,
+            },
+        );
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 9]); // room "r"; command tag 9
+        expected.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        expected.extend([7; 16]);
+        expected.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(record.encode(), expected);
+        assert_eq!(Record::decode(&expected).as_ref(), Ok(&record));
+        // The seed never shows in a record's debug form (which logs may print).
+        let debug = format!("{record:?}");
+        assert!(!debug.contains(&seed.to_u64().to_string()), "{debug}");
+        assert!(debug.contains("DrawSeed(<secret>)"), "{debug}");
     }
 
     #[test]
@@ -349,7 +425,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_records_never_panic(index in 0usize..9, at in 0usize..2000, byte in proptest::num::u8::ANY) {
+        fn mutated_records_never_panic(index in 0usize..11, at in 0usize..2000, byte in proptest::num::u8::ANY) {
             let mut bytes = samples()[index].encode();
             let at = at % bytes.len();
             bytes[at] = byte;

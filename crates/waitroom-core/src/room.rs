@@ -12,7 +12,18 @@
 //!   holds a token, the head of the line becomes ACTIVE.
 //! - **Order**: the line is first come, first served in log order. Joins before `opensAt` form
 //!   the pre-queue; at opening they are placed, ahead of everyone who joins later, in the order of
-//!   their draw tickets (`digest::draw_ticket`, seeded by room id and `opensAt`).
+//!   their draw tickets (`digest::draw_ticket`, keyed by the room's secret `DrawSeed`). The seed
+//!   comes in configuration records, drawn by the node that wrote them, so every replica draws
+//!   the same order and no client can compute its ticket. A configuration's seed replaces the
+//!   room's only while nobody waits in the pre-queue (or the room has no seed yet): once people
+//!   are in the pre-queue, the order they will be drawn in is fixed, and no reconfiguration
+//!   (postponing the opening, a pause, ...) draws it again. Each seed so serves one draw at most
+//!   (the positions a draw reveals say nothing about the next one), since a room that opened
+//!   needs a new configuration, which finds the pre-queue empty and brings its own seed, to have
+//!   a pre-queue again. A room configured only by seedless records (written before seeds were
+//!   secret: `ConfigureRoom`, `ConfigureRoomFromFile`) draws with the public
+//!   `legacy_draw_seed(room id, opensAt)`, so old logs replay as they did; a seedless record never
+//!   takes a room's seed away (nor brings a new one).
 //! - **Duplicates**: a join whose session id is known is a duplicate; configure, close and
 //!   heartbeat records, and every rejected record, are remembered by id for
 //!   `RECORD_DEDUP_WINDOW_MS`; accepted leaves and evictions and all ticks are idempotent by
@@ -46,7 +57,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::config::RoomConfig;
-use crate::digest::{Digester, SessionHasherBuilder, draw_seed, draw_ticket};
+use crate::digest::{Digester, DrawSeed, SessionHasherBuilder, draw_ticket, legacy_draw_seed};
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
 use crate::line::{Line, Prequeue};
@@ -300,6 +311,10 @@ pub struct Room {
     /// The digest of the rooms-file entry last applied (`ConfigureRoomFromFile`); kept through
     /// API changes and closes, so a node restarted with the same file changes nothing.
     pub(crate) file_entry_digest: Option<[u8; 16]>,
+    /// The secret seed of the pre-queue draw (see "Order"), or `None` before any configuration
+    /// brought one (the public `legacy_draw_seed` then). Kept through closes, like the file entry
+    /// digest; in snapshots, but not in the digest (see `digest`).
+    pub(crate) draw_seed: Option<DrawSeed>,
 }
 
 /// Written out rather than derived so that `clone_from` copies each table into the target's
@@ -334,6 +349,7 @@ impl Clone for Room {
             admitted_total,
             expired_total,
             file_entry_digest,
+            draw_seed,
         } = self;
         Room {
             id: id.clone(),
@@ -361,6 +377,7 @@ impl Clone for Room {
             admitted_total: *admitted_total,
             expired_total: *expired_total,
             file_entry_digest: *file_entry_digest,
+            draw_seed: *draw_seed,
         }
     }
 
@@ -391,6 +408,7 @@ impl Clone for Room {
             admitted_total,
             expired_total,
             file_entry_digest,
+            draw_seed,
         } = source;
         self.id.clone_from(id);
         self.now_ms = *now_ms;
@@ -417,6 +435,7 @@ impl Clone for Room {
         self.admitted_total = *admitted_total;
         self.expired_total = *expired_total;
         self.file_entry_digest = *file_entry_digest;
+        self.draw_seed = *draw_seed;
     }
 }
 
@@ -449,6 +468,7 @@ impl Room {
             admitted_total: 0,
             expired_total: ExpiredTotals::default(),
             file_entry_digest: None,
+            draw_seed: None,
         }
     }
 
@@ -482,6 +502,13 @@ impl Room {
         self.file_entry_digest
     }
 
+    /// The secret seed of the room's pre-queue draw, if a configuration brought one (see the
+    /// module documentation, "Order"). Secret: for the draw, snapshots and tests only; no response
+    /// or log line may carry it.
+    pub fn draw_seed(&self) -> Option<DrawSeed> {
+        self.draw_seed
+    }
+
     /// The remembered session an idempotency key created, if any.
     pub fn session_for_idempotency_key(&self, key: &IdempotencyKey) -> Option<SessionId> {
         self.keys.get(key).map(|&i| self.slots[i as usize].id)
@@ -509,11 +536,19 @@ impl Room {
             return Outcome::Duplicate;
         }
         let outcome = match &record.command {
-            Command::ConfigureRoom(config) => self.configure(config),
+            Command::ConfigureRoom(config) => self.configure(config, None),
+            Command::ConfigureRoomSeeded { config, draw_seed } => {
+                self.configure(config, Some(*draw_seed))
+            }
             Command::ConfigureRoomFromFile {
                 config,
                 file_entry_digest,
-            } => self.configure_from_file(config, *file_entry_digest),
+            } => self.configure_from_file(config, *file_entry_digest, None),
+            Command::ConfigureRoomFromFileSeeded {
+                config,
+                file_entry_digest,
+                draw_seed,
+            } => self.configure_from_file(config, *file_entry_digest, Some(*draw_seed)),
             Command::CloseRoom => self.close(),
             Command::Join {
                 session,
@@ -532,7 +567,9 @@ impl Room {
         let remembered = matches!(
             record.command,
             Command::ConfigureRoom(_)
+                | Command::ConfigureRoomSeeded { .. }
                 | Command::ConfigureRoomFromFile { .. }
+                | Command::ConfigureRoomFromFileSeeded { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
         );
@@ -592,8 +629,13 @@ impl Room {
         if self.prequeue.front().is_none() || !self.is_open() {
             return;
         }
-        let opened_at_ms = self.config.opens_at_ms.unwrap_or(self.now_ms);
-        let seed = draw_seed(self.id.as_str(), opened_at_ms);
+        let seed = match self.draw_seed {
+            Some(seed) => seed.to_u64(),
+            None => {
+                let opened_at_ms = self.config.opens_at_ms.unwrap_or(self.now_ms);
+                legacy_draw_seed(self.id.as_str(), opened_at_ms)
+            }
+        };
         let mut drawn = self.prequeue.drain();
         let slots = &self.slots;
         drawn.sort_by_cached_key(|&i| {
@@ -691,9 +733,17 @@ impl Room {
         }
     }
 
-    fn configure(&mut self, config: &RoomConfig) -> Outcome {
+    fn configure(&mut self, config: &RoomConfig, draw_seed: Option<DrawSeed>) -> Outcome {
         if let Err(error) = config.validate() {
             return Outcome::Rejected(Rejection::InvalidConfig(error));
+        }
+        // See "Order": the pre-queue's draw is fixed once people wait in it. (Changing a secret
+        // seed then would not be exploitable either, nobody knowing either seed; keeping it makes
+        // the rule simple: one seed, one draw.) A public seed is replaced whenever possible.
+        if let Some(seed) = draw_seed
+            && (self.prequeue.front().is_none() || self.draw_seed.is_none())
+        {
+            self.draw_seed = Some(seed);
         }
         let created = !self.exists;
         if created {
@@ -724,11 +774,16 @@ impl Room {
     /// last applied, whatever changed since (an operator's pause through the API stands). So
     /// several nodes that start with the same file and each append the entry change the room
     /// once, even with other commands in between.
-    fn configure_from_file(&mut self, config: &RoomConfig, digest: [u8; 16]) -> Outcome {
+    fn configure_from_file(
+        &mut self,
+        config: &RoomConfig,
+        digest: [u8; 16],
+        draw_seed: Option<DrawSeed>,
+    ) -> Outcome {
         if self.file_entry_digest == Some(digest) {
             return Outcome::Duplicate;
         }
-        let outcome = self.configure(config);
+        let outcome = self.configure(config, draw_seed);
         if matches!(outcome, Outcome::Configured { .. }) {
             self.file_entry_digest = Some(digest);
         }
@@ -971,6 +1026,12 @@ impl Room {
     /// Reads neither the session index, nor the active set by admission time, nor the set of
     /// remembered record ids (nor may `encode_snapshot`): a `SnapshotCopy` leaves them out, and
     /// holds the idempotency keys flat, in slot order (see `digest_with`).
+    ///
+    /// Leaves out the secret draw seed: the digest is served (`stateDigest`, to admins), and that
+    /// of a quiet room (no sessions, no recent records) would hash the seed with public data only,
+    /// which a search over the seeds could invert. Replicas that disagreed on a seed would differ
+    /// as soon as it draws (the line's order is in the digest); snapshots carry the seed under
+    /// their checksum.
     pub fn digest(&self) -> [u8; 16] {
         self.digest_with(self.keys_by_slot())
     }

@@ -11,22 +11,32 @@
 //! # Format
 //! `[SNAPSHOT_MAGIC = "WRSN"][format version: u8][body][CRC-32C of all before it: u32 LE]`.
 //! The magic differs from records' (`'W'` then version 1), so neither is mistaken for the other.
-//! A later format adds a version and keeps reading version 1. `Room::digest` is part of the
+//! A later format adds a version and keeps reading the earlier ones. `Room::digest` is part of the
 //! format (restore recomputes it and compares): a change to the digest is a format change, and
 //! the new version must still restore snapshots carrying the old digest.
 //!
+//! This build writes version 2 and reads versions 1 and 2. Version 2 is version 1 plus the
+//! room's secret draw seed (flag bit 7, and 8 bytes after the configuration); a version 1
+//! snapshot is of a room with no seed (it was written before seeds existed), and restores to the
+//! room it was, whose version 2 encoding is the same bytes with the version byte 2 (and the
+//! checksum recomputed). Within a version every state has exactly one encoding.
+//!
 //! Integers are unsigned LEB128 varints in their shortest form ("varint"), so each state has
 //! exactly one encoding; times are varints of their distance back from an anchor (usually the
-//! clock), which keeps them to 1–3 bytes. Version 1's body, in order:
+//! clock), which keeps them to 1–3 bytes. Version 2's body, in order (version 1's differs only
+//! where it says):
 //! 1. the room's 16-byte `Room::digest()`;
 //! 2. the room id: length (u8), bytes;
 //! 3. the clock `now_ms`: varint (every later time is encoded relative to it);
 //! 4. flags (u8): bit 0 the room exists, 1 paused, 2 `admitPerMinute` set, 3 `opensAt` set,
-//!    4 `maxWaiting` set, 5 `targetUrl` set, 6 a rooms-file entry was applied; bit 7 zero;
+//!    4 `maxWaiting` set, 5 `targetUrl` set, 6 a rooms-file entry was applied, 7 the room holds a
+//!    draw seed (version 1: bit 7 zero);
 //! 5. the configuration (current, or last before a close), varints: capacity, [admitPerMinute],
 //!    activeIdleTimeoutSeconds, maxActiveSeconds, waitingIdleTimeoutSeconds,
 //!    heartbeatIntervalSeconds, [opensAt ms], [maxWaiting], [targetUrl: length, bytes]; then
-//!    [the 16-byte digest of the rooms-file entry last applied];
+//!    [the 16-byte digest of the rooms-file entry last applied]; then [the secret seed of the
+//!    pre-queue draw: 8 bytes, little-endian] (version 1: none). The seed is not in the digest
+//!    (see `Room::digest`): the checksum alone guards it;
 //! 6. `now - created_at_ms`;
 //! 7. admitted total, then expired totals by reason (timeout, left, completed, evicted,
 //!    closed);
@@ -56,7 +66,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 
 use crate::config::{ConfigError, RoomConfig};
-use crate::digest::SessionHasherBuilder;
+use crate::digest::{DrawSeed, SessionHasherBuilder};
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
 use crate::line::{Line, Prequeue};
@@ -66,8 +76,10 @@ use crate::view::{ExpiredReason, ExpiredTotals};
 
 /// First bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"WRSN";
-/// The snapshot format version this build writes.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// The snapshot format version this build writes (it reads this one and every earlier one).
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// The first snapshot format version, still read: rooms without a draw seed.
+const SNAPSHOT_FORMAT_VERSION_1: u8 = 1;
 
 const HEADER_BYTES: usize = SNAPSHOT_MAGIC.len() + 1;
 const TRAILER_BYTES: usize = 4;
@@ -79,7 +91,10 @@ const FLAG_OPENS_AT: u8 = 1 << 3;
 const FLAG_MAX_WAITING: u8 = 1 << 4;
 const FLAG_TARGET_URL: u8 = 1 << 5;
 const FLAG_FILE_ENTRY: u8 = 1 << 6;
-const FLAGS_KNOWN: u8 = (1 << 7) - 1;
+/// Version 2 on.
+const FLAG_DRAW_SEED: u8 = 1 << 7;
+const FLAGS_KNOWN_V1: u8 = FLAG_DRAW_SEED - 1;
+const FLAGS_KNOWN: u8 = u8::MAX;
 
 const TAG_STATE_MASK: u8 = 0b111;
 const TAG_REASON_SHIFT: u32 = 3;
@@ -197,7 +212,8 @@ impl Room {
             | flag(c.opens_at_ms.is_some(), FLAG_OPENS_AT)
             | flag(c.max_waiting.is_some(), FLAG_MAX_WAITING)
             | flag(c.target_url.is_some(), FLAG_TARGET_URL)
-            | flag(self.file_entry_digest.is_some(), FLAG_FILE_ENTRY));
+            | flag(self.file_entry_digest.is_some(), FLAG_FILE_ENTRY)
+            | flag(self.draw_seed.is_some(), FLAG_DRAW_SEED));
         w.varint(c.capacity.into());
         if let Some(rate) = c.admit_per_minute {
             w.varint(rate.into());
@@ -222,6 +238,9 @@ impl Room {
         }
         if let Some(digest) = &self.file_entry_digest {
             w.bytes(digest);
+        }
+        if let Some(seed) = self.draw_seed {
+            w.bytes(&seed.to_u64().to_le_bytes());
         }
         w.varint(back(self.created_at_ms));
 
@@ -321,7 +340,7 @@ impl Room {
         let version = *bytes
             .get(SNAPSHOT_MAGIC.len())
             .ok_or(SnapshotError::Truncated)?;
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(SNAPSHOT_FORMAT_VERSION_1..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
@@ -334,7 +353,7 @@ impl Room {
             return Err(SnapshotError::ChecksumMismatch { stored, computed });
         }
         let mut reader = Reader(&content[HEADER_BYTES..]);
-        let (room, stored) = decode_v1(&mut reader)?;
+        let (room, stored) = decode_body(&mut reader, version)?;
         if !reader.0.is_empty() {
             return Err(SnapshotError::TrailingBytes(reader.0.len()));
         }
@@ -356,7 +375,8 @@ struct Counts {
     ended: usize,
 }
 
-fn decode_v1(r: &mut Reader) -> Result<(Room, [u8; 16])> {
+/// Reads the body of format `version` (1 or 2: see the module documentation).
+fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
     let digest: [u8; 16] = r.array()?;
     let id_len = r.u8()?;
     let id = std::str::from_utf8(r.take(id_len.into())?)
@@ -371,7 +391,12 @@ fn decode_v1(r: &mut Reader) -> Result<(Room, [u8; 16])> {
     }
 
     let flags = r.u8()?;
-    if flags & !FLAGS_KNOWN != 0 {
+    let known = if version == SNAPSHOT_FORMAT_VERSION_1 {
+        FLAGS_KNOWN_V1
+    } else {
+        FLAGS_KNOWN
+    };
+    if flags & !known != 0 {
         return malformed("unknown flags");
     }
     let exists = flags & FLAG_EXISTS != 0;
@@ -406,6 +431,11 @@ fn decode_v1(r: &mut Reader) -> Result<(Room, [u8; 16])> {
     config.validate().map_err(SnapshotError::InvalidConfig)?;
     let file_entry_digest = if flags & FLAG_FILE_ENTRY != 0 {
         Some(r.array()?)
+    } else {
+        None
+    };
+    let draw_seed = if flags & FLAG_DRAW_SEED != 0 {
+        Some(DrawSeed::from_u64(u64::from_le_bytes(r.array()?)))
     } else {
         None
     };
@@ -653,6 +683,7 @@ fn decode_v1(r: &mut Reader) -> Result<(Room, [u8; 16])> {
         admitted_total,
         expired_total,
         file_entry_digest,
+        draw_seed,
     };
     Ok((room, digest))
 }
@@ -888,8 +919,10 @@ mod tests {
             self
         }
 
+        /// Configures as nodes do, with a draw seed (a different one for each record).
         fn configure(&mut self, ts: u64, config: RoomConfig) -> &mut Self {
-            self.at(ts, Command::ConfigureRoom(config))
+            let draw_seed = DrawSeed::from_u64(0x5eed_0000_0000_0000 ^ self.next_id as u64);
+            self.at(ts, Command::ConfigureRoomSeeded { config, draw_seed })
         }
 
         fn join(&mut self, ts: u64, n: u128) -> &mut Self {
@@ -1083,6 +1116,7 @@ mod tests {
         assert_eq!(a.exists(), b.exists(), "{context}: exists");
         assert_eq!(a.last_config(), b.last_config(), "{context}: config");
         assert_eq!(a.is_vacant(), b.is_vacant(), "{context}: vacant");
+        assert_eq!(a.draw_seed(), b.draw_seed(), "{context}: draw seed");
         let mut ids: Vec<SessionId> = a.session_ids().collect();
         ids.sort_unstable();
         let mut ids_b: Vec<SessionId> = b.session_ids().collect();
@@ -1131,6 +1165,18 @@ mod tests {
             now + 20,
         );
         push(Command::ConfigureRoom(long_timeouts(20)), now + 30);
+        let draw_seed = DrawSeed::from_u64(0xfeed);
+        let reopening = RoomConfig {
+            opens_at_ms: Some(now + 40),
+            ..long_timeouts(20)
+        };
+        push(
+            Command::ConfigureRoomSeeded {
+                config: reopening,
+                draw_seed,
+            },
+            now + 31,
+        );
         for minutes in [1, 5, 11, 30, 61, 125, 200] {
             push(Command::Tick, now + minutes * MINUTE);
             push(
@@ -1269,7 +1315,9 @@ mod tests {
             target_url: Some("https://x".into()),
             ..RoomConfig::with_capacity(1)
         };
-        s.configure(0, config.clone());
+        // Seedless records, as builds before secret seeds wrote them: the pinned version 1
+        // bytes below are of this room.
+        s.at(0, Command::ConfigureRoom(config.clone()));
         s.join(0, 1).leave(0, 1, LeaveReason::Completed);
         for n in 2..=5 {
             s.join(0, n).leave(0, n, LeaveReason::Left);
@@ -1291,11 +1339,13 @@ mod tests {
         s.done()
     }
 
-    /// Pins version 1's bytes: if this changes, snapshots written by earlier builds no longer
-    /// restore. The digest inside is pinned with them: `Room::digest` is part of the format.
+    /// Pins version 1's bytes, as builds before secret seeds wrote them: they must still restore,
+    /// to the same room. The digest inside is pinned with them: `Room::digest` is part of the
+    /// format (and leaves out the draw seed, so a room without one digests as it did).
     #[test]
-    fn version_1_is_stable() {
+    fn version_1_still_restores() {
         let room = tiny();
+        assert_eq!(room.draw_seed(), None);
         let id = |n: u8| {
             let mut id = [0u8; 16];
             id[0] = n;
@@ -1347,9 +1397,105 @@ mod tests {
         expected.extend([1, 0]); // one remembered record id, remembered now
         expected.extend(RecordId::from_u128(18).0);
         expected.extend([126, 23, 80, 214]); // CRC-32C
+        let restored = Room::restore_snapshot(&expected).unwrap();
+        assert_same(&room, &restored, "pinned");
+        assert_eq!(restored.draw_seed(), None);
+        // This build writes the same room as version 2: the same body.
+        assert_eq!(room.encode_snapshot(), as_current_version(&expected));
+        assert_eq!(restored.encode_snapshot(), as_current_version(&expected));
+        // Bit 7 of the flags (a draw seed) did not exist in version 1.
+        let mut flagged = expected.clone();
+        flagged[FLAGS_AT_IN_TINY] |= FLAG_DRAW_SEED;
+        reseal(&mut flagged);
+        assert_eq!(
+            error(&flagged),
+            Some(SnapshotError::Malformed("unknown flags"))
+        );
+    }
+
+    /// Where `tiny()`'s flags are: after the header, the digest, the room id "r" and the clock.
+    const FLAGS_AT_IN_TINY: usize = HEADER_BYTES + 16 + 2 + 3;
+
+    /// A version 1 snapshot as this build writes the same room: version byte 2, checksum
+    /// recomputed (a room without a draw seed has the same body in both).
+    fn as_current_version(bytes: &[u8]) -> Vec<u8> {
+        let mut bytes = bytes.to_vec();
+        if bytes.get(SNAPSHOT_MAGIC.len()) == Some(&SNAPSHOT_FORMAT_VERSION_1) {
+            bytes[SNAPSHOT_MAGIC.len()] = SNAPSHOT_FORMAT_VERSION;
+            reseal(&mut bytes);
+        }
+        bytes
+    }
+
+    /// Pins version 2's bytes: `tiny()` with a draw seed, which takes flag bit 7 and 8 bytes
+    /// after the file entry's digest. If this changes, snapshots written by this build no longer
+    /// restore. (The rest is `tiny()`'s encoding without a seed, which `version_1_still_restores`
+    /// pins: version 1's bytes under version byte 2.)
+    #[test]
+    fn version_2_is_stable() {
+        let mut room = tiny();
+        room.draw_seed = Some(DrawSeed::from_u64(0x0807_0605_0403_0201));
+        let unseeded = tiny().encode_snapshot();
+        let seed_at = FLAGS_AT_IN_TINY + 1 + 7 + 3 + 1 + 9 + 16;
+        let mut expected = unseeded[..unseeded.len() - TRAILER_BYTES].to_vec();
+        assert_eq!(expected[4], 2, "version");
+        assert_eq!(expected[FLAGS_AT_IN_TINY], 0b0110_1101);
+        expected[FLAGS_AT_IN_TINY] = 0b1110_1101; // ... and a draw seed
+        assert_eq!(&expected[seed_at - 16..seed_at], &[0xf1; 16]); // the file entry's digest
+        expected.splice(seed_at..seed_at, [1, 2, 3, 4, 5, 6, 7, 8]); // the seed
+        expected.extend(PINNED_V2_CRC);
         assert_eq!(room.encode_snapshot(), expected);
         let restored = Room::restore_snapshot(&expected).unwrap();
         assert_same(&room, &restored, "pinned");
+        assert_eq!(restored.draw_seed(), room.draw_seed());
+    }
+
+    const PINNED_V2_CRC: [u8; 4] = [129, 250, 189, 203];
+
+    /// A restored room keeps its secret seed, and so draws its pre-queue in the order the room
+    /// it was taken of draws it (replicas restored from snapshots and replicas that replayed the
+    /// log agree).
+    #[test]
+    fn a_restored_room_keeps_its_draw_seed() {
+        let opens = T0 + 10 * MINUTE;
+        let mut s = Script::new();
+        s.configure(
+            T0,
+            RoomConfig {
+                opens_at_ms: Some(opens),
+                ..long_timeouts(1)
+            },
+        );
+        for n in 0..200 {
+            s.join(T0 + n as u64, n);
+        }
+        let room = s.done();
+        assert!(room.draw_seed().is_some());
+        let mut restored = Room::restore_snapshot(&room.encode_snapshot()).unwrap();
+        assert_eq!(restored.draw_seed(), room.draw_seed());
+        let mut original = room.clone();
+        let tick = Record::new(
+            RecordId::from_u128(u128::MAX),
+            room.id().clone(),
+            Command::Tick,
+        );
+        original.apply(&tick, opens);
+        restored.apply(&tick, opens);
+        let order = |room: &Room| {
+            let mut placed: Vec<(u64, SessionId)> = room
+                .session_ids()
+                .filter_map(|id| Some((room.view(&id)?.position?, id)))
+                .collect();
+            placed.sort_unstable();
+            placed.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        assert_eq!(order(&original).len(), 199);
+        assert_eq!(order(&restored), order(&original));
+        // Without the seed (the public derivation), the same room draws another order.
+        let mut unseeded = Room::restore_snapshot(&room.encode_snapshot()).unwrap();
+        unseeded.draw_seed = None;
+        unseeded.apply(&tick, opens);
+        assert_ne!(order(&unseeded), order(&original));
     }
 
     #[test]
@@ -1396,8 +1542,11 @@ mod tests {
         );
         assert_eq!(error(&record.encode()), Some(SnapshotError::NotASnapshot));
         let mut newer = bytes.clone();
-        newer[4] = 2;
-        assert_eq!(error(&newer), Some(SnapshotError::UnsupportedVersion(2)));
+        newer[4] = 3;
+        assert_eq!(error(&newer), Some(SnapshotError::UnsupportedVersion(3)));
+        let mut older = bytes.clone();
+        older[4] = 0;
+        assert_eq!(error(&older), Some(SnapshotError::UnsupportedVersion(0)));
         let mut damaged = bytes.clone();
         damaged[30] ^= 4;
         assert!(matches!(
@@ -1599,14 +1748,18 @@ mod tests {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = Room::restore_snapshot(&bytes);
-            // Behind a valid header and checksum, so that the body's parser sees them.
-            let mut framed = b"WRSN\x01".to_vec();
-            framed.extend(&bytes);
-            framed.extend([0; TRAILER_BYTES]);
-            reseal(&mut framed);
-            if let Some(room) = restore_past_the_digest(&mut framed) {
-                prop_assert_eq!(&room.encode_snapshot(), &framed);
-                exercise(room);
+            // Behind a valid header and checksum, so that the body's parser sees them: as
+            // either version this build reads.
+            for version in SNAPSHOT_FORMAT_VERSION_1..=SNAPSHOT_FORMAT_VERSION {
+                let mut framed = b"WRSN".to_vec();
+                framed.push(version);
+                framed.extend(&bytes);
+                framed.extend([0; TRAILER_BYTES]);
+                reseal(&mut framed);
+                if let Some(room) = restore_past_the_digest(&mut framed) {
+                    prop_assert_eq!(&room.encode_snapshot(), &as_current_version(&framed));
+                    exercise(room);
+                }
             }
         }
 

@@ -19,8 +19,8 @@
 //!    buffers back for the next snapshot (of any room).
 //!
 //! # What is copied
-//! Only what the snapshot encodes and `Room::digest` reads: configuration, clock, counters, rate
-//! state, the slab, the line, the pre-queue, the session lists, the idempotency keys, and the
+//! Only what the snapshot encodes and `Room::digest` reads: configuration (and the draw seed),
+//! clock, counters, rate state, the slab, the line, the pre-queue, the session lists, the idempotency keys, and the
 //! remembered record ids in their order. Not the session index (id → slot), the set of active
 //! sessions by admission time, or the set of remembered record ids: restore rebuilds those from
 //! the rest, and the index alone is ~40 % of a waiting room's memory. The idempotency keys are
@@ -312,6 +312,7 @@ fn copy_parts(buffers: &mut Buffers, source: &Room) {
         admitted_total,
         expired_total,
         file_entry_digest,
+        draw_seed,
     } = source;
     // The id and configuration own strings: copied only when they changed (derived `clone_from`
     // allocates afresh).
@@ -348,6 +349,7 @@ fn copy_parts(buffers: &mut Buffers, source: &Room) {
     copy.admitted_total = *admitted_total;
     copy.expired_total = *expired_total;
     copy.file_entry_digest = *file_entry_digest;
+    copy.draw_seed = *draw_seed;
 }
 
 /// Empties `buffer` and gives it room for `needed` elements, with every page written.

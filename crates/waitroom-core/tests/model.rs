@@ -21,7 +21,11 @@
 //!
 //! Configurations come through `ConfigureRoom` (the API) and `ConfigureRoomFromFile` (a rooms
 //! file, with digests from a small set so that the same entry arrives again, after other
-//! changes): the model remembers the entry last applied and skips an entry equal to it.
+//! changes): the model remembers the entry last applied and skips an entry equal to it. Most
+//! carry a secret draw seed (`ConfigureRoomSeeded`, `ConfigureRoomFromFileSeeded`, as nodes write
+//! them), some none (as earlier builds wrote them): the model keeps the seed the rules say (a new
+//! one only while nobody waits in the pre-queue, or if the room has none) and draws with it, or
+//! with the public `legacy_draw_seed` when there is none.
 //!
 //! Failing cases shrink and are saved under `proptest-regressions/` (commit them).
 //! `PROPTEST_CASES` sets the number of cases (default 3 000, which CI runs).
@@ -96,6 +100,8 @@ struct Model {
     next_line_seq: u64,
     /// The rooms-file entry last applied (`ConfigureRoomFromFile`).
     file_digest: Option<[u8; 16]>,
+    /// The secret seed of the pre-queue draw.
+    draw_seed: Option<DrawSeed>,
     /// Every record applied, with its timestamp.
     history: Vec<(Record, u64)>,
     next_id: u128,
@@ -120,6 +126,7 @@ impl Model {
             expired_total: [0; 5],
             next_line_seq: 0,
             file_digest: None,
+            draw_seed: None,
             history: vec![],
             next_id: 1,
         }
@@ -178,7 +185,10 @@ impl Model {
         if !self.open() || self.prequeue.is_empty() {
             return;
         }
-        let seed = draw_seed("model-room", self.config.opens_at_ms.unwrap_or(self.now));
+        let seed = match self.draw_seed {
+            Some(seed) => seed.to_u64(),
+            None => legacy_draw_seed("model-room", self.config.opens_at_ms.unwrap_or(self.now)),
+        };
         let mut drawn = std::mem::take(&mut self.prequeue);
         drawn.sort_by_key(|id| (draw_ticket(seed, &id.0), *id));
         for id in drawn {
@@ -264,9 +274,12 @@ impl Model {
     }
 
     /// `ConfigureRoom`: applies a valid configuration; whether it was valid.
-    fn configure(&mut self, config: &RoomConfig) -> bool {
+    fn configure(&mut self, config: &RoomConfig, seed: Option<DrawSeed>) -> bool {
         let valid = config.validate().is_ok();
         if valid {
+            if seed.is_some() && (self.prequeue.is_empty() || self.draw_seed.is_none()) {
+                self.draw_seed = seed;
+            }
             if !self.exists {
                 self.exists = true;
                 self.created_at = self.now;
@@ -307,16 +320,28 @@ impl Model {
             return;
         }
         let accepted = match &record.command {
-            Command::ConfigureRoom(config) => self.configure(config),
+            Command::ConfigureRoom(config) => self.configure(config, None),
+            Command::ConfigureRoomSeeded { config, draw_seed } => {
+                self.configure(config, Some(*draw_seed))
+            }
             Command::ConfigureRoomFromFile {
                 config,
                 file_entry_digest,
+            }
+            | Command::ConfigureRoomFromFileSeeded {
+                config,
+                file_entry_digest,
+                ..
             } => {
+                let seed = match &record.command {
+                    Command::ConfigureRoomFromFileSeeded { draw_seed, .. } => Some(*draw_seed),
+                    _ => None,
+                };
                 if self.file_digest == Some(*file_entry_digest) {
                     // The entry applied last: whatever changed since stands.
                     true
                 } else {
-                    let valid = self.configure(config);
+                    let valid = self.configure(config, seed);
                     if valid {
                         self.file_digest = Some(*file_entry_digest);
                     }
@@ -409,7 +434,9 @@ impl Model {
         let remembered = matches!(
             record.command,
             Command::ConfigureRoom(_)
+                | Command::ConfigureRoomSeeded { .. }
                 | Command::ConfigureRoomFromFile { .. }
+                | Command::ConfigureRoomFromFileSeeded { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
         );
@@ -573,11 +600,24 @@ impl ReferenceStateMachine for RoomModel {
         let history = state.history.clone();
         let next_id = state.next_id;
         let command = prop_oneof![
-            2 => config_strategy(now).prop_map(Command::ConfigureRoom),
-            // Three file entries: the same one comes again, after other changes or not.
-            1 => (config_strategy(now), 0u8..3).prop_map(|(config, entry)| {
-                Command::ConfigureRoomFromFile { config, file_entry_digest: [entry; 16] }
+            // Mostly with a seed, as nodes write them; now and then without, as earlier builds did.
+            2 => (config_strategy(now), any::<u64>()).prop_map(|(config, seed)| {
+                Command::ConfigureRoomSeeded { config, draw_seed: DrawSeed::from_u64(seed) }
             }),
+            1 => config_strategy(now).prop_map(Command::ConfigureRoom),
+            // Three file entries: the same one comes again, after other changes or not.
+            1 => (config_strategy(now), 0u8..3, prop::option::weighted(0.7, any::<u64>()))
+                .prop_map(|(config, entry, seed)| match seed {
+                    Some(seed) => Command::ConfigureRoomFromFileSeeded {
+                        config,
+                        file_entry_digest: [entry; 16],
+                        draw_seed: DrawSeed::from_u64(seed),
+                    },
+                    None => Command::ConfigureRoomFromFile {
+                        config,
+                        file_entry_digest: [entry; 16],
+                    },
+                }),
             1 => Just(Command::CloseRoom),
             10 => prop::option::weighted(0.3, 0u8..4).prop_map(move |key| Command::Join {
                 session: SessionId::from_u128(next_id),
@@ -666,6 +706,7 @@ fn restored(room: &Room, ids: &[SessionId], context: &str) -> Room {
     assert_eq!(restored.stats(), room.stats(), "restored stats");
     assert_eq!(restored.now_ms(), room.now_ms(), "restored clock");
     assert_eq!(restored.is_vacant(), room.is_vacant(), "restored vacancy");
+    assert_eq!(restored.draw_seed(), room.draw_seed(), "restored draw seed");
     assert_eq!(views(&restored, ids), views(room, ids), "restored views");
     assert!(
         restored.encode_snapshot() == bytes,
@@ -715,6 +756,8 @@ impl StateMachineTest for RoomModel {
         assert_eq!(room.now_ms(), model.now, "clock");
         assert_eq!(room.exists(), model.exists);
         assert_eq!(room.file_entry_digest(), model.file_digest, "file entry");
+        assert_eq!(room.draw_seed(), model.draw_seed, "draw seed");
+        assert_eq!(sut.b.draw_seed(), model.draw_seed, "B's draw seed");
         assert_eq!(
             sut.b.file_entry_digest(),
             model.file_digest,
@@ -730,7 +773,10 @@ impl StateMachineTest for RoomModel {
             if room.active_count() > capacity {
                 let reconfigured = matches!(
                     step.record.command,
-                    Command::ConfigureRoom(_) | Command::ConfigureRoomFromFile { .. }
+                    Command::ConfigureRoom(_)
+                        | Command::ConfigureRoomSeeded { .. }
+                        | Command::ConfigureRoomFromFile { .. }
+                        | Command::ConfigureRoomFromFileSeeded { .. }
                 ) && outcome_a != Outcome::Duplicate;
                 assert!(
                     reconfigured || stats.admitted_total == before_admitted,
@@ -862,6 +908,7 @@ impl StateMachineTest for RoomModel {
             sut.a.digest(),
             "replay from scratch diverged"
         );
+        assert_eq!(replay.draw_seed(), sut.a.draw_seed(), "replayed draw seed");
         restored(&sut.a, &model.all_ids, "teardown");
     }
 }

@@ -11,13 +11,24 @@ struct Timeline {
     next_id: u128,
 }
 
+/// The draw seed `Timeline::new` configures with.
+const SEED: DrawSeed = DrawSeed::from_u64(0x5eed_0001);
+
 impl Timeline {
+    /// A room configured as nodes configure them: with a draw seed.
     fn new(config: RoomConfig) -> Self {
+        Self::configured(Command::ConfigureRoomSeeded {
+            config,
+            draw_seed: SEED,
+        })
+    }
+
+    fn configured(configure: Command) -> Self {
         let mut timeline = Self {
             room: Room::new(RoomId::new("rules").unwrap()),
             next_id: 1,
         };
-        let outcome = timeline.at(T0, Command::ConfigureRoom(config));
+        let outcome = timeline.at(T0, configure);
         assert_eq!(outcome, Outcome::Configured { created: true });
         timeline
     }
@@ -298,6 +309,212 @@ fn prequeue_draw_is_identical_on_replicas_and_ahead_of_later_joins() {
     // Everyone from the pre-queue is ahead of the join at opening.
     assert_eq!(a.view(SessionId::from_u128(100)).position, Some(49));
     assert!(!a.view(SessionId::from_u128(100)).prequeue);
+}
+
+/// Sessions in the order the room placed them: the admitted (in admission order), then the line.
+fn placed(t: &Timeline, sessions: &[SessionId]) -> Vec<SessionId> {
+    let mut placed: Vec<(u64, u64, SessionId)> = sessions
+        .iter()
+        .filter_map(|&s| {
+            let view = t.view(s);
+            match view.status {
+                Status::Active => Some((0, view.admitted_at_ms?, s)),
+                Status::Waiting => Some((1, view.position?, s)),
+                Status::Expired => None,
+            }
+        })
+        .collect();
+    placed.sort_unstable();
+    placed.into_iter().map(|(_, _, s)| s).collect()
+}
+
+/// The order anyone could compute for a room with the old, public seed: from the room id and
+/// `opensAt` alone.
+fn publicly_predicted(room: &str, opens: u64, sessions: &[SessionId]) -> Vec<SessionId> {
+    let seed = legacy_draw_seed(room, opens);
+    let mut order = sessions.to_vec();
+    order.sort_by_key(|s| (draw_ticket(seed, &s.0), *s));
+    order
+}
+
+fn prequeue_config(opens: u64) -> RoomConfig {
+    RoomConfig {
+        opens_at_ms: Some(opens),
+        ..config(1)
+    }
+}
+
+/// Joins sessions 1..=60 to the pre-queue, opens the room, and gives the order drawn.
+fn draw(configure: Command, opens: u64) -> (Timeline, Vec<SessionId>) {
+    let mut t = Timeline::configured(configure);
+    let sessions: Vec<SessionId> = (1..=60).map(|n| t.join(T0 + n as u64, n)).collect();
+    assert!(sessions.iter().all(|&s| t.view(s).prequeue));
+    t.at(opens, Command::Tick);
+    let order = placed(&t, &sessions);
+    assert_eq!(order.len(), sessions.len());
+    (t, order)
+}
+
+/// The draw's seed is secret, so the public data (room id, `opensAt`, one's own session id) no
+/// longer predicts the order: two rooms alike in everything but their secret seeds draw the same
+/// sessions in different orders, and neither is the order of the old public derivation.
+#[test]
+fn the_draw_is_not_predictable_from_public_data() {
+    let opens = T0 + 60 * SECOND;
+    let seeded = |seed: u64| Command::ConfigureRoomSeeded {
+        config: prequeue_config(opens),
+        draw_seed: DrawSeed::from_u64(seed),
+    };
+    let (a, order_a) = draw(seeded(0x9e37_79b9_7f4a_7c15), opens);
+    let (b, order_b) = draw(seeded(0xc2b2_ae3d_27d4_eb4f), opens);
+    assert_eq!(a.room.id(), b.room.id());
+    assert_eq!(a.room.last_config(), b.room.last_config());
+    assert_ne!(order_a, order_b, "different secret seeds, different orders");
+    let mut sessions = order_a.clone();
+    sessions.sort_unstable();
+    let predicted = publicly_predicted("rules", opens, &sessions);
+    assert_ne!(
+        order_a, predicted,
+        "the public derivation predicts the draw"
+    );
+    assert_ne!(
+        order_b, predicted,
+        "the public derivation predicts the draw"
+    );
+    // Nor does the one session a client knows get its place from public data: over both rooms,
+    // the session first by the public derivation is not first in both.
+    assert!(order_a[0] != predicted[0] || order_b[0] != predicted[0]);
+    // What the fix is about: a room without a secret seed (configured by records of earlier
+    // builds) draws exactly the publicly predictable order.
+    let (_, legacy) = draw(Command::ConfigureRoom(prequeue_config(opens)), opens);
+    assert_eq!(legacy, predicted);
+}
+
+/// Every replica draws the same order: the seed comes from the log. Replaying the records gives
+/// the same order, and a room restored from a snapshot taken before the opening keeps the seed
+/// and draws the same order too.
+#[test]
+fn the_draw_is_determined_by_the_log() {
+    let opens = T0 + 60 * SECOND;
+    let mut a = Timeline::new(prequeue_config(opens));
+    let mut log: Vec<(Record, u64)> = Vec::new();
+    let sessions: Vec<SessionId> = (1..=80).map(SessionId::from_u128).collect();
+    for (n, &session) in sessions.iter().enumerate() {
+        let record = a.record(Command::Join {
+            session,
+            idempotency_key: None,
+        });
+        log.push((record, T0 + n as u64));
+    }
+    for (record, ts) in &log {
+        a.room.apply(record, *ts);
+    }
+    let before_opening = a.room.clone();
+    let tick = a.record(Command::Tick);
+    a.room.apply(&tick, opens);
+    let drawn = placed(&a, &sessions);
+
+    // A replica replaying the same log from the start.
+    let mut b = Timeline::new(prequeue_config(opens));
+    for (record, ts) in &log {
+        b.room.apply(record, *ts);
+    }
+    b.room.apply(&tick, opens);
+    assert_eq!(placed(&b, &sessions), drawn);
+    assert_eq!(b.room.digest(), a.room.digest());
+    assert_eq!(b.room.draw_seed(), Some(SEED));
+
+    // A replica restored from a snapshot taken before the opening.
+    let bytes = before_opening.encode_snapshot();
+    let mut c = Timeline {
+        room: Room::restore_snapshot(&bytes).expect("a room's own snapshot"),
+        next_id: 0,
+    };
+    assert_eq!(c.room.draw_seed(), Some(SEED), "the snapshot kept the seed");
+    c.room.apply(&tick, opens);
+    assert_eq!(placed(&c, &sessions), drawn);
+    assert_eq!(c.room.digest(), a.room.digest());
+}
+
+/// Reconfiguring: a configuration's seed replaces the room's only while the pre-queue is empty
+/// (or the room has only the public seed); once people wait in it, their draw is fixed.
+#[test]
+fn reconfiguring_never_draws_a_waiting_prequeue_again() {
+    let opens = T0 + 60 * SECOND;
+    let s1 = DrawSeed::from_u64(101);
+    let s2 = DrawSeed::from_u64(202);
+    let mut t = Timeline::configured(Command::ConfigureRoomSeeded {
+        config: prequeue_config(opens),
+        draw_seed: s1,
+    });
+    assert_eq!(t.room.draw_seed(), Some(s1));
+    let reconfigure = |config: RoomConfig, seed: u64| Command::ConfigureRoomSeeded {
+        config,
+        draw_seed: DrawSeed::from_u64(seed),
+    };
+    // Nobody waits yet: the new configuration's seed is taken.
+    t.at(T0 + 1, reconfigure(prequeue_config(opens), 202));
+    assert_eq!(t.room.draw_seed(), Some(s2));
+    let sessions: Vec<SessionId> = (1..=40).map(|n| t.join(T0 + 10 + n as u64, n)).collect();
+    // People wait: postponing the opening (or any change) keeps the seed...
+    let later = opens + 60 * SECOND;
+    t.at(T0 + 100, reconfigure(prequeue_config(later), 303));
+    let file_entry = Command::ConfigureRoomFromFileSeeded {
+        config: prequeue_config(later),
+        file_entry_digest: [1; 16],
+        draw_seed: DrawSeed::from_u64(404),
+    };
+    assert_eq!(
+        t.at(T0 + 101, file_entry),
+        Outcome::Configured { created: false }
+    );
+    assert_eq!(t.room.draw_seed(), Some(s2));
+    // ...and the draw is the one the seed fixed when they joined.
+    t.at(later, Command::Tick);
+    let mut expected = sessions.clone();
+    expected.sort_by_key(|s| (draw_ticket(s2.to_u64(), &s.0), *s));
+    assert_eq!(placed(&t, &sessions), expected);
+    // The pre-queue was drawn: a new opening takes a new seed, so no seed draws twice.
+    let reopens = later + 60 * SECOND;
+    t.at(later + 1, reconfigure(prequeue_config(reopens), 505));
+    assert_eq!(t.room.draw_seed(), Some(DrawSeed::from_u64(505)));
+    // An invalid configuration changes nothing, seed included.
+    let invalid = reconfigure(RoomConfig::with_capacity(0), 606);
+    assert!(matches!(
+        t.at(later + 2, invalid),
+        Outcome::Rejected(Rejection::InvalidConfig(_))
+    ));
+    assert_eq!(t.room.draw_seed(), Some(DrawSeed::from_u64(505)));
+    // A seedless record (an earlier build's) never takes the seed away.
+    t.join(later + 3, 1_000);
+    t.at(later + 4, Command::ConfigureRoom(prequeue_config(reopens)));
+    assert_eq!(t.room.draw_seed(), Some(DrawSeed::from_u64(505)));
+}
+
+/// A room that only had the public seed (configured by an earlier build) takes a secret one from
+/// the first seeded configuration, even with people in its pre-queue: the public order is the
+/// one anyone could compute.
+#[test]
+fn a_public_seed_is_replaced_at_once() {
+    let opens = T0 + 60 * SECOND;
+    let mut t = Timeline::configured(Command::ConfigureRoom(prequeue_config(opens)));
+    assert_eq!(t.room.draw_seed(), None);
+    let sessions: Vec<SessionId> = (1..=40).map(|n| t.join(T0 + n as u64, n)).collect();
+    let seed = DrawSeed::from_u64(0xabcd);
+    t.at(
+        T0 + 100,
+        Command::ConfigureRoomSeeded {
+            config: prequeue_config(opens),
+            draw_seed: seed,
+        },
+    );
+    assert_eq!(t.room.draw_seed(), Some(seed));
+    t.at(opens, Command::Tick);
+    let order = placed(&t, &sessions);
+    assert_ne!(order, publicly_predicted("rules", opens, &sessions));
+    let mut expected = sessions.clone();
+    expected.sort_by_key(|s| (draw_ticket(seed.to_u64(), &s.0), *s));
+    assert_eq!(order, expected);
 }
 
 #[test]

@@ -338,7 +338,11 @@ async fn configure_room(node: &Node, capacity: u32, target_url: &str) -> Result<
     .to_config()
     .map_err(|problem| format!("the demo room's configuration: {}", problem.detail))?;
     let room = RoomId::new(ROOM).map_err(|e| e.to_string())?;
-    match node.write(&room, Command::ConfigureRoom(config)).await {
+    let command = Command::ConfigureRoomSeeded {
+        config,
+        draw_seed: crate::ids::new_draw_seed(),
+    };
+    match node.write(&room, command).await {
         Ok(Outcome::Configured { .. }) => Ok(()),
         Ok(other) => Err(format!("configuring the demo room: {other:?}")),
         Err(e) => Err(format!("configuring the demo room: {e}")),

@@ -14,7 +14,9 @@
 //! `session` and `idempotencyKey` (or null); `heartbeat` adds `sessions`; `leave` adds `session`
 //! and `reason` (`left`, `completed`); `evict` adds `session`; `configure_room` adds `config`;
 //! `configure_room_from_file` adds `config` and `fileEntryDigest`; `close_room` and `tick` add
-//! nothing. Sessions are shown as clients see them (`wr_…`).
+//! nothing. Sessions are shown as clients see them (`wr_…`). The secret seed of the pre-queue
+//! draw that configuration records carry is left out: a dump taken (and passed around) before
+//! the opening must not let anyone compute the draw.
 //!
 //! Where history was trimmed (snapshots let the log drop what every room's snapshot holds), the
 //! dump says so where the gap is, with a line `{"shard":…,"trimmedThrough":"<position>"}`: the
@@ -204,10 +206,18 @@ pub fn record_line(entry: &Entry, record: &Record) -> Value {
             },
         }),
         Command::Evict { session } => json!({ "session": session_text(room, *session) }),
-        Command::ConfigureRoom(config) => json!({ "config": config }),
+        // The draw seed, secret, is left out (see the module documentation).
+        Command::ConfigureRoom(config) | Command::ConfigureRoomSeeded { config, .. } => {
+            json!({ "config": config })
+        }
         Command::ConfigureRoomFromFile {
             config,
             file_entry_digest,
+        }
+        | Command::ConfigureRoomFromFileSeeded {
+            config,
+            file_entry_digest,
+            ..
         } => json!({
             "config": config,
             "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),

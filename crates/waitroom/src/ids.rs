@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use waitroom_core::{RecordId, RoomId, SessionId};
+use waitroom_core::{DrawSeed, RecordId, RoomId, SessionId};
 
 const PREFIX: &str = "wr_";
 const TAG_BYTES: usize = 4;
@@ -91,6 +91,18 @@ pub fn new_record_id() -> RecordId {
     RecordId(rand::random())
 }
 
+/// A fresh secret seed for a room's pre-queue draw, for a configuration record
+/// (`Command::ConfigureRoomSeeded`, `Command::ConfigureRoomFromFileSeeded`): 64 bits straight
+/// from the operating system's randomness (or, should that fail, from the thread-local
+/// generator `rand` seeds from it). The log carries it to every node; nothing serves it.
+pub fn new_draw_seed() -> DrawSeed {
+    use rand::TryRng as _;
+    let bits = rand::rngs::SysRng
+        .try_next_u64()
+        .unwrap_or_else(|_| rand::random());
+    DrawSeed::from_u64(bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +118,13 @@ mod tests {
             assert_eq!(PublicSessionId::parse(&text), Ok(id));
             assert_eq!(id.tag, room_tag(&room));
         }
+    }
+
+    #[test]
+    fn draw_seeds_are_fresh() {
+        let seeds: std::collections::HashSet<u64> =
+            (0..100).map(|_| new_draw_seed().to_u64()).collect();
+        assert_eq!(seeds.len(), 100);
     }
 
     #[test]

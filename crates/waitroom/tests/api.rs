@@ -273,6 +273,110 @@ async fn prequeue_is_drawn_at_opening() {
     server.stop().await;
 }
 
+/// Status, headers and body of a response, as one text to search.
+async fn served(request: reqwest::RequestBuilder) -> String {
+    let response = request.send().await.unwrap();
+    let mut text = format!("{}\n", response.status());
+    for (name, value) in response.headers() {
+        text.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    text + &response.text().await.unwrap()
+}
+
+/// The secret seed of the pre-queue draw is never served: no response of the admin room
+/// endpoints (the state digest included), the session endpoints, the operations endpoints, the
+/// OpenAPI document or the waiting page holds it, in any usual rendering of 64 bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_draw_seed_is_never_served() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+
+    let server = TestServer::start().await;
+    let c = &server.client;
+    let admin_url = |path: &str| server.url(&format!("/api/waiting-room/rooms{path}"));
+    let opens_at = waitroom::http::api::rfc3339_ms(now_ms() + 3_600_000);
+    let config = json!({ "capacity": 1, "opensAt": opens_at });
+    let mut responses = Vec::new();
+    let put = c.put(admin_url("/sale")).bearer_auth(ADMIN_TOKEN);
+    responses.push(served(put.json(&config)).await);
+    let room = waitroom_core::RoomId::new("sale").unwrap();
+    let seed = || {
+        let cell = server.node.room(&room).expect("the room");
+        let seed = cell.state.read().draw_seed();
+        seed.expect("a room configured through the API has a secret draw seed")
+    };
+    let first_seed = seed();
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        let join = c
+            .post(server.url("/api/waiting-room/sessions"))
+            .json(&json!({ "roomId": "sale" }));
+        let text = served(join).await;
+        let body: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+        assert_eq!(body["prequeue"], true, "{body}");
+        sessions.push(id(&body));
+        responses.push(text);
+    }
+    // A new configuration while people wait in the pre-queue keeps the seed.
+    let put = c.put(admin_url("/sale")).bearer_auth(ADMIN_TOKEN);
+    responses.push(served(put.json(&json!({ "capacity": 2, "opensAt": opens_at }))).await);
+    assert_eq!(seed(), first_seed, "the pre-queue's draw is fixed");
+    for session in &sessions {
+        let path = format!("/api/waiting-room/sessions/{session}");
+        responses.push(served(c.get(server.url(&path))).await);
+        responses.push(served(c.post(server.url(&format!("{path}:heartbeat")))).await);
+    }
+    for path in ["/sale", "/sale?digest=true", ""] {
+        responses.push(served(c.get(admin_url(path)).bearer_auth(ADMIN_TOKEN)).await);
+    }
+    for path in [
+        "/api/waiting-room/openapi.json",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/.well-known/jwks.json",
+        "/room/sale",
+        "/assets/room.js",
+        "/assets/strings.js",
+    ] {
+        responses.push(served(c.get(server.url(path))).await);
+    }
+    let evict = format!("/api/waiting-room/sessions/{}:evict", sessions[0]);
+    responses.push(served(c.post(server.url(&evict)).bearer_auth(ADMIN_TOKEN)).await);
+    let leave = format!("/api/waiting-room/sessions/{}", sessions[1]);
+    responses.push(served(c.delete(server.url(&leave))).await);
+    responses.push(served(c.delete(admin_url("/sale")).bearer_auth(ADMIN_TOKEN)).await);
+    assert_eq!(seed(), first_seed, "a closed room keeps its seed");
+
+    let bits = first_seed.to_u64();
+    let (le, be) = (bits.to_le_bytes(), bits.to_be_bytes());
+    let mut renderings = vec![
+        bits.to_string(),
+        (bits as i64).to_string(),
+        format!("{bits:016x}"),
+        format!("{bits:016X}"),
+        format!("{:016x}", u64::from_le_bytes(be)),
+        format!("{:016X}", u64::from_le_bytes(be)),
+    ];
+    for bytes in [le, be] {
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            renderings.push(engine.encode(bytes));
+        }
+    }
+    for response in &responses {
+        for rendering in &renderings {
+            assert!(
+                !response.contains(rendering.as_str()),
+                "the draw seed ({rendering}) was served:\n{response}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
 async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
     let content_type = response

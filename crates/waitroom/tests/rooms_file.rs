@@ -61,6 +61,13 @@ async fn config_once_created(server: &TestServer, room: &str) -> Value {
     .await
 }
 
+/// The room's secret draw seed as this node holds it (no endpoint serves it).
+fn draw_seed(server: &TestServer) -> Option<u64> {
+    let room = waitroom_core::RoomId::new(ROOM).expect("a valid id");
+    let seed = server.node.room(&room)?.state.read().draw_seed();
+    seed.map(|seed| seed.to_u64())
+}
+
 /// Snapshots this node stored so far (`/metrics`).
 async fn snapshots_stored(server: &TestServer) -> f64 {
     let text = server
@@ -103,6 +110,10 @@ async fn restart_keeps_api_changes_and_applies_file_changes(snapshot_every_recor
         (config["capacity"].clone(), config["paused"].clone()),
         (json!(5), json!(false))
     );
+    assert!(
+        draw_seed(&server).is_some(),
+        "the file's entry brings a draw seed"
+    );
     // An operator pauses the room and raises its capacity through the API.
     let stored = snapshots_stored(&server).await;
     let by_api = json!({
@@ -112,6 +123,7 @@ async fn restart_keeps_api_changes_and_applies_file_changes(snapshot_every_recor
     });
     server.put_room(ROOM, by_api).await;
     settle(&server, snapshot_every_record, stored).await;
+    let seed = draw_seed(&server).expect("a draw seed");
     server.stop().await;
 
     // Restart with the same entry: the API's settings stand.
@@ -128,6 +140,11 @@ async fn restart_keeps_api_changes_and_applies_file_changes(snapshot_every_recor
         config["paused"],
         json!(true),
         "a restart undid the API's pause"
+    );
+    assert_eq!(
+        draw_seed(&server),
+        Some(seed),
+        "the restarted node (from the log or a snapshot) holds the same draw seed"
     );
     server.stop().await;
 

@@ -12,6 +12,7 @@ use waitroom_core::{Command, Outcome, Rejection, Room, RoomId};
 use super::api::{RoomBody, RoomConfigBody, RoomListBody};
 use super::problem::Problem;
 use super::{AppState, json_body, json_response, require_admin};
+use crate::ids::new_draw_seed;
 
 fn room_id(text: &str) -> Result<RoomId, Problem> {
     RoomId::new(text).map_err(|e| Problem::bad_request(e.to_string()))
@@ -65,11 +66,13 @@ pub(crate) async fn put(
     let config = json_body::<RoomConfigBody>(&headers, body)
         .await?
         .to_config()?;
-    match state
-        .node
-        .write(&id, Command::ConfigureRoom(config))
-        .await?
-    {
+    // Every configuration brings a fresh secret seed for the pre-queue draw; the room keeps its
+    // own while people wait in its pre-queue (see `waitroom_core::Room`). Neither is served.
+    let command = Command::ConfigureRoomSeeded {
+        config,
+        draw_seed: new_draw_seed(),
+    };
+    match state.node.write(&id, command).await? {
         Outcome::Configured { .. } => {}
         Outcome::Rejected(Rejection::InvalidConfig(e)) => {
             return Err(Problem::bad_request(e.to_string()));
