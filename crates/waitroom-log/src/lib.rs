@@ -365,6 +365,13 @@ pub trait Log: Send + Sync + 'static {
     /// A short description for logs and `/metrics` (never includes secrets).
     fn describe(&self) -> String;
 
+    /// How many `append` calls a writer should run at once on this log (1 to
+    /// [`limits::APPENDS_IN_FLIGHT_MAX`]): fewer calls in flight make each batch larger. Every
+    /// backend takes [`limits::APPENDS_IN_FLIGHT_MAX`] except where a measurement said otherwise.
+    fn appends_in_flight(&self) -> usize {
+        limits::APPENDS_IN_FLIGHT_MAX
+    }
+
     /// Releases what the backend holds for this node (SQS: its own queue), called once by a node
     /// that stops cleanly, while its runtime still runs: dropping the log does it too, but a log
     /// dropped as the runtime shuts down can no longer send a request. Nothing is appended or read

@@ -18,6 +18,12 @@ pub const APPEND_BATCH_RECORDS_MAX: usize = 4096;
 /// the memory one batch takes in a writer's queue or a pipeline's buffers.
 pub const APPEND_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Most `append` calls a writer (the node's group commit) runs at once on one log: a backend whose
+/// round trip includes a disk flush (Redis with `appendfsync always`, the file log's fsync) gets
+/// the next batch while it flushes the previous one. A backend may ask for fewer
+/// ([`crate::Log::appends_in_flight`]).
+pub const APPENDS_IN_FLIGHT_MAX: usize = 4;
+
 /// Largest snapshot a store accepts: the core's bound on an encoded room (a room at
 /// `SESSIONS_PER_ROOM_MAX`). Backends with a smaller bound on one value say so (Redis).
 pub const SNAPSHOT_BYTES_MAX: usize = core::SNAPSHOT_BYTES_MAX as usize;

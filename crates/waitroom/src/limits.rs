@@ -15,9 +15,8 @@ pub const APPEND_BATCH_RECORDS_MAX: usize = 1024;
 /// Payload bytes per append call; a batch stops growing once past it, so it may exceed it by
 /// one record.
 pub const APPEND_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
-/// Append calls running at once: a backend whose round trip includes a disk flush gets the next
-/// batch while it flushes the previous one.
-pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// Append calls running at once: the log's own (`Log::appends_in_flight`), at most this.
+pub const APPEND_BATCHES_IN_FLIGHT_MAX: usize = log::APPENDS_IN_FLIGHT_MAX;
 /// Records queued for the appender; a full queue makes writers wait (their own deadline bounds
 /// the wait): the node's back-pressure towards a slow backend.
 pub const APPEND_QUEUE_RECORDS_MAX: usize = 16 * 1024;

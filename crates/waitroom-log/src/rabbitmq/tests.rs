@@ -496,3 +496,43 @@ async fn a_subscription_survives_a_rabbitmq_restart_without_gaps_or_repeats() {
     drop(log);
     drop(server);
 }
+
+/// The broker's own rates that bench/rabbitmq.sh sets beside the log's: each measures messages
+/// that really made their trip (the round trip: to the first subscriber), refuses settings out
+/// of range, and deletes its stream. And the log asks the node for one append in flight (see
+/// `appends_in_flight`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_rates_measure_real_trips_and_clean_up() {
+    let Some((_node, url)) = test_url() else {
+        return;
+    };
+    let run = Duration::from_millis(300);
+    let prefix = format!("raw-{}", unique_prefix());
+    let publish = format!("{prefix}-publish");
+    let trip = format!("{prefix}-trip");
+    assert!(
+        confirmed_publish_rate(&url, &publish, 4, run)
+            .await
+            .unwrap()
+            > 0.0
+    );
+    assert!(round_trip_rate(&url, &trip, 4, 2, run).await.unwrap() > 0.0);
+    for (outstanding, subscribers) in [(0, 1), (4, 0), (4, RAW_SUBSCRIBERS_MAX + 1)] {
+        let refused = round_trip_rate(&url, &trip, outstanding, subscribers, run).await;
+        assert!(matches!(refused, Err(LogError::Rejected(_))), "{refused:?}");
+    }
+    let conn = protocol::Connection::open(&settings::Settings::parse(&url).unwrap(), "check")
+        .await
+        .unwrap();
+    for stream in [&publish, &trip] {
+        assert!(
+            conn.declare_publisher(stream, None)
+                .await
+                .unwrap()
+                .is_none(),
+            "{stream} was deleted"
+        );
+    }
+    let log = RabbitMqLog::connect(&url).await.unwrap();
+    assert_eq!(log.appends_in_flight(), 1);
+}

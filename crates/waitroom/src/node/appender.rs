@@ -5,9 +5,10 @@
 //! While batches are in flight the next ones fill, so batches grow with load and a backend's
 //! round trip (a Redis pipeline, a file fsync) is shared by everyone who arrived meanwhile.
 //!
-//! Up to `APPEND_BATCHES_IN_FLIGHT_MAX` batches are in flight at once, so a backend whose round
-//! trip includes a disk flush (Redis with `appendfsync always`) gets the next batch while it
-//! flushes the previous one. Batches in flight together carry writes that were concurrent anyway
+//! Up to `Log::appends_in_flight` batches (at most `APPEND_BATCHES_IN_FLIGHT_MAX`) are in flight
+//! at once, so a backend whose round trip includes a disk flush (Redis with `appendfsync always`)
+//! gets the next batch while it flushes the previous one; a backend whose cost is per append
+//! (RabbitMQ: a chunk per publish frame) asks for one, so batches grow instead. Batches in flight together carry writes that were concurrent anyway
 //! (every writer waits for its record before writing again), so no writer's order is at stake.
 
 use std::sync::Arc;
@@ -73,7 +74,10 @@ async fn run(
     metrics: Arc<Metrics>,
     mut queue: mpsc::Receiver<(Append, Ack)>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(APPEND_BATCHES_IN_FLIGHT_MAX));
+    let in_flight = Arc::new(Semaphore::new(
+        log.appends_in_flight()
+            .clamp(1, APPEND_BATCHES_IN_FLIGHT_MAX),
+    ));
     loop {
         // Wait for a free slot first: meanwhile the queue fills, and the batch grows.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
