@@ -78,7 +78,9 @@ impl BackendUrl {
                  protocol, rabbitmq-stream://user:password@host:5552/vhost"
             )),
             _ => Err(
-                "unknown backend URL: use file: (default), memory:, redis://host:port or kafka://host:port"
+                "unknown backend URL: use file: (default), memory:, redis://host:port \
+                 (rediss://, redis+cluster://, rediss+cluster://), kafka://host:port, \
+                 rabbitmq-stream://user:password@host:5552/vhost or sqs://?bucket=…"
                     .to_owned(),
             ),
         }

@@ -1,5 +1,6 @@
 //! The Kafka log's own tests; the conformance suite runs here too, against tansu with memory
-//! storage (trimming without `DeleteRecords`) and with SQLite storage (`DeleteRecords`).
+//! storage and with SQLite storage. Neither of tansu 0.6's engines has `DeleteRecords`, so there
+//! trimming moves the marker and keeps the records (see the trim tests below).
 //! Brokers come from the test kit's launcher (`testkit::kafka`).
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,7 +45,7 @@ fn fixture<G>((guard, url): (G, String)) -> (G, impl AsyncFn() -> Result<Box<dyn
     })
 }
 
-/// A private broker with SQLite storage (which has `DeleteRecords`), or `None` (after a loud
+/// A private broker with SQLite storage (which survives a restart), or `None` (after a loud
 /// `SKIPPED` line) when tansu is missing or was built without the `libsql` feature.
 ///
 /// # Panics

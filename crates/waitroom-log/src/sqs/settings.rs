@@ -253,11 +253,14 @@ pub(crate) fn check_room(room: &str) -> Result<(), LogError> {
     }
 }
 
+/// A duration option between `min` and `max`; in whole seconds when `whole_seconds` (what SQS
+/// itself takes: a `500ms` it would round down, while the node budgets with the exact value).
 fn duration_option(
     options: &mut QueryOptions,
     name: &'static str,
     min: Duration,
     max: Duration,
+    whole_seconds: bool,
 ) -> Result<Option<Duration>, LogError> {
     options.take_parsed(name, |text| {
         let ms = parse_duration_ms(text)?;
@@ -268,6 +271,11 @@ fn duration_option(
                 min.as_secs(),
                 max.as_secs()
             )));
+        }
+        if whole_seconds && duration.subsec_nanos() != 0 {
+            return Err(OptionError(
+                "whole seconds (SQS counts this in seconds)".to_owned(),
+            ));
         }
         Ok(duration)
     })
@@ -354,14 +362,25 @@ impl Settings {
             "visibility-timeout",
             VISIBILITY_TIMEOUT_MIN,
             VISIBILITY_TIMEOUT_MAX,
+            true,
         )?
         .unwrap_or(VISIBILITY_TIMEOUT_DEFAULT);
-        let reap_after =
-            duration_option(&mut options, "reap-after", REAP_AFTER_MIN, REAP_AFTER_MAX)?
-                .unwrap_or(REAP_AFTER_DEFAULT);
-        let receive_wait =
-            duration_option(&mut options, "receive-wait", Duration::ZERO, RECEIVE_WAIT)?
-                .unwrap_or(RECEIVE_WAIT);
+        let reap_after = duration_option(
+            &mut options,
+            "reap-after",
+            REAP_AFTER_MIN,
+            REAP_AFTER_MAX,
+            false,
+        )?
+        .unwrap_or(REAP_AFTER_DEFAULT);
+        let receive_wait = duration_option(
+            &mut options,
+            "receive-wait",
+            Duration::ZERO,
+            RECEIVE_WAIT,
+            true,
+        )?
+        .unwrap_or(RECEIVE_WAIT);
         let keep_history_ms = options.take_keep_history_ms()?;
         options.finish()?;
         Ok(Self {
@@ -562,6 +581,8 @@ mod tests {
             "sqs://?bucket=b12&visibility-timeout=1s",
             "sqs://?bucket=b12&reap-after=1s",
             "sqs://?bucket=b12&receive-wait=21s",
+            "sqs://?bucket=b12&receive-wait=500ms",
+            "sqs://?bucket=b12&visibility-timeout=2999ms",
             "sqs://?bucket=b12&groups=0",
             "sqs://?bucket=b12&endpoint=ftp://x",
             "sqs://?bucket=b12&unknown=1",
