@@ -53,13 +53,16 @@ async fn main() {
     let app = Router::new()
         .route("/api/waiting-room/sessions", post(join))
         .route("/api/waiting-room/sessions/{id}", get(status));
-    // The same listener as waitroom's (backlog, connection bound, TCP_NODELAY), so the comparison
-    // is of the request path alone.
+    // The same listener and connection handling as waitroom's (backlog, connection bounds and
+    // timeouts, TCP_NODELAY), so the comparison is of the request path alone.
     let listener = waitroom::server::listen(&address).await.expect("bind");
-    let listener = waitroom::connections::BoundedListener::new(
-        listener,
-        waitroom::connections::CONNECTIONS_MAX,
-    );
     println!("bare axum serving at http://{address}");
-    axum::serve(listener, app).await.expect("serve");
+    waitroom::connections::serve(
+        listener,
+        app,
+        waitroom::connections::ConnectionLimits::DEFAULT,
+        waitroom::metrics::ConnectionMetrics::default(),
+        std::future::pending(),
+    )
+    .await;
 }

@@ -12,7 +12,8 @@
 //! - `ids`: the text form of session ids (which carries the room's tag).
 //! - `limits`: every limit of the node and the HTTP layer, tied to the log's and the core's.
 //! - `metrics`: Prometheus metrics.
-//! - `connections`: the bound on open client connections.
+//! - `connections`: serving client connections, within their bounds (in total, per address) and
+//!   timeouts (header, idle, request).
 //! - `server`: `waitroom serve` — [`server::run`] takes a listener and a shutdown future.
 //! - `demo`: `waitroom demo` — a node with a demo room, a simulated crowd and a seat-selection
 //!   page that verifies admission tokens.

@@ -68,8 +68,6 @@ pub const HEAD_READ_INTERVAL_MIN: Duration = Duration::from_millis(10);
 pub const REQUEST_BODY_BYTES_MAX: usize = 4096;
 /// The API's bound on any id in a path: longer is a `400`.
 pub const PATH_ID_BYTES_MAX: usize = 128;
-/// Open client connections per node.
-pub const CONNECTIONS_MAX: usize = 50_000;
 /// Withdrawals of failed joins on their way at once (see `http::sessions::compensate`).
 pub const COMPENSATIONS_IN_FLIGHT_MAX: usize = 1024;
 /// Attempts to append one withdrawal (each waits at most the node's `write_wait_ms`).
@@ -77,6 +75,47 @@ pub const COMPENSATION_ATTEMPTS_MAX: u64 = 3;
 
 const _: () = assert!(core::ROOM_ID_BYTES_MAX <= PATH_ID_BYTES_MAX);
 const _: () = assert!(core::IDEMPOTENCY_KEY_BYTES_MAX <= REQUEST_BODY_BYTES_MAX);
+
+// Connections (`connections`): what one client connection may hold, and for how long. The
+// first four are defaults of `waitroom serve`'s flags (named in their doc comments).
+
+/// Open client connections per node (`--connections-max`): past it `accept` waits, and new
+/// connections queue in the kernel's listen backlog until one closes.
+pub const CONNECTIONS_MAX: usize = 50_000;
+/// Open connections per client address (`--connections-per-address-max`, `0` for no cap; an
+/// IPv6 client's /64 counts as one address): a connection past it is closed as soon as it is
+/// accepted. Generous, like the join limit: a carrier's NAT or an office puts many people behind
+/// one address, each page holding a connection or two.
+pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 1024;
+/// How long a request's head may take to arrive (`--header-read-timeout-ms`): from the first byte
+/// of a request to the end of its headers, and from `accept` for a connection's first request,
+/// so a connection that never sends a request is closed after this too. A browser sends its
+/// headers in one packet; this bounds slowloris.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// How long a connection that answered a request may wait for the next one (`--idle-timeout-ms`):
+/// keep-alive. Longer than the waiting page's polls and heartbeats (every 10 s by default), so a
+/// page keeps its connection, and than a load balancer's own idle timeout towards the node (AWS
+/// ALB: 60 s), so the node does not close a connection the balancer is about to reuse.
+pub const IDLE_TIMEOUT_MS: u64 = 75_000;
+/// How much longer than the node's own waits (`--write-wait-ms` + `--catch-up-wait-ms`) a request
+/// may be in flight, from the end of its head to the end of its answer: time to read a body of
+/// `REQUEST_BODY_BYTES_MAX` and to hand over the answer. Bounds slow bodies and clients that stop
+/// reading.
+pub const REQUEST_TIME_BEYOND_WAITS_MS: u64 = 10_000;
+/// Connections are checked against the timeouts above this often at most (and four times per
+/// shortest timeout), so one is closed between its timeout and its timeout plus one check.
+pub const CONNECTION_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(1);
+
+const _: () = assert!(CONNECTIONS_PER_ADDRESS_MAX <= CONNECTIONS_MAX);
+const _: () = assert!(LISTEN_BACKLOG as usize <= CONNECTIONS_MAX);
+// Everyone the join limit lets in at once from one address can hold a connection.
+const _: () =
+    assert!(crate::server::defaults::JOIN_BURST_PER_IP as usize <= CONNECTIONS_PER_ADDRESS_MAX);
+// A request that started arriving is given less time than an idle connection, not more.
+const _: () = assert!(HEADER_READ_TIMEOUT_MS <= IDLE_TIMEOUT_MS);
+// A check at least four times per timeout.
+const _: () =
+    assert!(CONNECTION_CHECK_INTERVAL_MAX.as_millis() * 4 <= HEADER_READ_TIMEOUT_MS as u128);
 
 /// Pending connections the kernel queues before `accept`: a thundering herd opens thousands of
 /// connections within a second, and tokio's default (128) overflows, which clients see as

@@ -99,6 +99,23 @@ struct ServeArgs {
     /// On SIGTERM/SIGINT, requests in flight get this long to finish.
     #[arg(long, env = "WAITROOM_DRAIN_TIMEOUT_MS", default_value_t = defaults::DRAIN_TIMEOUT_MS)]
     drain_timeout_ms: u64,
+    /// Open client connections at most; more wait in the kernel's listen backlog. Keep the
+    /// open-files limit (`ulimit -n`) above it.
+    #[arg(long, env = "WAITROOM_CONNECTIONS_MAX", default_value_t = defaults::CONNECTIONS_MAX as u64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    connections_max: u64,
+    /// Open connections per client address (an IPv6 /64 counts as one); a connection past it is
+    /// closed at once. 0: no cap. Behind a proxy, every connection comes from the proxy's
+    /// addresses: set it above what one of them opens, or to 0.
+    #[arg(long, env = "WAITROOM_CONNECTIONS_PER_ADDRESS_MAX", default_value_t = defaults::CONNECTIONS_PER_ADDRESS_MAX as u64, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    connections_per_address_max: u64,
+    /// A request's headers must arrive within this long of its first byte (of the connection's
+    /// opening for its first request), else the connection is closed.
+    #[arg(long, env = "WAITROOM_HEADER_READ_TIMEOUT_MS", default_value_t = defaults::HEADER_READ_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    header_read_timeout_ms: u64,
+    /// A connection waiting this long for its next request is closed (keep-alive). Behind a load
+    /// balancer, keep it above the balancer's idle timeout.
+    #[arg(long, env = "WAITROOM_IDLE_TIMEOUT_MS", default_value_t = defaults::IDLE_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    idle_timeout_ms: u64,
     /// How long a write waits to be appended and applied before answering 503.
     #[arg(long, env = "WAITROOM_WRITE_WAIT_MS", default_value_t = NODE.write_wait_ms, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     write_wait_ms: u64,
@@ -138,6 +155,12 @@ impl ServeArgs {
             join_burst_per_ip: self.join_burst_per_ip,
             client_ip_header: self.client_ip_header,
             drain_timeout_ms: self.drain_timeout_ms,
+            connections_max: usize::try_from(self.connections_max).unwrap_or(usize::MAX),
+            connections_per_address_max: usize::try_from(self.connections_per_address_max)
+                .unwrap_or(usize::MAX),
+            header_read_timeout_ms: self.header_read_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            request_timeout_ms: None,
             node: NodeOptions {
                 write_wait_ms: self.write_wait_ms,
                 catch_up_wait_ms: self.catch_up_wait_ms,

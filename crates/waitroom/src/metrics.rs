@@ -225,6 +225,22 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Client connections (`connections`).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Open client connections.
+    pub open: Gauge,
+    /// Connections closed at `accept` because their address held its cap of open connections.
+    pub refused_total: Counter,
+    /// Connections closed by a timeout, by `reason` (`header`, `idle`, `request`).
+    pub timed_out_total: Family<ReasonLabels, Counter>,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~6.5 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
@@ -259,6 +275,7 @@ pub struct Metrics {
     pub log_head_reads_total: Counter,
     /// Payload bytes of the entries applied (the log's growth as this node sees it).
     pub log_applied_bytes_total: Counter,
+    pub connections: ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -287,6 +304,7 @@ impl Default for Metrics {
             rooms_diverged_total: Counter::default(),
             log_head_reads_total: Counter::default(),
             log_applied_bytes_total: Counter::default(),
+            connections: ConnectionMetrics::default(),
         }
     }
 }
@@ -405,6 +423,21 @@ impl Metrics {
             "log_applied_bytes",
             "Payload bytes of the log entries this node applied",
             m.log_applied_bytes_total.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Open client connections",
+            m.connections.open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept: their address held its cap of open connections",
+            m.connections.refused_total.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections closed by a timeout, by reason (header, idle, request)",
+            m.connections.timed_out_total.clone(),
         );
         registry.register_collector(Box::new(RoomCollector {
             rooms,

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use waitroom_core::{Command, Outcome, RoomId};
 use waitroom_log::BackendUrl;
 
+use crate::connections::ConnectionLimits;
 use crate::http::api::RoomConfigBody;
 use crate::http::{self, AppState, JoinRateLimit};
 use crate::node::{Node, NodeOptions};
@@ -40,6 +41,14 @@ pub struct ServeOptions {
     pub join_burst_per_ip: u32,
     pub client_ip_header: Option<String>,
     pub drain_timeout_ms: u64,
+    /// Open client connections in total, and per client address (`0`: no cap).
+    pub connections_max: usize,
+    pub connections_per_address_max: usize,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// How long a request may be in flight on its connection; `None` (the default, and what
+    /// `waitroom serve` uses): the node's waits plus `limits::REQUEST_TIME_BEYOND_WAITS_MS`.
+    pub request_timeout_ms: Option<u64>,
     pub node: NodeOptions,
     /// Routes of a program that embeds the node, served next to the API on the same listener
     /// (see [`http::router_with`]); `waitroom demo` adds its seat-selection page this way.
@@ -57,6 +66,9 @@ pub mod defaults {
     pub const JOIN_RATE_PER_IP: u32 = 50;
     pub const JOIN_BURST_PER_IP: u32 = 500;
     pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
+    pub use crate::limits::{
+        CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, HEADER_READ_TIMEOUT_MS, IDLE_TIMEOUT_MS,
+    };
 }
 
 impl Default for ServeOptions {
@@ -72,6 +84,11 @@ impl Default for ServeOptions {
             join_burst_per_ip: defaults::JOIN_BURST_PER_IP,
             client_ip_header: None,
             drain_timeout_ms: defaults::DRAIN_TIMEOUT_MS,
+            connections_max: defaults::CONNECTIONS_MAX,
+            connections_per_address_max: defaults::CONNECTIONS_PER_ADDRESS_MAX,
+            header_read_timeout_ms: defaults::HEADER_READ_TIMEOUT_MS,
+            idle_timeout_ms: defaults::IDLE_TIMEOUT_MS,
+            request_timeout_ms: None,
             node: NodeOptions::DEFAULT,
             extra_routes: None,
         }
@@ -149,6 +166,16 @@ pub async fn run_with(
         ),
         None => None,
     };
+    if client_ip_header.is_some()
+        && options.connections_per_address_max == defaults::CONNECTIONS_PER_ADDRESS_MAX
+    {
+        tracing::warn!(
+            cap = options.connections_per_address_max,
+            "behind a proxy (--client-ip-header), the connections come from the proxy's addresses, \
+             and --connections-per-address-max caps each of them: set it above what one proxy \
+             address opens, or to 0"
+        );
+    }
     let state = Arc::new(AppState {
         node: node.clone(),
         tokens: Tokens::new(signing_key, options.issuer.clone()),
@@ -183,8 +210,8 @@ pub async fn run_with(
     });
 
     let extra_routes = options.extra_routes.clone().unwrap_or_default();
-    let app = http::router_with(state, extra_routes)
-        .into_make_service_with_connect_info::<crate::connections::PeerAddr>();
+    let app = http::router_with(state, extra_routes);
+    let connection_limits = connection_limits(&options);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_timeout = Duration::from_millis(options.drain_timeout_ms);
     let shutdown = async move {
@@ -192,9 +219,13 @@ pub async fn run_with(
         tracing::info!("shutting down: no new connections, draining requests");
         let _ = drain_tx.send(());
     };
-    let listener =
-        crate::connections::BoundedListener::new(listener, crate::connections::CONNECTIONS_MAX);
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let serve = crate::connections::serve(
+        listener,
+        app,
+        connection_limits,
+        node.metrics.connections.clone(),
+        shutdown,
+    );
     let drained = async move {
         if drain_rx.await.is_ok() {
             tokio::time::sleep(drain_timeout).await;
@@ -203,7 +234,7 @@ pub async fn run_with(
         }
     };
     let result = tokio::select! {
-        served = serve => served.map_err(|e| format!("serving failed: {e}")),
+        () = serve => Ok(()),
         () = drained => {
             tracing::warn!("drain timeout reached; closing the remaining connections");
             Ok(())
@@ -213,6 +244,22 @@ pub async fn run_with(
     drop(node);
     log.close().await;
     result
+}
+
+/// The bounds on client connections of `options`.
+fn connection_limits(options: &ServeOptions) -> ConnectionLimits {
+    let request_timeout_ms = options.request_timeout_ms.unwrap_or(
+        options.node.write_wait_ms
+            + options.node.catch_up_wait_ms
+            + crate::limits::REQUEST_TIME_BEYOND_WAITS_MS,
+    );
+    ConnectionLimits {
+        connections_max: options.connections_max.max(1),
+        connections_per_address_max: options.connections_per_address_max,
+        header_read_timeout: Duration::from_millis(options.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(options.idle_timeout_ms),
+        request_timeout: Duration::from_millis(request_timeout_ms),
+    }
 }
 
 /// The admin token: given, kept in the data dir, or generated there on first start.
