@@ -603,6 +603,105 @@ async fn every_error_is_a_problem() {
     server.stop().await;
 }
 
+/// What the contract test (scripts/contract, schemathesis) found the server and its OpenAPI
+/// document disagreeing on, answered as the document now says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_answers_as_its_document_says() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    let method = |name: &str, path: &str| {
+        c.request(
+            reqwest::Method::from_bytes(name.as_bytes()).unwrap(),
+            server.url(path),
+        )
+    };
+    // `Allow` names the methods of the path asked, not those of the route it shares.
+    for (name, path, allow) in [
+        (
+            "PUT",
+            "/api/waiting-room/sessions/wr_x",
+            "GET, HEAD, DELETE",
+        ),
+        (
+            "OPTIONS",
+            "/api/waiting-room/sessions/wr_x",
+            "GET, HEAD, DELETE",
+        ),
+        (
+            "POST",
+            "/api/waiting-room/sessions/wr_x",
+            "GET, HEAD, DELETE",
+        ),
+        (
+            "OPTIONS",
+            "/api/waiting-room/sessions/wr_x:heartbeat",
+            "POST",
+        ),
+        ("PATCH", "/api/waiting-room/sessions/wr_x:evict", "POST"),
+        ("GET", "/api/waiting-room/sessions/wr_x:complete", "POST"),
+    ] {
+        let response = method(name, path).send().await.unwrap();
+        assert_eq!(response.headers()["allow"], allow, "{name} {path}");
+        assert_problem(response, 405).await;
+    }
+    // An action that does not exist is no path of the API, whatever the method.
+    for name in ["GET", "POST", "OPTIONS"] {
+        let response = method(name, "/api/waiting-room/sessions/wr_x:nope")
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 404).await;
+    }
+    // `digest` is a boolean: `true` or `false`, nothing else.
+    server.put_room("doc", json!({ "capacity": 1 })).await;
+    let room = |query: &str| {
+        c.get(server.url(&format!("/api/waiting-room/rooms/doc{query}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    for query in ["?digest=1", "?digest=yes", "?digest=TRUE", "?digest="] {
+        assert_problem(room(query).await.unwrap(), 400).await;
+    }
+    for (query, has_digest) in [
+        ("?digest=true", true),
+        ("?digest=false", false),
+        ("", false),
+    ] {
+        let body: Value = room(query).await.unwrap().json().await.unwrap();
+        assert_eq!(
+            body["stateDigest"].is_string(),
+            has_digest,
+            "{query}: {body}"
+        );
+    }
+    // Integers written with a zero fraction are integers; any RFC 3339 date-time is an
+    // `opensAt` (before 1970: open already).
+    let body = server
+        .put_room(
+            "doc",
+            json!({ "capacity": 2.0, "maxWaiting": 1e3, "opensAt": "1969-07-20t20:17:40.5-05:00" }),
+        )
+        .await;
+    assert_eq!(body["config"]["capacity"], 2);
+    assert_eq!(body["config"]["maxWaiting"], 1000);
+    assert_eq!(body["config"]["opensAt"], "1970-01-01T00:00:00.000Z");
+    for config in [
+        json!({ "capacity": 2.5 }),
+        json!({ "capacity": 1, "opensAt": "2027-01-15T08:00Z" }),
+        json!({ "capacity": 1, "targetUrl": "https://caf\u{e9}.example/" }),
+    ] {
+        let response = c
+            .put(server.url("/api/waiting-room/rooms/doc"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&config)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 400).await;
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_token_verifies_against_the_jwks() {
     let server = TestServer::start().await;

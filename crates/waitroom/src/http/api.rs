@@ -72,20 +72,93 @@ impl Serialize for Rfc3339Ms {
     }
 }
 
-/// An RFC 3339 instant (any offset) as milliseconds since the Unix epoch.
+/// An RFC 3339 date-time (any offset) as milliseconds since the Unix epoch, clamped to what the
+/// API can hold and write: an instant before 1970 is 1970-01-01T00:00:00.000Z (the past), one
+/// after 9999-12-31T23:59:59.999Z is that instant. Strict RFC 3339 (section 5.6): `T` and `Z` in
+/// either case, any number of fraction digits (milliseconds kept), `:60` seconds as a leap
+/// second; nothing else of ISO 8601 (no missing seconds, no offset without a colon, no
+/// annotation).
 pub fn parse_rfc3339_ms(text: &str) -> Result<u64, String> {
-    let ts: jiff::Timestamp = text
-        .parse()
-        .map_err(|e| format!("not an RFC 3339 date-time: {e}"))?;
-    u64::try_from(ts.as_millisecond()).map_err(|_| "must be after 1970-01-01".to_string())
+    let ms = parse_rfc3339(text).ok_or_else(|| {
+        format!("is not an RFC 3339 date-time (like 2026-12-07T10:00:00Z): {text:?}")
+    })?;
+    Ok(u64::try_from(ms).unwrap_or(0).min(RFC3339_MS_MAX))
+}
+
+/// Strict RFC 3339 `date-time` to (signed) milliseconds since the Unix epoch.
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let digits = |from: usize, n: usize| -> Option<i64> {
+        let part = b.get(from..from + n)?;
+        part.iter().try_fold(0i64, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let at = |i: usize, expected: &[u8]| b.get(i).is_some_and(|c| expected.contains(c));
+    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut milli = 0;
+    if at(i, b".") {
+        let fraction = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if fraction == 0 {
+            return None;
+        }
+        milli = (0..3).fold(0, |acc, k| {
+            let digit = if k < fraction { b[i + 1 + k] - b'0' } else { 0 };
+            acc * 10 + i64::from(digit)
+        });
+        i += 1 + fraction;
+    }
+    let offset_minutes = match b.get(i)? {
+        b'Z' | b'z' if b.len() == i + 1 => 0,
+        sign @ (b'+' | b'-') if b.len() == i + 6 && at(i + 3, b":") => {
+            let (hours, minutes) = (digits(i + 1, 2)?, digits(i + 4, 2)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let minutes = hours * 60 + minutes;
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    // days_from_civil (Howard Hinnant), for any year 0000..=9999.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1_000 + milli)
 }
 
 /// `POST /api/waiting-room/sessions`
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JoinRequest {
-    /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`
-    #[schema(example = "eras-tour-2026-05-01")]
+    /// The room to join: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`.
+    #[schema(
+        example = "eras-tour-2026-05-01",
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub room_id: String,
 }
 
@@ -288,42 +361,122 @@ fn default_heartbeat() -> u32 {
 }
 
 /// A room's configuration: the body of `PUT /api/waiting-room/rooms/{roomId}`. Every field but
-/// `capacity` is optional; an omitted field takes its default.
+/// `capacity` is optional; an omitted field takes its default. `heartbeatIntervalSeconds` must
+/// be smaller than both idle timeouts (`400` otherwise). Integers may be written with a zero
+/// fraction (`60.0`), as JSON does not tell them apart.
+///
+/// The ranges below are those of `waitroom_core::limits` (a test checks the document's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoomConfigBody {
     /// 1..=1 000 000
+    #[serde(deserialize_with = "integral::u32")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub capacity: u32,
     /// null or 1..=10 000 000
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option_u32")]
+    #[schema(minimum = 1, maximum = 10000000)]
     pub admit_per_minute: Option<u32>,
     /// 1..=86 400
-    #[serde(default = "default_active_idle")]
-    #[schema(default = 60)]
+    #[serde(default = "default_active_idle", deserialize_with = "integral::u32")]
+    #[schema(default = 60, minimum = 1, maximum = 86400)]
     pub active_idle_timeout_seconds: u32,
     /// 1..=86 400
-    #[serde(default = "default_max_active")]
-    #[schema(default = 600)]
+    #[serde(default = "default_max_active", deserialize_with = "integral::u32")]
+    #[schema(default = 600, minimum = 1, maximum = 86400)]
     pub max_active_seconds: u32,
     /// 1..=86 400
-    #[serde(default = "default_waiting_idle")]
-    #[schema(default = 120)]
+    #[serde(default = "default_waiting_idle", deserialize_with = "integral::u32")]
+    #[schema(default = 120, minimum = 1, maximum = 86400)]
     pub waiting_idle_timeout_seconds: u32,
     /// 1..=86 400, smaller than both idle timeouts
-    #[serde(default = "default_heartbeat")]
-    #[schema(default = 10)]
+    #[serde(default = "default_heartbeat", deserialize_with = "integral::u32")]
+    #[schema(default = 10, minimum = 1, maximum = 86400)]
     pub heartbeat_interval_seconds: u32,
-    /// RFC 3339, or null
+    /// An RFC 3339 date-time, or null. One before 1970 is taken as 1970-01-01T00:00:00.000Z,
+    /// one after 9999-12-31T23:59:59.999Z as that instant; answered in UTC.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub opens_at: Option<String>,
     /// null or 1..=100 000 000
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option_u32")]
+    #[schema(minimum = 1, maximum = 100000000)]
     pub max_waiting: Option<u32>,
     #[serde(default)]
     pub paused: bool,
-    /// An absolute http(s) URL, or null
+    /// An absolute http(s) URL of at most 2048 bytes (ASCII: printable, no space; a host after
+    /// the `//`), or null
     #[serde(default)]
+    #[schema(
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[!\"$-.0-9:->@-~][!-~]*$"
+    )]
     pub target_url: Option<String>,
+}
+
+/// Integers of a JSON body: JSON has one kind of number, so `60.0` (or `6e1`) is the integer 60
+/// as JSON Schema's `integer` says; a fraction or a value out of range is refused.
+mod integral {
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct U32;
+
+    impl Visitor<'_> for U32 {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number from 0 to 4294967295")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u32, E> {
+            if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                Ok(v as u32)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    pub(super) fn u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        deserializer.deserialize_u32(U32)
+    }
+
+    struct OptionU32;
+
+    impl<'de> Visitor<'de> for OptionU32 {
+        type Value = Option<u32>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("null or a whole number from 0 to 4294967295")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Option<u32>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<u32>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<u32>, D::Error> {
+            u32(d).map(Some)
+        }
+    }
+
+    pub(super) fn option_u32<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u32>, D::Error> {
+        deserializer.deserialize_option(OptionU32)
+    }
 }
 
 impl RoomConfigBody {
@@ -336,15 +489,13 @@ impl RoomConfigBody {
                     .map_err(|why| Problem::bad_request(format!("opensAt {why}")))?,
             ),
         };
-        if let Some(target) = &self.target_url {
-            let parsed = url::Url::parse(target).map_err(|e| {
-                Problem::bad_request(format!("targetUrl is not an absolute URL: {e}"))
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-                return Err(Problem::bad_request(
-                    "targetUrl must be an absolute http(s) URL or null",
-                ));
-            }
+        // A URL is ASCII (RFC 3986); the rest of the check (`http://` or `https://` in any case,
+        // a host, no space or control character, at most 2048 bytes) is the state machine's.
+        // Exactly the document's pattern, so that the two agree on every string.
+        if self.target_url.as_ref().is_some_and(|url| !url.is_ascii()) {
+            return Err(Problem::bad_request(
+                "targetUrl must be an absolute http(s) URL (ASCII: percent-encode the rest) or null",
+            ));
         }
         let config = RoomConfig {
             capacity: self.capacity,
@@ -424,12 +575,18 @@ impl From<&RoomStats> for RoomStatsBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomBody {
+    #[schema(
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub room_id: String,
     pub config: RoomConfigBody,
     pub stats: RoomStatsBody,
     /// With `?digest=true`: a digest of the room's whole state on this node (hex). Nodes that
     /// applied the same log have equal digests; for checking a fleet's replicas agree.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub state_digest: Option<String>,
 }
 
@@ -545,7 +702,95 @@ mod tests {
             Ok(1_800_000_000_123)
         );
         assert!(parse_rfc3339_ms("2027-01-15 nonsense").is_err());
-        assert!(parse_rfc3339_ms("1969-12-31T23:59:59Z").is_err());
+        // Strict RFC 3339: either case of `T` and `Z`, any fraction (milliseconds kept), leap
+        // seconds; before 1970 and after 9999 clamped.
+        assert_eq!(
+            parse_rfc3339_ms("2027-01-15t08:00:00.123456789z"),
+            Ok(1_800_000_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2027-01-15T08:00:00.1Z"),
+            Ok(1_800_000_000_100)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2016-12-31T23:59:60Z"),
+            parse_rfc3339_ms("2017-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2000-02-29T00:00:00-00:00"),
+            Ok(951_782_400_000)
+        );
+        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59Z"), Ok(0));
+        assert_eq!(parse_rfc3339_ms("0000-01-01T00:00:00+23:59"), Ok(0));
+        assert_eq!(
+            parse_rfc3339_ms("9999-12-31T23:59:59.999Z"),
+            Ok(RFC3339_MS_MAX)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("9999-12-31T23:59:59-23:59"),
+            Ok(RFC3339_MS_MAX)
+        );
+        for text in [
+            "",
+            "2027-01-15",
+            "2027-01-15T08:00Z",
+            "2027-01-15T08:00:00",
+            "2027-01-15 08:00:00Z",
+            "2027-01-15T08:00:00+0100",
+            "2027-01-15T08:00:00+01",
+            "2027-01-15T08:00:00.Z",
+            "2027-01-15T08:00:00Z[Europe/Paris]",
+            "2027-01-15T08:00:00ZZ",
+            "2027-01-15T24:00:00Z",
+            "2027-01-15T08:60:00Z",
+            "2027-01-15T08:00:61Z",
+            "2027-01-15T08:00:00+24:00",
+            "2027-01-15T08:00:00+01:60",
+            "2027-02-29T08:00:00Z",
+            "1900-02-29T08:00:00Z",
+            "2027-13-01T08:00:00Z",
+            "2027-00-01T08:00:00Z",
+            "2027-04-31T08:00:00Z",
+            "+2027-01-15T08:00:00Z",
+            "2027-01-1xT08:00:00Z",
+            "２０２７-01-15T08:00:00Z",
+        ] {
+            assert!(parse_rfc3339_ms(text).is_err(), "{text:?}");
+        }
+        // Every instant of the format round-trips, with any offset.
+        for ms in [0, 1, 951_782_400_000, 1_800_000_000_123, RFC3339_MS_MAX] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Ok(ms));
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2027-01-15T10:30:00.123+02:30"),
+            Ok(1_800_000_000_123)
+        );
+    }
+
+    #[test]
+    fn integers_may_have_a_zero_fraction() {
+        let body: RoomConfigBody = serde_json::from_str(
+            r#"{"capacity": 200.0, "admitPerMinute": 6e1, "maxWaiting": null, "heartbeatIntervalSeconds": 10}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (body.capacity, body.admit_per_minute, body.max_waiting),
+            (200, Some(60), None)
+        );
+        for json in [
+            r#"{"capacity": 1.5}"#,
+            r#"{"capacity": -1}"#,
+            r#"{"capacity": 4294967296}"#,
+            r#"{"capacity": "1"}"#,
+            r#"{"capacity": null}"#,
+            r#"{"capacity": 1, "maxWaiting": 0.5}"#,
+            r#"{"capacity": 1, "maxWaiting": "1"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<RoomConfigBody>(json).is_err(),
+                "{json}"
+            );
+        }
     }
 
     #[test]
@@ -562,10 +807,23 @@ mod tests {
                 .status
         };
         assert_eq!(bad(r#"{"capacity": 0}"#), http::StatusCode::BAD_REQUEST);
-        assert_eq!(
-            bad(r#"{"capacity": 1, "targetUrl": "ftp://x"}"#),
-            http::StatusCode::BAD_REQUEST
-        );
+        for url in [
+            "ftp://x",
+            "http://",
+            "http:///x",
+            "https://?q",
+            "http://exa mple.com",
+            "https://caf\u{e9}.example",
+            "//example.com",
+        ] {
+            let json = serde_json::json!({ "capacity": 1, "targetUrl": url }).to_string();
+            assert_eq!(bad(&json), http::StatusCode::BAD_REQUEST, "{url}");
+        }
+        for url in ["https://tickets.example.com/select?a=b#c", "HTTP://x"] {
+            let json = serde_json::json!({ "capacity": 1, "targetUrl": url }).to_string();
+            let body: RoomConfigBody = serde_json::from_str(&json).unwrap();
+            assert!(body.to_config().is_ok(), "{url}");
+        }
         assert_eq!(
             bad(r#"{"capacity": 1, "opensAt": "tomorrow"}"#),
             http::StatusCode::BAD_REQUEST

@@ -71,7 +71,8 @@ pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
             "/api/waiting-room/sessions/{id}",
             get(sessions::get_session)
                 .delete(sessions::leave)
-                .post(sessions::action),
+                .post(sessions::action)
+                .fallback(sessions::other_method),
         )
         .route("/api/waiting-room/rooms", get(rooms::list))
         .route(

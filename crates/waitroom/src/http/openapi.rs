@@ -62,3 +62,118 @@ pub fn json() -> &'static str {
 pub(crate) async fn document() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use waitroom_core::limits as core;
+
+    fn document() -> Value {
+        serde_json::from_str(super::json()).unwrap()
+    }
+
+    /// Every error body is a problem, served and documented as `application/problem+json`, and
+    /// every operation documents the `405` (with `Allow`) that any other method gets.
+    #[test]
+    fn errors_are_problems_and_every_operation_has_its_405() {
+        let document = document();
+        let problem = "#/components/schemas/ProblemBody";
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = operation["responses"].as_object().unwrap();
+                for (status, response) in responses {
+                    for (media_type, content) in
+                        response["content"].as_object().into_iter().flatten()
+                    {
+                        let is_problem = content["schema"]["$ref"] == problem;
+                        assert_eq!(
+                            is_problem,
+                            media_type == super::problem::PROBLEM_JSON,
+                            "{method} {path} {status}: {media_type}"
+                        );
+                    }
+                }
+                let not_allowed = &responses["405"];
+                assert!(
+                    not_allowed["headers"]["Allow"].is_object(),
+                    "{method} {path}: no 405 with Allow"
+                );
+            }
+        }
+    }
+
+    /// The document's ranges are the code's limits.
+    #[test]
+    fn ranges_are_the_limits() {
+        let document = document();
+        let schemas = &document["components"]["schemas"];
+        let config = &schemas["RoomConfigBody"]["properties"];
+        let range = |field: &str| {
+            let schema = &config[field];
+            (schema["minimum"].as_u64(), schema["maximum"].as_u64())
+        };
+        assert_eq!(
+            range("capacity"),
+            (Some(1), Some(core::CAPACITY_MAX.into()))
+        );
+        assert_eq!(
+            range("admitPerMinute"),
+            (Some(1), Some(core::ADMIT_PER_MINUTE_MAX.into()))
+        );
+        assert_eq!(
+            range("maxWaiting"),
+            (Some(1), Some(core::MAX_WAITING_MAX.into()))
+        );
+        for field in [
+            "activeIdleTimeoutSeconds",
+            "maxActiveSeconds",
+            "waitingIdleTimeoutSeconds",
+            "heartbeatIntervalSeconds",
+        ] {
+            assert_eq!(
+                range(field),
+                (Some(1), Some(core::SETTING_SECONDS_MAX.into())),
+                "{field}"
+            );
+        }
+        let max_length = |schema: &Value| schema["maxLength"].as_u64().map(|n| n as usize);
+        assert_eq!(
+            max_length(&config["targetUrl"]),
+            Some(core::TARGET_URL_BYTES_MAX)
+        );
+        assert_eq!(
+            max_length(&schemas["JoinRequest"]["properties"]["roomId"]),
+            Some(core::ROOM_ID_BYTES_MAX)
+        );
+        let paths = &document["paths"];
+        let parameter = |path: &str, method: &str, name: &str| {
+            paths[path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .map(|p| p["schema"].clone())
+                .unwrap_or_else(|| panic!("{method} {path}: no parameter {name}"))
+        };
+        assert_eq!(
+            max_length(&parameter(
+                "/api/waiting-room/rooms/{roomId}",
+                "put",
+                "roomId"
+            )),
+            Some(core::ROOM_ID_BYTES_MAX)
+        );
+        assert_eq!(
+            max_length(&parameter("/api/waiting-room/sessions/{id}", "get", "id")),
+            Some(crate::limits::PATH_ID_BYTES_MAX)
+        );
+        assert_eq!(
+            max_length(&parameter(
+                "/api/waiting-room/sessions",
+                "post",
+                "Idempotency-Key"
+            )),
+            Some(core::IDEMPOTENCY_KEY_BYTES_MAX)
+        );
+    }
+}

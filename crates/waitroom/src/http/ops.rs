@@ -7,11 +7,14 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde::Serialize;
 
-use super::problem::Problem;
+use super::problem::{PROBLEM_JSON, Problem, ProblemBody};
 use super::{AppState, json_response};
 
 /// `GET /healthz`: the process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "The process is up: `{\"status\": \"ok\"}`", content_type = "application/json"),
+    (status = 405, description = "A method other than GET and HEAD", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+))]
 pub(crate) async fn healthz() -> Response {
     json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
@@ -27,8 +30,9 @@ struct Readiness {
 
 /// `GET /readyz`: `200` once this node caught up with its backend, `503` otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "Caught up with the backend"),
-    (status = 503, description = "Replaying, or the backend is unreachable"),
+    (status = 200, description = "Caught up with the backend", content_type = "application/json"),
+    (status = 405, description = "A method other than GET and HEAD", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+    (status = 503, description = "Replaying, or the backend is unreachable (the same body as the 200, `ready: false`)", content_type = "application/json"),
 ))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let progress = state.node.progress();
@@ -48,7 +52,10 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus/OpenMetrics text")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text"),
+    (status = 405, description = "A method other than GET and HEAD", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
@@ -66,7 +73,10 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /.well-known/jwks.json`: the public keys admission tokens are signed with.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "protected service", responses((status = 200, description = "RFC 7517 JWK Set (OKP, Ed25519)")))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "protected service", responses(
+    (status = 200, description = "RFC 7517 JWK Set (OKP, Ed25519)", content_type = "application/jwk-set+json"),
+    (status = 405, description = "A method other than GET and HEAD", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+))]
 pub(crate) async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     (
         [

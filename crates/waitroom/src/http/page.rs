@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::header;
 use waitroom_core::RoomId;
 
-use super::problem::Problem;
+use super::problem::{PROBLEM_JSON, Problem, ProblemBody};
 
 const ROOM_HTML: &str = include_str!("../../assets/room.html");
 const ROOM_CSS: &str = include_str!("../../assets/room.css");
@@ -16,9 +16,13 @@ const STRINGS_JS: &str = include_str!("../../assets/strings.js");
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// `GET /room/{roomId}`: the page a person sees (it reads the room id from its own URL).
-#[utoipa::path(get, path = "/room/{roomId}", tag = "client", params(("roomId" = String, Path)), responses(
-    (status = 200, description = "The waiting page (HTML)"),
-    (status = 400, description = "Malformed room id"),
+#[utoipa::path(get, path = "/room/{roomId}", tag = "client",
+    params(("roomId" = String, Path, description = "The room id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$` (else `400`)",
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", min_length = 1, max_length = 64)),
+    responses(
+        (status = 200, description = "The waiting page (HTML)", content_type = "text/html"),
+        (status = 400, description = "Malformed room id", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than GET and HEAD", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
 ))]
 pub(crate) async fn room_page(Path(room): Path<String>) -> Result<Response, Problem> {
     RoomId::new(room).map_err(|e| Problem::bad_request(e.to_string()))?;

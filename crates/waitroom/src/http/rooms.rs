@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 use waitroom_core::{Command, Outcome, Rejection, Room, RoomId};
 
 use super::api::{RoomBody, RoomConfigBody, RoomListBody};
-use super::problem::Problem;
+use super::problem::{PROBLEM_JSON, Problem, ProblemBody};
 use super::{AppState, json_body, json_response, require_admin};
 use crate::ids::new_draw_seed;
 
@@ -27,11 +27,15 @@ pub(crate) fn room_body(room: &Room) -> RoomBody {
     }
 }
 
+/// The query of `GET /api/waiting-room/rooms/{roomId}`: `digest` is `true` or `false` (any other
+/// value, or any other parameter, is a `400`).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RoomQuery {
     /// Include `stateDigest` (costs O(n log n) in the room's sessions).
     #[serde(default)]
+    #[param(required = false)]
     digest: bool,
 }
 
@@ -44,15 +48,23 @@ fn unknown_room(room: &RoomId) -> Problem {
 /// `PUT /api/waiting-room/rooms/{roomId}`
 #[utoipa::path(
     put, path = "/api/waiting-room/rooms/{roomId}", tag = "admin",
-    params(("roomId" = String, Path, description = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
+    params(("roomId" = String, Path, description = "The room id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$` (else `400`)",
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", min_length = 1, max_length = 64)),
     request_body = RoomConfigBody,
     security(("adminToken" = [])),
     responses(
-        (status = 200, description = "Created or replaced (the whole configuration)", body = RoomBody),
-        (status = 400, description = "Malformed body or a value out of range", body = super::problem::ProblemBody),
-        (status = 401, description = "No admin token", body = super::problem::ProblemBody),
-        (status = 415, description = "Not JSON", body = super::problem::ProblemBody),
-        (status = 503, description = "Backend unavailable", body = super::problem::ProblemBody),
+        (status = 200, description = "Created or replaced (the whole configuration)", body = RoomBody,
+            links(
+                ("getRoom" = (operation_id = "get", parameters(("roomId" = "$response.body#/roomId")))),
+                ("closeRoom" = (operation_id = "close", parameters(("roomId" = "$response.body#/roomId")))),
+                ("join" = (operation_id = "join", request_body = json!({"roomId": "$response.body#/roomId"}))),
+            )),
+        (status = 400, description = "Malformed room id or body, a value out of range, or a heartbeat interval not below both idle timeouts", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 401, description = "No admin token", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than PUT, GET, HEAD and DELETE", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 413, description = "Body over 4 KiB", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 415, description = "Not JSON", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 503, description = "Backend unavailable", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn put(
@@ -90,12 +102,16 @@ pub(crate) async fn put(
 /// `GET /api/waiting-room/rooms/{roomId}`
 #[utoipa::path(
     get, path = "/api/waiting-room/rooms/{roomId}", tag = "admin",
-    params(("roomId" = String, Path), RoomQuery),
+    params(("roomId" = String, Path, description = "The room id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$` (else `400`)",
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", min_length = 1, max_length = 64), RoomQuery),
     security(("adminToken" = [])),
     responses(
         (status = 200, description = "Configuration and live statistics", body = RoomBody),
-        (status = 401, description = "No admin token", body = super::problem::ProblemBody),
-        (status = 404, description = "Unknown room", body = super::problem::ProblemBody),
+        (status = 400, description = "Malformed room id or query", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 401, description = "No admin token", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 404, description = "Unknown room", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than PUT, GET, HEAD and DELETE", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 503, description = "The room is unknown here and this node could not catch up with its log in time", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn get(
@@ -129,7 +145,9 @@ pub(crate) async fn get(
     security(("adminToken" = [])),
     responses(
         (status = 200, description = "Every room, sorted by id", body = RoomListBody),
-        (status = 401, description = "No admin token", body = super::problem::ProblemBody),
+        (status = 401, description = "No admin token", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than GET and HEAD", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 503, description = "This node could not catch up with its log in time", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn list(
@@ -153,12 +171,16 @@ pub(crate) async fn list(
 /// `DELETE /api/waiting-room/rooms/{roomId}`
 #[utoipa::path(
     delete, path = "/api/waiting-room/rooms/{roomId}", tag = "admin",
-    params(("roomId" = String, Path)),
+    params(("roomId" = String, Path, description = "The room id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$` (else `400`)",
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", min_length = 1, max_length = 64)),
     security(("adminToken" = [])),
     responses(
         (status = 200, description = "Closed: every session ended (reason `closed`); the room is unknown afterwards", body = RoomBody),
-        (status = 401, description = "No admin token", body = super::problem::ProblemBody),
-        (status = 404, description = "Unknown room", body = super::problem::ProblemBody),
+        (status = 400, description = "Malformed room id", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 401, description = "No admin token", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 404, description = "Unknown room", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than PUT, GET, HEAD and DELETE", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 503, description = "Backend unavailable, or this node could not catch up with its log in time", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn close(

@@ -14,7 +14,7 @@ use waitroom_core::{
 };
 
 use super::api::{JoinRequest, SessionBody};
-use super::problem::Problem;
+use super::problem::{PROBLEM_JSON, Problem, ProblemBody};
 use super::{AppState, bearer, json_body, require_admin};
 use crate::connections::PeerAddr;
 use crate::ids::{PathIdError, PublicSessionId};
@@ -132,16 +132,31 @@ fn last_forwarded_ip(headers: &HeaderMap, name: &http::HeaderName) -> Option<IpA
 #[utoipa::path(
     post, path = "/api/waiting-room/sessions", tag = "client",
     request_body = JoinRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1..128 printable ASCII; the same key for the same room returns the same session")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false,
+        description = "1..128 printable ASCII characters (HTTP drops spaces at either end); the same key for the same room returns the same session",
+        pattern = "^[!-~]([ -~]{0,126}[!-~])?$", min_length = 1, max_length = 128)),
     responses(
-        (status = 201, description = "A new place in line", body = SessionBody, headers(("Location" = String))),
-        (status = 200, description = "Idempotent replay: the session this key created", body = SessionBody),
-        (status = 400, description = "Malformed body, room id or key", body = super::problem::ProblemBody),
-        (status = 404, description = "Unknown room", body = super::problem::ProblemBody),
-        (status = 413, description = "Body over 4 KiB", body = super::problem::ProblemBody),
-        (status = 415, description = "Not JSON", body = super::problem::ProblemBody),
-        (status = 429, description = "Over the per-IP join rate (Retry-After)", body = super::problem::ProblemBody),
-        (status = 503, description = "Room full (maxWaiting) or backend unavailable (Retry-After)", body = super::problem::ProblemBody),
+        (status = 201, description = "A new place in line", body = SessionBody, headers(("Location" = String, description = "/api/waiting-room/sessions/{id}")),
+            links(
+                ("getSession" = (operation_id = "get_session", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
+                ("heartbeat" = (operation_id = "heartbeat", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
+                ("leave" = (operation_id = "leave", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
+                ("complete" = (operation_id = "complete", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
+                ("evict" = (operation_id = "evict", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
+            )),
+        (status = 200, description = "Idempotent replay: the session this key created", body = SessionBody,
+            links(
+                ("getSession" = (operation_id = "get_session", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
+                ("heartbeat" = (operation_id = "heartbeat", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
+                ("leave" = (operation_id = "leave", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
+            )),
+        (status = 400, description = "Malformed body, room id or key", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 404, description = "Unknown room", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than POST", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 413, description = "Body over 4 KiB", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 415, description = "Not JSON", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 429, description = "Over the per-IP join rate", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "Room full (maxWaiting) or backend unavailable", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn join(
@@ -283,31 +298,63 @@ fn method_not_allowed(allow: &'static str) -> Problem {
     problem
 }
 
-/// Splits `{id}:{action}`.
+/// The methods of a session (`{id}`): `HEAD` is `GET` without the body.
+const SESSION_METHODS: &str = "GET, HEAD, DELETE";
+/// The methods of a session's actions (`{id}:heartbeat`, `:complete`, `:evict`).
+const ACTION_METHODS: &str = "POST";
+const ACTIONS: [&str; 3] = ["heartbeat", "complete", "evict"];
+
+/// Splits `{id}:{action}` at the last colon (an id has none).
 fn split_action(raw: &str) -> (&str, Option<&str>) {
-    match raw.split_once(':') {
+    match raw.rsplit_once(':') {
         Some((id, action)) => (id, Some(action)),
         None => (raw, None),
     }
 }
 
+fn unknown_action(action: &str) -> Problem {
+    Problem::not_found(format!("no action {action:?} (heartbeat, complete, evict)"))
+}
+
+/// A path with an `:action` asked with another method than POST: `405`, or `404` for an action
+/// that does not exist (that path is not served at all).
+fn not_an_action_method(action: &str) -> Problem {
+    if ACTIONS.contains(&action) {
+        method_not_allowed(ACTION_METHODS)
+    } else {
+        unknown_action(action)
+    }
+}
+
 /// The id of a path with no `:action` (GET and DELETE); `405` for an action, which takes POST.
 fn plain_id(raw: &str) -> Result<PublicSessionId, Problem> {
-    if split_action(raw).1.is_some() {
-        return Err(method_not_allowed("POST"));
+    if let (_, Some(action)) = split_action(raw) {
+        return Err(not_an_action_method(action));
     }
     parse_id(raw)
+}
+
+/// Any method the session route has no handler for (PUT, PATCH, OPTIONS, ...): `405` whose
+/// `Allow` names the methods of this path only, a session's or an action's (both share one
+/// route, whose own `Allow` would list them all).
+pub(crate) async fn other_method(Path(raw): Path<String>) -> Problem {
+    match split_action(&raw) {
+        (_, None) => method_not_allowed(SESSION_METHODS),
+        (_, Some(action)) => not_an_action_method(action),
+    }
 }
 
 /// `GET /api/waiting-room/sessions/{id}`
 #[utoipa::path(
     get, path = "/api/waiting-room/sessions/{id}", tag = "client",
-    params(("id" = String, Path, description = "The session id")),
+    params(("id" = String, Path, description = "The session id: `wr_` and 27 base64url characters, as issued. Any other id of at most 128 characters of `A-Z a-z 0-9 _ -` is unknown (`404`); anything else is malformed (`400`).",
+        pattern = "^[A-Za-z0-9_-]{1,128}$", min_length = 1, max_length = 128)),
     responses(
         (status = 200, description = "The session view (changes nothing)", body = SessionBody),
-        (status = 400, description = "Malformed id", body = super::problem::ProblemBody),
-        (status = 404, description = "Never issued, or forgotten", body = super::problem::ProblemBody),
-        (status = 503, description = "This node could not catch up with its log in time", body = super::problem::ProblemBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 404, description = "Never issued, or forgotten", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than GET, HEAD and DELETE, or GET of an `:action`", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 503, description = "This node could not catch up with its log in time", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn get_session(
@@ -328,12 +375,14 @@ pub(crate) async fn get_session(
 /// `DELETE /api/waiting-room/sessions/{id}`
 #[utoipa::path(
     delete, path = "/api/waiting-room/sessions/{id}", tag = "client",
-    params(("id" = String, Path, description = "The session id")),
+    params(("id" = String, Path, description = "The session id: `wr_` and 27 base64url characters, as issued. Any other id of at most 128 characters of `A-Z a-z 0-9 _ -` is unknown (`404`); anything else is malformed (`400`).",
+        pattern = "^[A-Za-z0-9_-]{1,128}$", min_length = 1, max_length = 128)),
     responses(
         (status = 200, description = "Left (EXPIRED, reason `left`); idempotent", body = SessionBody),
-        (status = 400, description = "Malformed id", body = super::problem::ProblemBody),
-        (status = 404, description = "Unknown session", body = super::problem::ProblemBody),
-        (status = 503, description = "Backend unavailable", body = super::problem::ProblemBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 404, description = "Unknown session", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than GET, HEAD and DELETE, or DELETE of an `:action`", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 503, description = "Backend unavailable", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn leave(
@@ -387,27 +436,27 @@ pub(crate) async fn action(
 ) -> Result<Response, Problem> {
     let (raw_id, action) = split_action(&raw);
     let Some(action) = action else {
-        return Err(method_not_allowed("GET, DELETE"));
+        return Err(method_not_allowed(SESSION_METHODS));
     };
     match action {
         "heartbeat" => heartbeat(state, raw_id).await,
         "complete" => complete(state, raw_id, &headers).await,
         "evict" => evict(state, raw_id, &headers).await,
-        _ => Err(Problem::not_found(format!(
-            "no action {action:?} (heartbeat, complete, evict)"
-        ))),
+        _ => Err(unknown_action(action)),
     }
 }
 
 /// `POST /api/waiting-room/sessions/{id}:heartbeat`
 #[utoipa::path(
     post, path = "/api/waiting-room/sessions/{id}:heartbeat", tag = "client",
-    params(("id" = String, Path, description = "The session id")),
+    params(("id" = String, Path, description = "The session id: `wr_` and 27 base64url characters, as issued. Any other id of at most 128 characters of `A-Z a-z 0-9 _ -` is unknown (`404`); anything else is malformed (`400`).",
+        pattern = "^[A-Za-z0-9_-]{1,128}$", min_length = 1, max_length = 128)),
     responses(
         (status = 200, description = "The view after the heartbeat took effect (EXPIRED sessions are unchanged)", body = SessionBody),
-        (status = 400, description = "Malformed id", body = super::problem::ProblemBody),
-        (status = 404, description = "Unknown session", body = super::problem::ProblemBody),
-        (status = 503, description = "Backend unavailable", body = super::problem::ProblemBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 404, description = "Unknown session", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than POST", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 503, description = "Backend unavailable", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn heartbeat(state: Arc<AppState>, raw_id: &str) -> Result<Response, Problem> {
@@ -463,14 +512,16 @@ fn waiting_heartbeat_needs_record(
 /// `POST /api/waiting-room/sessions/{id}:complete`
 #[utoipa::path(
     post, path = "/api/waiting-room/sessions/{id}:complete", tag = "protected service",
-    params(("id" = String, Path, description = "The session id")),
+    params(("id" = String, Path, description = "The session id: `wr_` and 27 base64url characters, as issued. Any other id of at most 128 characters of `A-Z a-z 0-9 _ -` is unknown (`404`); anything else is malformed (`400`).",
+        pattern = "^[A-Za-z0-9_-]{1,128}$", min_length = 1, max_length = 128)),
     security(("admissionToken" = [])),
     responses(
         (status = 200, description = "Ended (EXPIRED, reason `completed`); already ended sessions are unchanged", body = SessionBody),
-        (status = 400, description = "Malformed id", body = super::problem::ProblemBody),
-        (status = 401, description = "No valid, unexpired admission token of this session", body = super::problem::ProblemBody),
-        (status = 404, description = "Unknown session", body = super::problem::ProblemBody),
-        (status = 503, description = "Backend unavailable", body = super::problem::ProblemBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 401, description = "No valid, unexpired admission token of this session", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 404, description = "Unknown session", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than POST", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 503, description = "Backend unavailable", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn complete(
@@ -503,12 +554,16 @@ pub(crate) async fn complete(
 /// `POST /api/waiting-room/sessions/{id}:evict`
 #[utoipa::path(
     post, path = "/api/waiting-room/sessions/{id}:evict", tag = "admin",
-    params(("id" = String, Path, description = "The session id")),
+    params(("id" = String, Path, description = "The session id: `wr_` and 27 base64url characters, as issued. Any other id of at most 128 characters of `A-Z a-z 0-9 _ -` is unknown (`404`); anything else is malformed (`400`).",
+        pattern = "^[A-Za-z0-9_-]{1,128}$", min_length = 1, max_length = 128)),
     security(("adminToken" = [])),
     responses(
-        (status = 200, description = "Ended (EXPIRED, reason `evicted`)", body = SessionBody),
-        (status = 401, description = "No admin token", body = super::problem::ProblemBody),
-        (status = 404, description = "Unknown session", body = super::problem::ProblemBody),
+        (status = 200, description = "Ended (EXPIRED, reason `evicted`); already ended sessions are unchanged", body = SessionBody),
+        (status = 400, description = "Malformed id", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 401, description = "No admin token", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 404, description = "Unknown session", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 405, description = "A method other than POST", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
+        (status = 503, description = "Backend unavailable, or this node could not catch up with its log in time", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn evict(
