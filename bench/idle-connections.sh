@@ -47,6 +47,8 @@ mkdir -p "$out"
 # shellcheck disable=SC2086
 bench_build --bin waitroom ${CARGO_FLAGS:-}
 bench_start_node idle file:
+NODE_PID="${bench_pids[-1]}"
+HOLDER_PID=""
 url="${bench_urls[0]}"
 port="${url##*:}"
 
@@ -136,6 +138,12 @@ wait_held() {
   return 1
 }
 
+# cpu_ticks PID: the CPU time (user + system, in clock ticks) PID has used so far; 0 without one.
+cpu_ticks() {
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
 connection_counters() {
   curl -sf "$url/metrics" | grep -E '^waitroom_connections_' | tr '\n' ' '
 }
@@ -143,6 +151,7 @@ connection_counters() {
 run_crowd() { # NAME
   local name="$1"
   date +%s.%N >"$bench_scratch/$name.start"
+  echo "$(cpu_ticks "$NODE_PID") $(cpu_ticks "$HOLDER_PID")" >"$bench_scratch/$name.cpu-start"
   WAITROOM_ADMIN_TOKEN="$BENCH_ADMIN_TOKEN" "$BENCH_BIN/waitroom" load --url "$url" --room "$name" \
     --users "$USERS" --arrival "ramp:$RAMP" --capacity "$CAPACITY" --hold-seconds 5..30 \
     --poll-interval-ms 2000 --heartbeat-interval-seconds 10 --waiting-idle-timeout-seconds 120 \
@@ -150,6 +159,7 @@ run_crowd() { # NAME
     --out "$out/$name" >"$bench_scratch/$name.load.out" 2>&1 \
     || { cat "$bench_scratch/$name.load.out" >&2; echo "waitroom load failed ($name)" >&2; exit 1; }
   date +%s.%N >"$bench_scratch/$name.end"
+  echo "$(cpu_ticks "$NODE_PID") $(cpu_ticks "$HOLDER_PID")" >"$bench_scratch/$name.cpu-end"
   echo "$(connection_counters)" >"$bench_scratch/$name.counters"
   # The next run starts from a node without this crowd.
   curl -sf -X DELETE "$url/api/waiting-room/rooms/$name" -H "Authorization: Bearer $BENCH_ADMIN_TOKEN" >/dev/null || true
@@ -163,17 +173,18 @@ for mode in silent keepalive; do
   sleep 2
   run_crowd "$mode"
   bench_stop "$HOLDER_PID"
+  HOLDER_PID=""
   sleep 2
 done
 bench_stop "$LOADAVG_PID"
 
-python3 - "$out" "$bench_scratch" "$IDLE" <<'PY'
+python3 - "$out" "$bench_scratch" "$IDLE" "$(getconf CLK_TCK)" <<'PY'
 import json, pathlib, sys
-out, scratch, idle = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
+out, scratch, idle, tick = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 loads = [l.split() for l in open(scratch / "loadavg") if l.strip()]
 print()
 print(f"{'run':<10} {'idle held min/mean':>19} {'opened/closed':>15} {'polls':>7} {'poll p50':>9} {'poll p99':>9} "
-      f"{'failed':>7} {'joins':>6} {'join p50':>9} {'join p99':>9} {'failed':>7} {'load avg':>9}")
+      f"{'failed':>7} {'joins':>6} {'join p50':>9} {'join p99':>9} {'failed':>7} {'load avg':>9} {'node cpu':>9} {'holder cpu':>11}")
 rows = {}
 for name in ["baseline", "silent", "keepalive"]:
     start, end = (float(open(scratch / f"{name}.{w}").read()) for w in ("start", "end"))
@@ -193,10 +204,13 @@ for name in ["baseline", "silent", "keepalive"]:
     lp, lj = poll.get("latencyMs") or {}, join.get("latencyMs") or {}
     load = [float(l[1]) for l in loads if start <= float(l[0]) <= end]
     load = f"{sum(load) / len(load):.2f}" if load else "-"
+    cpu0, cpu1 = ([int(x) for x in open(scratch / f"{name}.cpu-{w}").read().split()] for w in ("start", "end"))
+    node_cpu = f"{100 * (cpu1[0] - cpu0[0]) / tick / (end - start):.0f}%"
+    holder_cpu = f"{100 * (cpu1[1] - cpu0[1]) / tick / (end - start):.0f}%" if path.exists() else "-"
     rows[name] = lp.get("p99")
     print(f"{name:<10} {held:>19} {churn:>15} {poll.get('count', 0):>7} {lp.get('p50', 0):>7.2f}ms {lp.get('p99', 0):>7.2f}ms "
           f"{poll.get('failed', 0):>7} {join.get('count', 0):>6} {lj.get('p50', 0):>7.2f}ms {lj.get('p99', 0):>7.2f}ms "
-          f"{join.get('failed', 0):>7} {load:>9}")
+          f"{join.get('failed', 0):>7} {load:>9} {node_cpu:>9} {holder_cpu:>11}")
     failures = m["failures"]
     if failures["total"]:
         print(f"{'':<10} failures: {json.dumps(failures['byKind'])}")
@@ -209,6 +223,7 @@ if base:
         if rows.get(name) is not None:
             print(f"poll p99 {name} / baseline: {rows[name] / base:.2f}")
 print("(held: the holder's open connections sampled each second during the crowd's run; opened/closed: "
-      "connections it opened and the node closed meanwhile; load avg: 1-minute, mean of the 5 s samples during the run)")
+      "connections it opened and the node closed meanwhile; load avg: 1-minute, mean of the 5 s samples during the run; "
+      "node cpu, holder cpu: their CPU time during the run, in % of one core; the counters are cumulative)")
 PY
 echo "# load average at the end: $(bench_loadavg)"
