@@ -117,7 +117,8 @@ def main(results, out):
         lambda n, r: f"{fmt(r['refillP50Ms'], 1)} / {fmt(r['refillP99Ms'], 1)} ms ({r['refilled']} of {r['freed']} refilled)"
         if r["refillP50Ms"] is not None else "—")
     row("Capacity overshoot seen by clients", lambda n, r: fmt(r["overshoot"]))
-    row("Node killed (SIGKILL) and started: ready in", lambda n, r: fmt(r["restartReadyMs"] / 1000, 1, " s"))
+    row("Node killed (SIGKILL) and started: ready in",
+        lambda n, r: fmt(r["restartReadyMs"] / 1000, 1, " s") if r["restartReadyMs"] is not None else "not within the wait")
     row("Broker start (until ready)", lambda n, r: fmt(r["brokerStartMs"] / 1000, 1, " s") if not n.startswith("embedded") else "—")
     row("Broker memory at the end", lambda n, r: fmt(r["brokerRssMib"], 0, " MiB"))
     row("Nodes' CPU-s per million joins (every node applies every join)", lambda n, r: fmt(r["nodeCpuSecondsPerMillionJoins"]))
