@@ -1,0 +1,420 @@
+// @waitroom/client: join a waitroom line, follow it to admission, leave it.
+//
+// For custom waiting pages, mobile web and Node (18+): it needs only `fetch`, `AbortController`,
+// `setTimeout` and `crypto.getRandomValues`, and has no dependencies. The HTTP API it speaks is
+// docs/api.md of the waitroom repository.
+//
+// The node has no CORS: serve the page from the node's origin, or put the node's
+// `/api/waiting-room/` path behind the same origin as the page (a reverse proxy), and leave
+// `baseUrl` empty or set it to that origin.
+
+/** Every limit of the client, with its unit. One place; nothing else hard-codes these. */
+export const LIMITS = Object.freeze({
+  /** A request unanswered after this long is a network error (and is retried). */
+  requestTimeoutMs: 15_000,
+  /** First retry delay of our own; doubles per consecutive failure. */
+  backoffBaseMs: 1_000,
+  /** Longest retry delay of our own: well under the default waiting idle timeout (120 s), so a
+   *  place survives a short outage. */
+  backoffMaxMs: 30_000,
+  /** A `Retry-After` longer than this is cut to it (a misconfigured proxy must not park us). */
+  retryAfterMaxMs: 300_000,
+  /** Consecutive failures (about 20 minutes of them at the backoff ceiling) before `follow`
+   *  gives up and rejects. */
+  followAttemptsMax: 40,
+  /** Attempts of a join (the first and its retries) before `join` rejects. */
+  joinAttemptsMax: 6,
+  /** Attempts of a leave before `leave` rejects: leaving is a person's action, they are told. */
+  leaveAttemptsMax: 3,
+  /** The server's `heartbeatIntervalSeconds` is clamped to this range; a view without a usable
+   *  one uses the default. */
+  heartbeatMinSeconds: 1,
+  heartbeatMaxSeconds: 300,
+  heartbeatDefaultSeconds: 10,
+  /** Near the front of the line (next, or an estimated wait shorter than the heartbeat interval)
+   *  the status is also read this often between heartbeats, so admission is seen within about
+   *  this long rather than a whole heartbeat interval later. A read writes nothing. */
+  frontCheckIntervalMs: 1_000,
+  /** Problem titles and details longer than this are cut. */
+  problemTextMaxChars: 500,
+});
+
+const SESSIONS_PATH = "/api/waiting-room/sessions";
+const SESSION_ID_PATTERN = /^wr_[A-Za-z0-9_-]{1,125}$/;
+const ROOM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const STATUSES = new Set(["WAITING", "ACTIVE", "EXPIRED"]);
+
+/**
+ * An answer that was not a session view: an HTTP error (with the problem's fields), a network
+ * error or timeout (`status` 0), or an answer that was not what the API promises (`status` 0).
+ */
+export class WaitroomError extends Error {
+  constructor(message, { status = 0, type = null, title = null, detail = null, retryAfterMs = null, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "WaitroomError";
+    /** HTTP status, or 0 when no usable answer arrived. */
+    this.status = status;
+    /** The problem's kind: the last segment of its `type` (`room-full`, `unknown-room`, ...). */
+    this.type = type;
+    this.title = title;
+    this.detail = detail;
+    /** From `Retry-After`, in milliseconds, when the answer had one. */
+    this.retryAfterMs = retryAfterMs;
+  }
+
+  /** Whether trying again later may succeed: no answer, 408, 429 or a 5xx. */
+  get retryable() {
+    return this.status === 0 || this.status === 408 || this.status === 429 || this.status >= 500;
+  }
+}
+
+/** Thrown (rejected with) when the caller's AbortSignal fires. */
+function abortError(signal) {
+  if (signal && signal.reason instanceof Error) return signal.reason;
+  const error = new Error("the operation was aborted");
+  error.name = "AbortError";
+  return error;
+}
+
+function baseOf(baseUrl) {
+  if (baseUrl === undefined || baseUrl === null || baseUrl === "") return "";
+  if (typeof baseUrl !== "string") throw new TypeError("baseUrl must be a string (an origin such as https://queue.example.com)");
+  return baseUrl.replace(/\/+$/, "");
+}
+
+function parseRetryAfter(value) {
+  if (!value) return null;
+  const trimmed = value.trim();
+  const ms = /^\d+$/.test(trimmed) ? Number(trimmed) * 1000 : Date.parse(trimmed) - Date.now();
+  if (!Number.isFinite(ms)) return null;
+  return Math.min(Math.max(ms, 0), LIMITS.retryAfterMaxMs);
+}
+
+function cut(text) {
+  return typeof text === "string" ? text.slice(0, LIMITS.problemTextMaxChars) : null;
+}
+
+function isView(data) {
+  return (
+    data !== null &&
+    typeof data === "object" &&
+    typeof data.waitingRoomSessionId === "string" &&
+    SESSION_ID_PATTERN.test(data.waitingRoomSessionId) &&
+    STATUSES.has(data.status)
+  );
+}
+
+/** One request to the API: the session view of a 2xx, or a WaitroomError. */
+async function request(fetchImpl, method, url, { body, headers, signal } = {}) {
+  if (signal && signal.aborted) throw abortError(signal);
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), LIMITS.requestTimeoutMs);
+  const onAbort = () => controller.abort();
+  if (signal) signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    let response;
+    try {
+      response = await fetchImpl(url, {
+        method,
+        headers: Object.assign(
+          { Accept: "application/json, application/problem+json" },
+          body === undefined ? {} : { "Content-Type": "application/json" },
+          headers || {},
+        ),
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+        signal: controller.signal,
+      });
+    } catch (cause) {
+      if (signal && signal.aborted) throw abortError(signal);
+      throw new WaitroomError(`${method} ${url}: no answer (${cause && cause.message ? cause.message : cause})`, { cause });
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (cause) {
+      if (signal && signal.aborted) throw abortError(signal);
+      data = null; // an empty or non-JSON body (a proxy's error page, a cut connection)
+    }
+    if (response.ok) {
+      if (!isView(data)) throw new WaitroomError(`${method} ${url}: the answer is not a session view`);
+      return data;
+    }
+    const problem = data !== null && typeof data === "object" ? data : {};
+    const type = typeof problem.type === "string" ? cut(problem.type.slice(problem.type.lastIndexOf("/") + 1)) : null;
+    const title = cut(problem.title);
+    const detail = cut(problem.detail);
+    throw new WaitroomError(`${method} ${url}: ${response.status}${title ? ` ${title}` : ""}${detail ? `: ${detail}` : ""}`, {
+      status: response.status,
+      type,
+      title,
+      detail,
+      retryAfterMs: parseRetryAfter(response.headers.get("Retry-After")),
+    });
+  } finally {
+    clearTimeout(timer);
+    if (signal) signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * The delay before retry number `attempt` (1-based) after `error`: the server's Retry-After when
+ * it gave one, plus a little jitter; else "equal jitter" exponential backoff (half the ceiling
+ * plus a random half, so clients that failed together do not retry together).
+ */
+export function retryDelayMs(attempt, error) {
+  if (error && typeof error.retryAfterMs === "number") {
+    return error.retryAfterMs + Math.random() * Math.min(error.retryAfterMs * 0.2 + 250, 5_000);
+  }
+  const ceiling = Math.min(LIMITS.backoffMaxMs, LIMITS.backoffBaseMs * 2 ** Math.min(Math.max(attempt, 1) - 1, 16));
+  return ceiling / 2 + (Math.random() * ceiling) / 2;
+}
+
+/** Resolves after `ms`, or rejects at once when `signal` fires. */
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) {
+      reject(abortError(signal));
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortError(signal));
+    };
+    const timer = setTimeout(() => {
+      if (signal) signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, Math.max(0, ms));
+    if (signal) signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+async function withRetry(operation, { attemptsMax, signal, onRetry }) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await operation();
+    } catch (error) {
+      if (!(error instanceof WaitroomError) || !error.retryable || attempt >= attemptsMax) throw error;
+      const delayMs = retryDelayMs(attempt, error);
+      if (onRetry) onRetry({ error, attempt, delayMs });
+      await sleep(delayMs, signal);
+    }
+  }
+}
+
+/** 128 random bits as 32 hex digits: an Idempotency-Key (as secret as the session id). */
+export function newIdempotencyKey() {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function pickFetch(options) {
+  const fetchImpl = options.fetch || globalThis.fetch;
+  if (typeof fetchImpl !== "function") throw new TypeError("no fetch: pass options.fetch");
+  // A bare `window.fetch` reference must be called on the window.
+  return options.fetch ? fetchImpl : (...args) => globalThis.fetch(...args);
+}
+
+function sessionFrom(view, baseUrl, fetchImpl, idempotencyKey) {
+  return {
+    id: view.waitingRoomSessionId,
+    roomId: view.roomId,
+    baseUrl,
+    idempotencyKey,
+    view,
+    fetch: fetchImpl,
+  };
+}
+
+/**
+ * Joins `roomId`'s line. Retries what may succeed later (no answer, 429, 503) with the same
+ * Idempotency-Key, so a retry gets the place a lost attempt took, honouring Retry-After.
+ */
+export async function join(roomId, options = {}) {
+  if (typeof roomId !== "string" || !ROOM_ID_PATTERN.test(roomId)) {
+    throw new TypeError(`not a room id: ${JSON.stringify(roomId)} (letters, digits, '.', '_', '-'; at most 64)`);
+  }
+  const baseUrl = baseOf(options.baseUrl);
+  const fetchImpl = pickFetch(options);
+  const idempotencyKey = options.idempotencyKey || newIdempotencyKey();
+  const attemptsMax = Math.max(1, Math.min(options.attemptsMax || LIMITS.joinAttemptsMax, LIMITS.followAttemptsMax));
+  const view = await withRetry(
+    () =>
+      request(fetchImpl, "POST", baseUrl + SESSIONS_PATH, {
+        body: { roomId },
+        headers: { "Idempotency-Key": idempotencyKey },
+        signal: options.signal,
+      }),
+    { attemptsMax, signal: options.signal, onRetry: options.onRetry },
+  );
+  return sessionFrom(view, baseUrl, fetchImpl, idempotencyKey);
+}
+
+/**
+ * A session to follow from its id alone (a page reloaded with the id in its storage). The view
+ * is read once, so an unknown or forgotten session fails here.
+ */
+export async function resume(sessionId, options = {}) {
+  if (typeof sessionId !== "string" || !SESSION_ID_PATTERN.test(sessionId)) {
+    throw new TypeError(`not a session id: ${JSON.stringify(sessionId)}`);
+  }
+  const baseUrl = baseOf(options.baseUrl);
+  const fetchImpl = pickFetch(options);
+  const view = await withRetry(() => request(fetchImpl, "GET", `${baseUrl}${SESSIONS_PATH}/${sessionId}`, { signal: options.signal }), {
+    attemptsMax: LIMITS.joinAttemptsMax,
+    signal: options.signal,
+    onRetry: options.onRetry,
+  });
+  return sessionFrom(view, baseUrl, fetchImpl, null);
+}
+
+function heartbeatIntervalMs(view) {
+  const seconds = Number(view && view.heartbeatIntervalSeconds);
+  const usable = Number.isFinite(seconds) && seconds > 0 ? seconds : LIMITS.heartbeatDefaultSeconds;
+  return Math.min(Math.max(usable, LIMITS.heartbeatMinSeconds), LIMITS.heartbeatMaxSeconds) * 1000;
+}
+
+function isNearFront(view) {
+  if (view.status !== "WAITING") return false;
+  if (view.position === 0) return true;
+  const eta = view.estimatedWaitSeconds;
+  return Number.isInteger(eta) && eta * 1000 < heartbeatIntervalMs(view);
+}
+
+function checkSession(session) {
+  if (!session || typeof session.id !== "string" || !SESSION_ID_PATTERN.test(session.id)) {
+    throw new TypeError("pass the session that join() or resume() returned");
+  }
+}
+
+/**
+ * Follows a session: heartbeats it every `heartbeatIntervalSeconds` of its room (each heartbeat
+ * answers the view), reads its status every second between heartbeats while it is near the
+ * front, retries failures with bounded exponential backoff (Retry-After first), and calls:
+ *
+ * - `onUpdate(view)` on every view;
+ * - `onPosition({position, waitingCount, estimatedWaitSeconds, prequeue, view})` when one of
+ *   those changes while WAITING (and for the first view);
+ * - `onAdmitted({token, targetUrl, view})` once, when the session turns ACTIVE;
+ * - `onToken({token, view})` with each new token while ACTIVE (only with `keepAlive: true`);
+ * - `onExpired(view)` when the session ends (EXPIRED, with `expiredReason`);
+ * - `onRetry({error, attempt, delayMs})` before each retry.
+ *
+ * Resolves with the last view: the ACTIVE one at admission (by default), or the EXPIRED one.
+ * With `keepAlive: true` it keeps heartbeating an ACTIVE session (each heartbeat renews its
+ * token; see onToken) until it ends or `signal` fires. Rejects with the AbortSignal's reason
+ * when `signal` fires, or with a WaitroomError that retrying cannot fix (the session is unknown
+ * to the node, or failures went on for `LIMITS.followAttemptsMax` attempts).
+ */
+export async function follow(session, options = {}) {
+  checkSession(session);
+  const { signal } = options;
+  const keepAlive = options.keepAlive === true;
+  const url = `${session.baseUrl}${SESSIONS_PATH}/${session.id}`;
+  const fetchImpl = session.fetch || pickFetch({});
+  const emit = (name, event) => {
+    if (typeof options[name] === "function") options[name](event);
+  };
+
+  let last = null; // the last view handed to the callbacks
+  let admittedSeen = false;
+  let lastToken = null;
+
+  const handle = (view) => {
+    session.view = view;
+    const previous = last;
+    last = view;
+    emit("onUpdate", view);
+    if (view.status === "WAITING") {
+      const changed =
+        previous === null ||
+        previous.status !== "WAITING" ||
+        previous.position !== view.position ||
+        previous.waitingCount !== view.waitingCount ||
+        previous.estimatedWaitSeconds !== view.estimatedWaitSeconds ||
+        previous.prequeue !== view.prequeue;
+      if (changed) {
+        emit("onPosition", {
+          position: view.position,
+          waitingCount: view.waitingCount,
+          estimatedWaitSeconds: view.estimatedWaitSeconds,
+          prequeue: view.prequeue,
+          view,
+        });
+      }
+    } else if (view.status === "ACTIVE") {
+      if (!admittedSeen) {
+        admittedSeen = true;
+        lastToken = view.admissionToken;
+        emit("onAdmitted", { token: view.admissionToken, targetUrl: view.targetUrl, view });
+      } else if (view.admissionToken !== lastToken) {
+        lastToken = view.admissionToken;
+        emit("onToken", { token: view.admissionToken, view });
+      }
+    } else {
+      emit("onExpired", view);
+    }
+  };
+
+  const done = (view) => view.status === "EXPIRED" || (view.status === "ACTIVE" && !keepAlive);
+
+  // The view we already hold counts: a join may answer ACTIVE at once.
+  let view = session.view && isView(session.view) ? session.view : await request(fetchImpl, "GET", url, { signal });
+  handle(view);
+  if (done(view)) return view;
+
+  let failures = 0;
+  let nextHeartbeatAt = Date.now() + heartbeatIntervalMs(view);
+  for (;;) {
+    const now = Date.now();
+    let delayMs;
+    let heartbeat;
+    if (failures > 0) {
+      delayMs = 0; // the backoff was slept in the catch below; try the heartbeat again now
+      heartbeat = true;
+    } else if (isNearFront(view) && nextHeartbeatAt - now > LIMITS.frontCheckIntervalMs) {
+      delayMs = LIMITS.frontCheckIntervalMs;
+      heartbeat = false;
+    } else {
+      delayMs = nextHeartbeatAt - now;
+      heartbeat = true;
+    }
+    await sleep(delayMs, signal);
+    try {
+      view = heartbeat
+        ? await request(fetchImpl, "POST", `${url}:heartbeat`, { signal })
+        : await request(fetchImpl, "GET", url, { signal });
+      failures = 0;
+      if (heartbeat) nextHeartbeatAt = Date.now() + heartbeatIntervalMs(view);
+    } catch (error) {
+      if (!(error instanceof WaitroomError)) throw error; // aborted, or a bug of ours
+      // A read between heartbeats that failed is simply skipped: the heartbeat reports.
+      if (!heartbeat && error.retryable) continue;
+      failures += 1;
+      if (!error.retryable || failures >= LIMITS.followAttemptsMax) throw error;
+      const delay = retryDelayMs(failures, error);
+      emit("onRetry", { error, attempt: failures, delayMs: delay });
+      await sleep(delay, signal);
+      continue;
+    }
+    if (view.waitingRoomSessionId !== session.id) throw new WaitroomError(`${url}: the answer is another session's view`);
+    handle(view);
+    if (done(view)) return view;
+  }
+}
+
+/**
+ * Leaves: gives up the place (or the slot, once ACTIVE) so the next person goes ahead. Idempotent
+ * on the server; answers the ended view (`expiredReason: "left"`, or the reason it had already
+ * ended with). Retries a few times, then rejects.
+ */
+export async function leave(session, options = {}) {
+  checkSession(session);
+  const fetchImpl = session.fetch || pickFetch({});
+  const view = await withRetry(
+    () => request(fetchImpl, "DELETE", `${session.baseUrl}${SESSIONS_PATH}/${session.id}`, { signal: options.signal }),
+    { attemptsMax: LIMITS.leaveAttemptsMax, signal: options.signal, onRetry: options.onRetry },
+  );
+  session.view = view;
+  return view;
+}
