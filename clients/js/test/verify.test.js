@@ -225,6 +225,23 @@ describe("@waitroom/node against a real node", { skip }, () => {
       }
     });
 
+    test("a node whose key set cannot be read: 503 with Retry-After, not a 401", async () => {
+      const proxy = await countingProxy(node.url);
+      const jwksUrl = `${proxy.url}/.well-known/jwks.json`;
+      await proxy.close(); // nothing listens there now
+      const service = express();
+      service.get("/seats", requireAdmission({ jwksUrl, room: roomA }), (req, res) => res.json({ ok: true }));
+      const unreachable = await serve(service);
+      try {
+        const response = await fetch(`${unreachable.url}/seats`, { headers: { Authorization: `Bearer ${tokenA}` } });
+        assert.equal(response.status, 503);
+        assert.equal(response.headers.get("retry-after"), String(LIMITS.jwksUnavailableRetryAfterSeconds));
+        assert.equal(response.headers.get("content-type"), "application/problem+json");
+      } finally {
+        await unreachable.close();
+      }
+    });
+
     test("a tampered or expired token: 401 invalid_token; another room's token: 403", async () => {
       const [header, , signature] = tokenA.split(".");
       const tampered = `${header}.${tokenB.split(".")[1]}.${signature}`;

@@ -60,6 +60,7 @@ export declare const LIMITS: Readonly<{
   jwksCooldownMs: number;
   jwksTimeoutMs: number;
   jwksUrlsMax: number;
+  jwksUnavailableRetryAfterSeconds: number;
 }>;
 export declare const DEFAULT_ISSUER: "waitroom";
 export declare const TOKEN_PARAMETER_NAME: "waitroomToken";

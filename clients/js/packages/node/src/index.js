@@ -31,6 +31,9 @@ export const LIMITS = Object.freeze({
   jwksTimeoutMs: 5_000,
   /** Distinct JWKS URLs whose key sets are kept (each is one node or fleet; more is a misuse). */
   jwksUrlsMax: 16,
+  /** `Retry-After` of the middleware's 503 when the key set cannot be read: jose fetches it again
+   *  on the next request, so a client may come back soon. */
+  jwksUnavailableRetryAfterSeconds: 5,
 });
 
 /** The node's default `--issuer`. */
@@ -204,7 +207,7 @@ function problem(res, status, detail, challenge) {
   res.setHeader("Content-Type", "application/problem+json");
   res.setHeader("Cache-Control", "no-store");
   if (challenge) res.setHeader("WWW-Authenticate", challenge);
-  if (status === 503) res.setHeader("Retry-After", "5");
+  if (status === 503) res.setHeader("Retry-After", String(LIMITS.jwksUnavailableRetryAfterSeconds));
   res.end(JSON.stringify({ type: "about:blank", title: titles[status], status, detail }));
 }
 
