@@ -466,6 +466,8 @@ fn dashboard_is_importable() {
 
     let mut ids = BTreeSet::new();
     let mut queried = 0;
+    // Grid cells (x, y) taken so far: panels must not overlap.
+    let mut taken: BTreeMap<(u64, u64), String> = BTreeMap::new();
     for panel in all_panels(&dashboard) {
         let title = panel["title"].as_str().unwrap_or_default();
         if title.is_empty() {
@@ -478,7 +480,14 @@ fn dashboard_is_importable() {
         let grid = &panel["gridPos"];
         let (x, w, h) = (grid["x"].as_u64(), grid["w"].as_u64(), grid["h"].as_u64());
         match (x, w, h, grid["y"].as_u64()) {
-            (Some(x), Some(w), Some(h), Some(_)) if w > 0 && h > 0 && x + w <= 24 => {}
+            (Some(x), Some(w), Some(h), Some(y)) if w > 0 && h > 0 && x + w <= 24 => {
+                for cell in (x..x + w).flat_map(|cx| (y..y + h).map(move |cy| (cx, cy))) {
+                    if let Some(other) = taken.insert(cell, title.to_string()) {
+                        problems.push(format!("panels {other:?} and {title:?} overlap"));
+                        break;
+                    }
+                }
+            }
             _ => problems.push(format!(
                 "panel {title:?}: gridPos {grid} does not fit 24 columns"
             )),
