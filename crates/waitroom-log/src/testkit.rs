@@ -41,6 +41,14 @@ pub trait TestServer: Send + Sync {
     fn keeps_state_across_restart(&self) -> bool {
         true
     }
+
+    /// How long work a killed node held stays held before another node takes it over: zero for
+    /// logs where nothing is held by a node; on SQS the intake's visibility timeout (a node killed
+    /// while stamping a batch keeps its message group, and every `head()` marker behind it, back
+    /// for that long). A test waiting for a node to turn ready after a kill allows this much more.
+    fn held_work_timeout(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// A loopback port nothing listens on right now.

@@ -121,7 +121,13 @@ fn stop_cleanly(nodes: Vec<Node>) {
 struct Fleet {
     client: reqwest::Client,
     urls: parking_lot::RwLock<Vec<String>>,
+    /// How long a node may take to turn ready ([`READY_WAIT`] plus the backend's
+    /// `TestServer::held_work_timeout`: a node killed holding work delays the others' start).
+    ready_wait: Duration,
 }
+
+/// Longest a node may take to turn ready when no killed node holds work it must wait out.
+const READY_WAIT: Duration = Duration::from_secs(20);
 
 impl Fleet {
     fn url(&self, node: usize) -> String {
@@ -167,13 +173,36 @@ impl Fleet {
 }
 
 async fn wait_ready(fleet: &Fleet, url: &str) {
-    for _ in 0..400 {
+    let deadline = tokio::time::Instant::now() + fleet.ready_wait;
+    while tokio::time::Instant::now() < deadline {
         if fleet.ready(url).await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{url} did not become ready");
+    panic!(
+        "{url} did not become ready within {} s",
+        fleet.ready_wait.as_secs()
+    );
+}
+
+/// The room as every node of the fleet sees it, once all three agree on its stats and digest.
+async fn agreed(fleet: &Fleet) -> Value {
+    let deadline = tokio::time::Instant::now() + fleet.ready_wait;
+    while tokio::time::Instant::now() < deadline {
+        let rooms: Vec<Option<Value>> = join_all((0..3).map(|n| fleet.room(n, true))).await;
+        if let [Some(a), Some(b), Some(c)] = &rooms[..]
+            && a == b
+            && b == c
+        {
+            return a.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the nodes did not agree on the room's stats and digest within {} s",
+        fleet.ready_wait.as_secs()
+    );
 }
 
 /// The value of a counter on a node's `/metrics` (0 when absent).
@@ -212,6 +241,7 @@ async fn three_nodes_one_backend(mut server: impl TestServer, scratch: &Path) {
             .build()
             .unwrap(),
         urls: parking_lot::RwLock::new(nodes.iter().map(|n| n.url.clone()).collect()),
+        ready_wait: READY_WAIT + server.held_work_timeout(),
     });
     for node in &nodes {
         wait_ready(&fleet, &node.url).await;
@@ -396,6 +426,9 @@ async fn three_nodes_one_backend(mut server: impl TestServer, scratch: &Path) {
             }
         }))
         .await;
+        // Each node applies the completes when it reads them: once they all agree, positions are
+        // exact whichever node answers (before, a node behind answers with the line before them).
+        agreed(&fleet).await;
     }
     check_line(2).await;
 
@@ -417,19 +450,7 @@ async fn three_nodes_one_backend(mut server: impl TestServer, scratch: &Path) {
         observations.load(Ordering::Relaxed) > 20,
         "the observer observed"
     );
-    let mut agreed = None;
-    for _ in 0..100 {
-        let rooms: Vec<Option<Value>> = join_all((0..3).map(|n| fleet.room(n, true))).await;
-        if let [Some(a), Some(b), Some(c)] = &rooms[..]
-            && a == b
-            && b == c
-        {
-            agreed = Some(a.clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let room = agreed.expect("all nodes agree on stats and digest");
+    let room = agreed(&fleet).await;
     assert_eq!(room["stats"]["activeCount"], 0);
     assert_eq!(room["stats"]["waitingCount"], 0);
     // 50 at first, 40 per round; more while everyone left (a freed slot goes to whoever still
@@ -520,7 +541,12 @@ async fn sqs_copier_killed_halfway_and_a_late_node() {
         tokio::task::block_in_place(|| MotoServer::start(&scratch.path().join("moto"), &venv))
             .unwrap();
     // A short visibility timeout: the killed copier's batch is taken over within seconds.
-    let backend_url = format!("{}&visibility-timeout=3s", moto.url());
+    const COPIER_VISIBILITY: Duration = Duration::from_secs(3);
+    let backend_url = format!(
+        "{}&visibility-timeout={}s",
+        moto.url(),
+        COPIER_VISIBILITY.as_secs()
+    );
     let key_path = scratch.path().join("signing-key.pem");
     let key = waitroom_token::SigningKey::generate().unwrap();
     std::fs::write(&key_path, key.to_pkcs8_pem().as_bytes()).unwrap();
@@ -541,6 +567,7 @@ async fn sqs_copier_killed_halfway_and_a_late_node() {
             .build()
             .unwrap(),
         urls: parking_lot::RwLock::new(nodes.iter().map(|n| n.url.clone()).collect()),
+        ready_wait: READY_WAIT + COPIER_VISIBILITY,
     });
     for node in &nodes {
         wait_ready(&fleet, &node.url).await;

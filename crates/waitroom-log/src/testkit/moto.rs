@@ -24,6 +24,15 @@ pub const START_WAIT: Duration = Duration::from_secs(60);
 /// Longest making the venv and installing moto may take (about 50 s here).
 pub const INSTALL_WAIT: Duration = Duration::from_secs(600);
 
+/// The `sqs` backend's default intake `visibility-timeout`, which [`backend_url`] keeps (repeated
+/// here because the test kit builds without the `sqs` feature; equal to it by the assertion
+/// below).
+pub const INTAKE_VISIBILITY_DEFAULT: Duration = Duration::from_secs(30);
+#[cfg(feature = "sqs")]
+const _: () = assert!(
+    INTAKE_VISIBILITY_DEFAULT.as_secs() == crate::sqs::VISIBILITY_TIMEOUT_DEFAULT.as_secs()
+);
+
 /// The bucket every test server has.
 pub const TEST_BUCKET: &str = "waitroom-test";
 /// The region tests name (moto serves any).
@@ -253,6 +262,11 @@ impl super::TestServer for MotoServer {
 
     fn kill_9(&mut self) {
         MotoServer::kill_9(self);
+    }
+
+    /// The intake's visibility timeout: [`backend_url`] leaves it at its default.
+    fn held_work_timeout(&self) -> Duration {
+        INTAKE_VISIBILITY_DEFAULT
     }
 
     /// Refuses: moto keeps its state in memory only, so a restarted moto would be an empty
