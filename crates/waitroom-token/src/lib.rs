@@ -103,7 +103,7 @@ pub use verify::{Verifier, VerifyError};
 #[cfg(feature = "tower")]
 pub use layer::{RequireAdmission, RequireAdmissionService, ResponseFuture, TOKEN_PARAMETER_NAME};
 #[cfg(feature = "sign")]
-pub use sign::{SigningKey, SigningKeyError};
+pub use sign::{SigningKey, SigningKeyError, public_jwk_from_pem};
 
 /// Helpers shared by the unit tests: keys, hand-made tokens (any header, any payload) and
 /// typical claims, without needing the `sign` feature.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::Signer as _;
-use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
 use zeroize::Zeroizing;
 
 use crate::claims::AdmissionClaims;
@@ -203,6 +203,35 @@ impl SigningKey {
     }
 }
 
+/// The public key of a PEM that holds either an Ed25519 public key (SPKI,
+/// `-----BEGIN PUBLIC KEY-----`, as written by `openssl pkey -pubout`) or a PKCS#8 private key
+/// (whose public half is taken), as a JWK. This is how a node is given keys it publishes and
+/// accepts but does not sign with (during a rotation: the next key, and retired ones), so the
+/// private half of a retired key need not stay on the nodes.
+///
+/// # Errors
+/// [`SigningKeyError::InvalidPem`] if it is longer than
+/// [`KEY_PEM_LENGTH_MAX_BYTES`](crate::limits::KEY_PEM_LENGTH_MAX_BYTES) or holds neither.
+pub fn public_jwk_from_pem(pem: &str) -> Result<Jwk, SigningKeyError> {
+    if pem.len() > KEY_PEM_LENGTH_MAX_BYTES {
+        return Err(SigningKeyError::InvalidPem(format!(
+            "longer than {KEY_PEM_LENGTH_MAX_BYTES} bytes"
+        )));
+    }
+    let pem = pem.trim();
+    if pem.starts_with("-----BEGIN PUBLIC KEY-----") {
+        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
+            .map_err(|error| SigningKeyError::InvalidPem(error.to_string()))?;
+        if key.is_weak() {
+            return Err(SigningKeyError::InvalidPem(
+                "a weak (small-order) Ed25519 public key".to_owned(),
+            ));
+        }
+        return Ok(Jwk::from_public_key_bytes(key.as_bytes()));
+    }
+    Ok(SigningKey::from_pkcs8_pem(pem)?.public_jwk())
+}
+
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
@@ -288,7 +317,8 @@ pub enum SigningKeyError {
         /// The underlying error.
         source: io::Error,
     },
-    /// Not an Ed25519 PKCS#8 PEM private key (the reason never includes key material).
+    /// Not an Ed25519 PEM key: a PKCS#8 private key, or for [`public_jwk_from_pem`] also an SPKI
+    /// public key (the reason never includes key material).
     InvalidPem(String),
     /// The operating system's random number generator failed.
     Random(getrandom::Error),
@@ -299,7 +329,7 @@ impl fmt::Display for SigningKeyError {
         match self {
             Self::Io { path, source } => write!(f, "key file {}: {source}", path.display()),
             Self::InvalidPem(reason) => {
-                write!(f, "not an Ed25519 PKCS#8 PEM private key: {reason}")
+                write!(f, "not an Ed25519 PEM key: {reason}")
             }
             Self::Random(error) => write!(f, "no random bytes for a new key: {error}"),
         }
@@ -426,6 +456,32 @@ mod tests {
         let long = format!("{RFC8410_PEM}{}", " ".repeat(KEY_PEM_LENGTH_MAX_BYTES));
         for pem in ["", "garbage", public_only, truncated, &long] {
             let error = SigningKey::from_pkcs8_pem(pem).expect_err(pem);
+            assert!(matches!(error, SigningKeyError::InvalidPem(_)), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_public_jwk_comes_from_a_public_or_a_private_pem() {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        let key = SigningKey::generate().expect("random bytes");
+        let public_pem = key
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .expect("encodes");
+        assert!(public_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+        for pem in [public_pem.as_str(), key.to_pkcs8_pem().as_str()] {
+            let jwk = public_jwk_from_pem(&format!("\n {pem} \n")).expect("a valid key");
+            assert_eq!(jwk, key.public_jwk());
+        }
+        // A token of the key verifies with the JWK read from its public PEM alone.
+        let jwk = public_jwk_from_pem(&public_pem).expect("a valid key");
+        let verifier = Verifier::from_jwks_json(&Jwk::set_json(&[jwk])).expect("a valid set");
+        let token = key.sign(&claims());
+        assert!(verifier.verify(&token, &expectations(), NOW_UNIX_S).is_ok());
+        let truncated = &public_pem[..public_pem.len() - 12];
+        let long = format!("{public_pem}{}", " ".repeat(KEY_PEM_LENGTH_MAX_BYTES));
+        for pem in ["", "garbage", truncated, &long] {
+            let error = public_jwk_from_pem(pem).expect_err(pem);
             assert!(matches!(error, SigningKeyError::InvalidPem(_)), "{error}");
         }
     }

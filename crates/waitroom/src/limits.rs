@@ -132,3 +132,13 @@ pub const TOKEN_LEEWAY_S: u64 = 5;
 /// Tokens issued within the current second, kept for reuse (see `tokens::Tokens::issue`); at
 /// most this many (one per ACTIVE session polled in that second).
 pub const RECENT_TOKENS_MAX: usize = 100_000;
+/// Retired keys a node keeps publishing and accepting (`--retired-signing-key`) during a
+/// rotation: one is what a rotation needs; more cover a rotation started before the last one's
+/// retired key was dropped.
+pub const RETIRED_SIGNING_KEYS_MAX: usize = 4;
+/// How long the JWKS may be cached (`Cache-Control: max-age`). A rotation publishes the next key
+/// at least this long (plus the protected services' own refresh interval) before it signs.
+pub const JWKS_MAX_AGE_S: u64 = 300;
+
+// The signing key, the next one and the retired ones all fit one verifier of the token crate.
+const _: () = assert!(2 + RETIRED_SIGNING_KEYS_MAX <= waitroom_token::limits::VERIFIER_KEYS_MAX);

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Commands {
     /// Run a node: the API, the waiting page, metrics.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Simulate a crowd against any waitroom deployment and measure how well it meters it.
     Load(Box<waitroom_load::Args>),
     /// Try it: a node with a demo room, a simulated crowd and a seat-selection page to be sent to.
@@ -78,6 +78,22 @@ struct ServeArgs {
     /// the data dir if absent with an embedded backend; required for shared backends.
     #[arg(long, env = "WAITROOM_SIGNING_KEY", hide_env_values = true)]
     signing_key: Option<String>,
+    /// Key rotation: the key the fleet signs with next, published in the JWKS and accepted
+    /// already (a path or the PEM; its public key PEM is enough). Give it to every node, wait
+    /// for the protected services to refresh their JWKS, then make it the --signing-key.
+    #[arg(long, env = "WAITROOM_NEXT_SIGNING_KEY", hide_env_values = true)]
+    next_signing_key: Option<String>,
+    /// Key rotation: a key the fleet signed with before, still published and accepted until the
+    /// tokens it signed expire (5 minutes); repeatable (comma-separated in the variable), at most
+    /// 4. A path or the PEM; its public key PEM is enough.
+    #[arg(
+        long,
+        env = "WAITROOM_RETIRED_SIGNING_KEYS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    retired_signing_key: Vec<String>,
     /// The `iss` claim of admission tokens.
     #[arg(long, env = "WAITROOM_ISSUER", default_value = defaults::ISSUER)]
     issuer: String,
@@ -149,6 +165,8 @@ impl ServeArgs {
             backend: self.backend,
             admin_token: self.admin_token,
             signing_key: self.signing_key,
+            next_signing_key: self.next_signing_key,
+            retired_signing_keys: self.retired_signing_key,
             issuer: self.issuer,
             rooms_file: self.config,
             join_rate_per_ip: self.join_rate_per_ip,
@@ -211,7 +229,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Commands::Load(args) => return runtime.block_on(waitroom_load::cli_main(*args)),
-        Commands::Serve(args) => runtime.block_on(serve(args)),
+        Commands::Serve(args) => runtime.block_on(serve(*args)),
         Commands::Demo(args) => runtime.block_on(waitroom::demo::run(args)),
         Commands::Log {
             command: LogCommands::Dump(args),

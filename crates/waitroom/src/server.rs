@@ -20,7 +20,7 @@ use crate::connections::ConnectionLimits;
 use crate::http::api::RoomConfigBody;
 use crate::http::{self, AppState, JoinRateLimit};
 use crate::node::{Node, NodeOptions};
-use crate::tokens::Tokens;
+use crate::tokens::{OtherKeys, Tokens};
 
 /// Everything `waitroom serve` is configured with (flags and `WAITROOM_*` variables, see
 /// `main.rs`).
@@ -33,6 +33,11 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// An Ed25519 PKCS#8 PEM: a file path, or the PEM text itself.
     pub signing_key: Option<String>,
+    /// During a key rotation (see `tokens`): the key signing next, published and accepted
+    /// already, and keys signing before, still published and accepted. Each a path or PEM text;
+    /// a public key (SPKI) PEM or a PKCS#8 private key PEM.
+    pub next_signing_key: Option<String>,
+    pub retired_signing_keys: Vec<String>,
     pub issuer: String,
     /// A TOML file of rooms to create at start, or update where their entry changed since it was
     /// last applied (see `apply_rooms_file`).
@@ -78,6 +83,8 @@ impl Default for ServeOptions {
             backend: defaults::BACKEND.into(),
             admin_token: None,
             signing_key: None,
+            next_signing_key: None,
+            retired_signing_keys: Vec::new(),
             issuer: defaults::ISSUER.into(),
             rooms_file: None,
             join_rate_per_ip: defaults::JOIN_RATE_PER_IP,
@@ -143,6 +150,14 @@ pub async fn run_with(
     }
     let admin_token = admin_token(&options)?;
     let signing_key = signing_key(&options, &backend_url)?;
+    let other_keys = other_keys(&options)?;
+    let tokens = Tokens::with_other_keys(signing_key, &other_keys, options.issuer.clone())?;
+    tracing::info!(
+        signing = tokens.kid(),
+        next = other_keys.next.as_ref().map(|jwk| jwk.kid.as_str()),
+        retired = ?other_keys.retired.iter().map(|jwk| jwk.kid.as_str()).collect::<Vec<_>>(),
+        "admission token keys (kid)"
+    );
     let rooms_file = match &options.rooms_file {
         Some(path) => Some(read_rooms_file(path)?),
         None => None,
@@ -178,7 +193,7 @@ pub async fn run_with(
     }
     let state = Arc::new(AppState {
         node: node.clone(),
-        tokens: Tokens::new(signing_key, options.issuer.clone()),
+        tokens,
         admin_token: admin_token.clone(),
         join_rate_limit,
         client_ip_header,
@@ -316,6 +331,30 @@ fn signing_key(
         tracing::info!(path = %path.display(), "generated an Ed25519 signing key");
     }
     Ok(key)
+}
+
+/// The keys published besides the signing key (`--next-signing-key`, `--retired-signing-key`).
+fn other_keys(options: &ServeOptions) -> Result<OtherKeys, String> {
+    let read = |flag: &str, given: &str| -> Result<waitroom_token::Jwk, String> {
+        let pem = if given.trim_start().starts_with("-----BEGIN") {
+            given.to_owned()
+        } else {
+            fs::read_to_string(given).map_err(|e| format!("cannot read {flag} {given}: {e}"))?
+        };
+        waitroom_token::public_jwk_from_pem(&pem).map_err(|e| format!("{flag}: {e}"))
+    };
+    Ok(OtherKeys {
+        next: options
+            .next_signing_key
+            .as_deref()
+            .map(|given| read("--next-signing-key", given))
+            .transpose()?,
+        retired: options
+            .retired_signing_keys
+            .iter()
+            .map(|given| read("--retired-signing-key", given))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 /// Writes a secret readable by the owner only.

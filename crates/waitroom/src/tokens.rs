@@ -1,13 +1,21 @@
 //! Admission tokens: issued on every ACTIVE view, checked on `:complete`, published as a JWKS.
+//!
+//! # Key rotation
+//! A node signs with one key and publishes (and accepts on `:complete`) that key, the next one
+//! (`--next-signing-key`, published before it signs so that every protected service has it
+//! cached by then) and retired ones (`--retired-signing-key`, kept while tokens they signed may
+//! still be presented: at most `TOKEN_LIFETIME_MAX_S`). Tokens name their key by `kid`, so
+//! nodes signing with different keys in the middle of a rolling restart are all verified. The
+//! steps are in docs/operations.md ("Rotating the signing key").
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use waitroom_token::{AdmissionClaims, Expectations, SigningKey, Verifier};
+use waitroom_token::{AdmissionClaims, Expectations, Jwk, SigningKey, Verifier};
 
-use crate::limits::RECENT_TOKENS_MAX;
+use crate::limits::{RECENT_TOKENS_MAX, RETIRED_SIGNING_KEYS_MAX};
 pub use crate::limits::{TOKEN_LEEWAY_S, TOKEN_LIFETIME_MAX_S};
 
 pub struct Tokens {
@@ -31,17 +39,66 @@ fn unix_now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The keys a node publishes besides the one it signs with (see "Key rotation" above).
+#[derive(Clone, Debug, Default)]
+pub struct OtherKeys {
+    /// The key the fleet signs with next.
+    pub next: Option<Jwk>,
+    /// Keys the fleet signed with before, at most [`RETIRED_SIGNING_KEYS_MAX`].
+    pub retired: Vec<Jwk>,
+}
+
 impl Tokens {
+    /// Tokens signed with `key` alone.
     pub fn new(key: SigningKey, issuer: String) -> Self {
-        let verifier = Verifier::from_signing_key(&key);
-        let jwks_json = key.jwks_json();
-        Self {
+        Self::with_other_keys(key, &OtherKeys::default(), issuer)
+            .expect("one key is always a valid set")
+    }
+
+    /// Tokens signed with `key`; the JWKS lists `key`, then `others.next`, then
+    /// `others.retired`, and `:complete` accepts tokens of any of them.
+    ///
+    /// # Errors
+    /// Two of the keys are the same key, or there are more than [`RETIRED_SIGNING_KEYS_MAX`]
+    /// retired ones.
+    pub fn with_other_keys(
+        key: SigningKey,
+        others: &OtherKeys,
+        issuer: String,
+    ) -> Result<Self, String> {
+        if others.retired.len() > RETIRED_SIGNING_KEYS_MAX {
+            return Err(format!(
+                "at most {RETIRED_SIGNING_KEYS_MAX} retired signing keys, got {}",
+                others.retired.len()
+            ));
+        }
+        let mut published = vec![key.public_jwk()];
+        let named = std::iter::once(("the next signing key", others.next.as_ref())).chain(
+            others
+                .retired
+                .iter()
+                .map(|jwk| ("a retired signing key", Some(jwk))),
+        );
+        for (name, jwk) in named {
+            let Some(jwk) = jwk else { continue };
+            if published.iter().any(|known| known.kid == jwk.kid) {
+                return Err(format!(
+                    "{name} (kid {}) is the signing key or another key given already",
+                    jwk.kid
+                ));
+            }
+            published.push(jwk.clone());
+        }
+        let jwks_json = Jwk::set_json(&published);
+        let verifier = Verifier::from_jwks_json(&jwks_json)
+            .map_err(|error| format!("the signing keys do not make a key set: {error}"))?;
+        Ok(Self {
             key,
             verifier,
             issuer,
             jwks_json,
             recent: Mutex::default(),
-        }
+        })
     }
 
     pub fn issuer(&self) -> &str {
@@ -139,5 +196,90 @@ mod tests {
         assert_ne!(tokens.issue("r", "wr_a", near), a, "another expiry");
         assert!(tokens.check(&a, "r", "wr_a").is_ok());
         assert!(tokens.check(&a, "r", "wr_b").is_err());
+    }
+
+    /// A rotation from `old` to `new`, step by step: every node's tokens verify everywhere.
+    #[test]
+    fn a_rotation_publishes_and_accepts_the_next_and_the_retired_key() {
+        let (old, new) = (
+            SigningKey::generate().unwrap(),
+            SigningKey::generate().unwrap(),
+        );
+        let far = (unix_now_s() + 3600) * 1000;
+        // Step 1: still signing with `old`, publishing `new` too.
+        let before = Tokens::with_other_keys(
+            old.clone(),
+            &OtherKeys {
+                next: Some(new.public_jwk()),
+                retired: vec![],
+            },
+            "waitroom".into(),
+        )
+        .unwrap();
+        // Step 2: signing with `new`, keeping `old` for tokens it signed.
+        let after = Tokens::with_other_keys(
+            new.clone(),
+            &OtherKeys {
+                next: None,
+                retired: vec![old.public_jwk()],
+            },
+            "waitroom".into(),
+        )
+        .unwrap();
+        let kids = |tokens: &Tokens| -> Vec<String> {
+            let set: serde_json::Value = serde_json::from_str(tokens.jwks_json()).unwrap();
+            set["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|key| key["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(kids(&before), [old.kid(), new.kid()]);
+        assert_eq!(kids(&after), [new.kid(), old.kid()]);
+        let (signed_before, signed_after) = (
+            before.issue("r", "wr_a", far),
+            after.issue("r", "wr_a", far),
+        );
+        for tokens in [&before, &after] {
+            assert!(tokens.check(&signed_before, "r", "wr_a").is_ok());
+            assert!(tokens.check(&signed_after, "r", "wr_a").is_ok());
+        }
+        // Step 3: `old` dropped: its tokens are refused.
+        let done = Tokens::new(new.clone(), "waitroom".into());
+        assert!(done.check(&signed_after, "r", "wr_a").is_ok());
+        assert!(done.check(&signed_before, "r", "wr_a").is_err());
+    }
+
+    #[test]
+    fn a_key_given_twice_or_too_many_retired_keys_are_refused() {
+        let key = SigningKey::generate().unwrap();
+        let other = SigningKey::generate().unwrap();
+        let twice = [
+            OtherKeys {
+                next: Some(key.public_jwk()),
+                retired: vec![],
+            },
+            OtherKeys {
+                next: Some(other.public_jwk()),
+                retired: vec![other.public_jwk()],
+            },
+        ];
+        for others in twice {
+            let error = Tokens::with_other_keys(key.clone(), &others, "waitroom".into())
+                .err()
+                .unwrap();
+            assert!(error.contains("given already"), "{error}");
+        }
+        let many = OtherKeys {
+            next: None,
+            retired: (0..=RETIRED_SIGNING_KEYS_MAX)
+                .map(|_| SigningKey::generate().unwrap().public_jwk())
+                .collect(),
+        };
+        let error = Tokens::with_other_keys(key, &many, "waitroom".into())
+            .err()
+            .unwrap();
+        assert!(error.contains("at most"), "{error}");
     }
 }

@@ -72,16 +72,20 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// `GET /.well-known/jwks.json`: the public keys admission tokens are signed with.
+/// `GET /.well-known/jwks.json`: the public keys admission tokens are signed with: the signing
+/// key first, then during a rotation the next key and retired ones. Tokens name theirs by `kid`.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "protected service", responses(
-    (status = 200, description = "RFC 7517 JWK Set (OKP, Ed25519)", content_type = "application/jwk-set+json"),
+    (status = 200, description = "RFC 7517 JWK Set (OKP, Ed25519): the key signing now first, then, during a key rotation, the next key and retired keys; a token names its key by `kid`. Cacheable for 300 s.", content_type = "application/jwk-set+json"),
     (status = 405, description = "A method other than GET and HEAD", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
 ))]
 pub(crate) async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/jwk-set+json"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::CONTENT_TYPE, "application/jwk-set+json".to_owned()),
+            (
+                header::CACHE_CONTROL,
+                format!("public, max-age={}", crate::limits::JWKS_MAX_AGE_S),
+            ),
         ],
         state.tokens.jwks_json().to_string(),
     )
