@@ -1001,6 +1001,22 @@ impl Room {
     }
 
     pub fn stats(&self) -> RoomStats {
+    /// See [`RoomStats::newcomer_wait_seconds`]: a newcomer's position is the length of the line.
+    fn newcomer_wait_seconds(&self) -> Option<u64> {
+        let ahead = u64::from(self.line.len());
+        let admitted_at_once = ahead == 0
+            && self.bucket.is_none()
+            && self.active_count < self.config.capacity
+            && self.exists
+            && !self.config.paused
+            && self.is_open();
+        if admitted_at_once {
+            Some(0)
+        } else {
+            self.estimate_wait_seconds(ahead)
+        }
+    }
+
         let oldest_joined_ms = self
             .line
             .front()
@@ -1015,6 +1031,7 @@ impl Room {
             oldest_waiting_seconds: oldest_joined_ms
                 .map_or(0, |joined| self.now_ms.saturating_sub(joined) / 1000),
             remembered_ended_count: u64::from(self.ended.len),
+            newcomer_wait_seconds: self.newcomer_wait_seconds(),
         }
     }
 

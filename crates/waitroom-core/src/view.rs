@@ -118,6 +118,11 @@ pub struct RoomStats {
     /// How long the person at the front of the line (or, before opening, the earliest joiner of
     /// the pre-queue) has waited; 0 when nobody waits.
     pub oldest_waiting_seconds: u64,
+    /// The estimated wait of someone joining now, by the rule a session's `estimatedWaitSeconds`
+    /// follows (at the back of the line); 0 when they would be admitted at once (open, not
+    /// paused, nobody waiting, a free slot and no rate limit); `None` when no estimate is
+    /// possible (paused, before opening, a full room with no slot freed lately).
+    pub newcomer_wait_seconds: Option<u64>,
     /// Ended sessions still remembered (answering GETs with their reason).
     pub remembered_ended_count: u64,
 }

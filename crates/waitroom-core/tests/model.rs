@@ -532,6 +532,16 @@ impl Model {
             expired_total: ExpiredTotals(self.expired_total),
             admissions_per_minute: Self::recent_count(&self.admissions, self.now, 60_000, 0).0,
             oldest_waiting_seconds: oldest.map_or(0, |j| (self.now - j) / 1000),
+            newcomer_wait_seconds: {
+                let ahead = self.line.len() as u64;
+                let at_once = ahead == 0
+                    && self.bucket.is_none()
+                    && self.active() < u64::from(self.config.capacity)
+                    && self.exists
+                    && !self.config.paused
+                    && self.open();
+                if at_once { Some(0) } else { self.eta(ahead) }
+            },
             remembered_ended_count: self
                 .sessions
                 .iter()

@@ -790,6 +790,36 @@ fn eta_from_freed_slots() {
 }
 
 #[test]
+fn a_newcomers_wait_is_the_estimate_at_the_back_of_the_line() {
+    let mut t = Timeline::new(config(2));
+    // Open, a free slot, no rate limit: admitted at once.
+    assert_eq!(t.room.stats().newcomer_wait_seconds, Some(0));
+    let s: Vec<SessionId> = (1..=10).map(|n| t.join(T0, n)).collect();
+    // Full, and no slot freed yet: no estimate.
+    assert_eq!(t.room.stats().newcomer_wait_seconds, None);
+    // One slot freed every 30 s; six wait, so a newcomer needs seven slots.
+    t.complete(T0 + 30 * SECOND, s[0]);
+    t.complete(T0 + 60 * SECOND, s[1]);
+    assert_eq!(t.view(s[9]).estimated_wait_seconds, Some(180));
+    assert_eq!(t.room.stats().newcomer_wait_seconds, Some(210));
+    // Paused: none.
+    let mut paused = config(2);
+    paused.paused = true;
+    t.at(T0 + 61 * SECOND, Command::ConfigureRoom(paused));
+    assert_eq!(t.room.stats().newcomer_wait_seconds, None);
+    // A free slot but a rate limit: the wait for the next token.
+    let mut limited = config(5);
+    limited.admit_per_minute = Some(30);
+    let t = Timeline::new(limited);
+    assert_eq!(t.room.stats().newcomer_wait_seconds, Some(2));
+    // Before opening: none.
+    let mut later = config(5);
+    later.opens_at_ms = Some(T0 + 60 * SECOND);
+    let t = Timeline::new(later);
+    assert_eq!(t.room.stats().newcomer_wait_seconds, None);
+}
+
+#[test]
 fn records_for_another_room_are_refused() {
     let mut t = Timeline::new(config(1));
     let record = Record::new(

@@ -129,6 +129,8 @@ pub struct DemoStarted {
     pub base_url: String,
     /// The waiting page of the demo room: the URL to open.
     pub room_url: String,
+    /// The operator's console (`/admin`); sign in with `admin_token`, which is never in a URL.
+    pub console_url: String,
     /// The seat selection the waiting page sends people to.
     pub target_url: String,
     pub admin_token: String,
@@ -152,6 +154,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         println!("\nwaitroom demo is running.\n");
         println!("  Open the waiting room:  {}", started.room_url);
         println!("  Seat selection (demo):  {} (reached with a token from the waiting room)", started.target_url);
+        println!("  Operator's console:     {} (sign in with the admin token below)", started.console_url);
         println!("  Admin token:            {}", started.admin_token);
         println!(
             "                          e.g. curl -H 'Authorization: Bearer {}' {}/api/waiting-room/rooms/{ROOM}",
@@ -246,6 +249,7 @@ pub async fn run_with(
             Ok(()) => {
                 on_start(&DemoStarted {
                     room_url: format!("{base_url}/room/{ROOM}"),
+                    console_url: format!("{base_url}/admin"),
                     target_url,
                     base_url: base_url.clone(),
                     admin_token,

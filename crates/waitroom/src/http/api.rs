@@ -549,6 +549,9 @@ pub struct RoomStatsBody {
     pub expired_total: ExpiredTotalBody,
     pub admissions_per_minute: u64,
     pub oldest_waiting_seconds: u64,
+    /// The estimated wait of someone joining now (0: admitted at once); `null` when no estimate
+    /// is possible (paused, before opening, a full room with no slot freed lately).
+    pub newcomer_wait_seconds: Option<u64>,
 }
 
 impl From<&RoomStats> for RoomStatsBody {
@@ -567,6 +570,7 @@ impl From<&RoomStats> for RoomStatsBody {
             },
             admissions_per_minute: s.admissions_per_minute,
             oldest_waiting_seconds: s.oldest_waiting_seconds,
+            newcomer_wait_seconds: s.newcomer_wait_seconds,
         }
     }
 }

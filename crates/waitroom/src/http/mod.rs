@@ -8,10 +8,12 @@
 //! - `rooms`: admin endpoints.
 //! - `ops`: health, readiness, metrics, JWKS, OpenAPI.
 //! - `page`: the waiting page and its assets.
+//! - `console`: the operator's console (`GET /admin`).
 //! - `limits`: the per-IP join rate limit.
 //! - `guard`: the middleware around everything (latency metrics, problem bodies).
 
 pub mod api;
+mod console;
 mod guard;
 mod limits;
 mod openapi;
@@ -85,6 +87,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/room/{room_id}", get(page::room_page))
+        .route("/admin", get(console::console_page))
         .route("/assets/{file}", get(page::asset))
         .merge(extra.with_state::<Arc<AppState>>(()));
     // The guard wraps everything (latency metrics, problem bodies). There is no

@@ -8,7 +8,7 @@ use http::header;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{api, ops, page, problem, rooms, sessions};
+use super::{api, console, ops, page, problem, rooms, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use super::{api, ops, page, problem, rooms, sessions};
         sessions::complete, sessions::evict,
         rooms::put, rooms::get, rooms::list, rooms::close,
         ops::healthz, ops::readyz, ops::metrics, ops::jwks, page::room_page,
+        console::console_page,
     ),
     components(schemas(
         api::JoinRequest, api::SessionBody, api::StatusBody, api::ExpiredReasonBody,

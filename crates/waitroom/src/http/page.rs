@@ -39,12 +39,15 @@ pub(crate) async fn room_page(Path(room): Path<String>) -> Result<Response, Prob
         .into_response())
 }
 
-/// `GET /assets/{file}`: the page's script, styles and strings.
+/// `GET /assets/{file}`: the page's script, styles and strings, and the console's.
 pub(crate) async fn asset(Path(file): Path<String>) -> Result<Response, Problem> {
     let (content_type, body) = match file.as_str() {
         "room.css" => ("text/css; charset=utf-8", ROOM_CSS),
         "room.js" => ("text/javascript; charset=utf-8", ROOM_JS),
         "strings.js" => ("text/javascript; charset=utf-8", STRINGS_JS),
+        // The operator's console (`super::console`) shares the assets path.
+        "console.css" => ("text/css; charset=utf-8", super::console::CONSOLE_CSS),
+        "console.js" => ("text/javascript; charset=utf-8", super::console::CONSOLE_JS),
         _ => return Err(Problem::not_found("no such asset")),
     };
     Ok((
