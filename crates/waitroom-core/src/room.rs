@@ -1000,7 +1000,6 @@ impl Room {
         Some(by_turnover_ms.max(by_rate_ms.unwrap_or(0)).div_ceil(1000))
     }
 
-    pub fn stats(&self) -> RoomStats {
     /// See [`RoomStats::newcomer_wait_seconds`]: a newcomer's position is the length of the line.
     fn newcomer_wait_seconds(&self) -> Option<u64> {
         let ahead = u64::from(self.line.len());
@@ -1017,6 +1016,7 @@ impl Room {
         }
     }
 
+    pub fn stats(&self) -> RoomStats {
         let oldest_joined_ms = self
             .line
             .front()
@@ -1030,8 +1030,8 @@ impl Room {
             admissions_per_minute: self.admissions.recent(self.now_ms, 60_000, 0).0,
             oldest_waiting_seconds: oldest_joined_ms
                 .map_or(0, |joined| self.now_ms.saturating_sub(joined) / 1000),
-            remembered_ended_count: u64::from(self.ended.len),
             newcomer_wait_seconds: self.newcomer_wait_seconds(),
+            remembered_ended_count: u64::from(self.ended.len),
         }
     }
 
