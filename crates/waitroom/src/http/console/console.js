@@ -238,6 +238,8 @@
   function received(list) {
     const now = Date.now();
     rooms = new Map(list.rooms.map((room) => [room.roomId, room]));
+    // A room closed (here or elsewhere) takes its history with it.
+    for (const id of history.keys()) if (!rooms.has(id)) history.delete(id);
     for (const room of list.rooms) record(room, now);
     setText('updated', `Updated ${new Date(now).toLocaleTimeString('en-GB')}`);
     if (now - lastSaved >= HISTORY_SAVE_INTERVAL_MS) saveHistory();
