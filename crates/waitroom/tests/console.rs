@@ -232,6 +232,35 @@ async fn an_operator_watches_and_steers_a_sale_from_the_console() {
             .await;
         assert_eq!(server.room(SALE).await["config"]["capacity"], 2);
 
+        // "Undo my changes" brings back the room's configuration.
+        browser.click("reset-config").await;
+        browser
+            .wait_for(
+                "the form back to the room's configuration",
+                "return document.getElementById('cfg-capacity').value === '2'
+                   && document.getElementById('err-capacity').textContent === '';",
+            )
+            .await;
+        // A value the form lets through but the node refuses: the node's reason is shown.
+        type_into(&browser, "cfg-opensAt", "2027-02-30T10:00:00Z").await;
+        browser.click("save-config").await;
+        browser
+            .wait_for(
+                "the node's refusal under the form",
+                "return document.getElementById('config-message').textContent
+                   .startsWith('Not saved: opensAt is not an RFC 3339 date-time');",
+            )
+            .await;
+        assert_eq!(server.room(SALE).await["config"]["opensAt"], Value::Null);
+        browser.click("reset-config").await;
+        browser
+            .wait_for(
+                "the form back to the room's configuration",
+                "return document.getElementById('cfg-opensAt').value === ''
+                   && document.getElementById('cfg-capacity').value === '2';",
+            )
+            .await;
+
         // A capacity of 4: two more are admitted, and the active count follows.
         type_into(&browser, "cfg-capacity", "4").await;
         browser.click("save-config").await;
@@ -312,6 +341,24 @@ async fn an_operator_watches_and_steers_a_sale_from_the_console() {
             .set_window_size(LAPTOP.width, LAPTOP.height)
             .await
             .expect("the usual window");
+
+        // A reload keeps the tab signed in, on the same room, with the charts' history: they
+        // still begin where they began ("kept by this tab since 21:26:19, 1 min").
+        let since = browser.text("history-note").await;
+        let since = since.split(',').next().expect("the note").to_string();
+        assert!(since.starts_with("(kept by this tab since "), "{since}");
+        browser.client.refresh().await.expect("reload");
+        wait_for_view(&browser, "room").await;
+        browser.wait_for_text("room-title", SALE).await;
+        browser
+            .wait_for(
+                "the history kept across the reload",
+                &format!(
+                    "return document.getElementById('history-note').textContent.startsWith({});",
+                    json!(format!("{since},"))
+                ),
+            )
+            .await;
 
         // Close, with a confirmation that names the room and takes its name typed out.
         browser.click("close-room").await;
