@@ -548,21 +548,35 @@ async fn the_demo_prints_the_console_and_its_token_apart() {
     .await;
 }
 
-/// `waitroom demo --listen 127.0.0.1:0`, killed by its PID when dropped.
+/// `waitroom demo --listen 127.0.0.1:0`, killed by its PID when dropped. Its data dir is the
+/// test's (removed when the test ends, however the demo ended).
 struct Demo {
     child: Child,
+    _data_dir: tempfile::TempDir,
 }
 
 impl Demo {
     fn start() -> Self {
+        let data_dir = tempfile::tempdir().expect("a data dir");
         let child = Command::new(env!("CARGO_BIN_EXE_waitroom"))
-            .args(["demo", "--listen", "127.0.0.1:0", "--crowd", "5"])
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--crowd",
+                "5",
+                "--data-dir",
+            ])
+            .arg(data_dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start waitroom demo");
-        Self { child }
+        Self {
+            child,
+            _data_dir: data_dir,
+        }
     }
 
     /// Reads what the demo printed up to "Press Ctrl-C": its lines, the console's address and
