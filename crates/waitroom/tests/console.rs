@@ -252,12 +252,33 @@ async fn an_operator_watches_and_steers_a_sale_from_the_console() {
             )
             .await;
         assert_eq!(server.room(SALE).await["config"]["opensAt"], Value::Null);
+        // The configuration changes on the node while the form holds unsaved changes: the form
+        // says so, and keeps them until "Undo my changes".
+        let mut changed = room_config(2);
+        changed["heartbeatIntervalSeconds"] = json!(9);
+        server.put_room(SALE, changed).await;
+        browser
+            .wait_for_text(
+                "config-dirty",
+                "Unsaved changes, and the room's configuration changed on the node meanwhile \
+                 (“Undo my changes” shows it).",
+            )
+            .await;
+        assert_eq!(
+            browser
+                .js("return document.getElementById('cfg-heartbeatIntervalSeconds').value;")
+                .await
+                .expect("read the field"),
+            json!("10")
+        );
         browser.click("reset-config").await;
         browser
             .wait_for(
                 "the form back to the room's configuration",
                 "return document.getElementById('cfg-opensAt').value === ''
-                   && document.getElementById('cfg-capacity').value === '2';",
+                   && document.getElementById('cfg-capacity').value === '2'
+                   && document.getElementById('cfg-heartbeatIntervalSeconds').value === '9'
+                   && document.getElementById('config-dirty').hidden;",
             )
             .await;
 

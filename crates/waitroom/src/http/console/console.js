@@ -353,13 +353,20 @@
     renderCharts(id, config);
   }
 
-  // The form follows the server's configuration until the operator edits it.
+  // The form follows the server's configuration until the operator edits it; then it says when
+  // the configuration changed on the node meanwhile (the pause aside: a save keeps the room's).
   function fillConfig(config, force) {
-    const json = JSON.stringify(config);
-    if (!force && (configDirty || json === configFilledFrom)) return;
+    const json = JSON.stringify({ ...config, paused: null });
+    if (!force && json === configFilledFrom) return;
+    if (!force && configDirty) {
+      setText('config-dirty', 'Unsaved changes, and the room\'s configuration changed on the node '
+        + 'meanwhile (“Undo my changes” shows it).');
+      return;
+    }
     configFilledFrom = json;
     configDirty = false;
     $('config-dirty').hidden = true;
+    setText('config-dirty', 'Unsaved changes');
     for (const name of Object.keys(INTEGER_FIELDS)) {
       const value = config[name];
       $(`cfg-${name}`).value = value === null || value === undefined ? '' : String(value);
