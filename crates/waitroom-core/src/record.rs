@@ -81,6 +81,17 @@ pub enum Command {
         file_entry_digest: [u8; 16],
         draw_seed: DrawSeed,
     },
+    /// A node's word on the room's state, so that nodes that silently disagree find out:
+    /// `digest` is the room's digest (`Room::digest`) right after the writing node applied the
+    /// room's first record whose time reached `interval × every_ms` (the record after which
+    /// `now_ms / every_ms` first equals `interval`). Every node applies the same records in the
+    /// same order, so every node has its own digest at that record to compare it with (the node
+    /// does; see `waitroom::node`). Changes nothing but the room's time, like `Tick`.
+    CheckDigest {
+        every_ms: u64,
+        interval: u64,
+        digest: [u8; 16],
+    },
 }
 
 impl Command {
@@ -98,6 +109,7 @@ impl Command {
             Command::ConfigureRoomFromFile { .. } | Command::ConfigureRoomFromFileSeeded { .. } => {
                 "configure_room_from_file"
             }
+            Command::CheckDigest { .. } => "check_digest",
         }
     }
 }
@@ -250,6 +262,11 @@ mod tests {
                 config: RoomConfig::with_capacity(5),
                 file_entry_digest: [3; 16],
                 draw_seed: DrawSeed::from_u64(17),
+            },
+            Command::CheckDigest {
+                every_ms: 60_000,
+                interval: 29_833_333,
+                digest: [0xab; 16],
             },
         ]
         .into_iter()
@@ -434,5 +451,27 @@ mod tests {
                 proptest::prop_assert_eq!(record.encode(), bytes);
             }
         }
+    }
+
+    /// Pins the digest check's bytes: tag 10, after every earlier command's; `every_ms` and
+    /// `interval` as varints, then the 16 digest bytes.
+    #[test]
+    fn the_digest_check_is_stable() {
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::CheckDigest {
+                every_ms: 300,
+                interval: 5,
+                digest: [4; 16],
+            },
+        );
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 10]); // room "r"; command tag 10
+        expected.extend([0xac, 0x02, 5]); // 300 and 5 as varints
+        expected.extend([4; 16]);
+        assert_eq!(record.encode(), expected);
+        assert_eq!(Record::decode(&expected), Ok(record));
     }
 }

@@ -557,7 +557,8 @@ impl Room {
             Command::Heartbeat { sessions } => self.heartbeat(sessions),
             Command::Leave { session, reason } => self.leave(session, *reason),
             Command::Evict { session } => self.evict(session),
-            Command::Tick => Outcome::Ticked,
+            // A digest check is compared by the node; to the room it is a tick.
+            Command::Tick | Command::CheckDigest { .. } => Outcome::Ticked,
         };
         // Records that would act differently if delivered again are remembered: configure,
         // close and heartbeat always, and any rejected record (a join refused while the room was

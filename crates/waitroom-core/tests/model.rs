@@ -429,7 +429,7 @@ impl Model {
                     true
                 }
             },
-            Command::Tick => true,
+            Command::Tick | Command::CheckDigest { .. } => true,
         };
         let remembered = matches!(
             record.command,
@@ -642,6 +642,9 @@ impl ReferenceStateMachine for RoomModel {
             }),
             1 => pick.prop_map(|session| Command::Evict { session }),
             4 => Just(Command::Tick),
+            1 => (0u64..4, prop::array::uniform16(prop::num::u8::ANY)).prop_map(
+                |(interval, digest)| Command::CheckDigest { every_ms: 60_000, interval, digest }
+            ),
         ];
         let record = (command, prop::bool::weighted(0.08)).prop_map(move |(command, redo)| {
             match (redo, history.last()) {

@@ -222,6 +222,15 @@ pub fn record_line(entry: &Entry, record: &Record) -> Value {
             "config": config,
             "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         }),
+        Command::CheckDigest {
+            every_ms,
+            interval,
+            digest,
+        } => json!({
+            "everyMs": every_ms,
+            "interval": interval,
+            "digest": digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }),
         Command::CloseRoom | Command::Tick => json!({}),
     };
     if let (Value::Object(line), Value::Object(details)) = (&mut line, details) {

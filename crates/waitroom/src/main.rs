@@ -156,6 +156,11 @@ struct ServeArgs {
     /// ...or this long after the first of them.
     #[arg(long, env = "WAITROOM_SNAPSHOT_EVERY_MS", default_value_t = NODE.snapshot_every_ms, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
     snapshot_every_ms: u64,
+    /// Busy rooms get a digest check in their log this often: every node compares it with its
+    /// own copy, and a node most others disagree with rebuilds the room (0: off). Use one value
+    /// across a fleet: checks written with another are not compared.
+    #[arg(long, env = "WAITROOM_DIGEST_CHECK_EVERY_MS", default_value_t = NODE.digest_check_every_ms, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    digest_check_every_ms: u64,
 }
 
 impl ServeArgs {
@@ -191,6 +196,7 @@ impl ServeArgs {
                 snapshot_every_records: self.snapshot_every_records,
                 snapshot_every_bytes: self.snapshot_every_bytes,
                 snapshot_every_ms: self.snapshot_every_ms,
+                digest_check_every_ms: self.digest_check_every_ms,
                 ..NODE
             },
             extra_routes: None,

@@ -226,6 +226,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -271,6 +276,10 @@ pub struct Metrics {
     pub snapshot_restore_seconds: Histogram,
     pub log_gaps_total: Counter,
     pub rooms_diverged_total: Counter,
+    /// Digest checks of other nodes (and its own) compared, by `result`: `agree`, `disagree`,
+    /// `unverified` (this node had no digest at that record: restored after it, or another
+    /// `every_ms`).
+    pub digest_checks_total: Family<ResultLabels, Counter>,
     /// Head reads for catch-up waits (bounded per second, see `node::heads`).
     pub log_head_reads_total: Counter,
     /// Payload bytes of the entries applied (the log's growth as this node sees it).
@@ -302,6 +311,7 @@ impl Default for Metrics {
             snapshot_restore_seconds: latency_histogram(),
             log_gaps_total: Counter::default(),
             rooms_diverged_total: Counter::default(),
+            digest_checks_total: Family::default(),
             log_head_reads_total: Counter::default(),
             log_applied_bytes_total: Counter::default(),
             connections: ConnectionMetrics::default(),
@@ -411,8 +421,15 @@ impl Metrics {
         );
         registry.register(
             "rooms_diverged",
-            "Rooms that lost records no snapshot covers (should stay 0; see the logs)",
+            "Rooms that lost records no snapshot covers, or whose digest most other nodes' digest \
+             checks contradicted (then rebuilt); should stay 0, see the logs",
             m.rooms_diverged_total.clone(),
+        );
+        registry.register(
+            "digest_checks",
+            "Digest checks of the log compared with this node's own digest of the room, by result \
+             (agree, disagree, unverified); disagree should stay 0",
+            m.digest_checks_total.clone(),
         );
         registry.register(
             "log_head_reads",

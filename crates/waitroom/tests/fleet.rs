@@ -55,6 +55,10 @@ fn start_node_with(
             "0",
             "--snapshot-every-records",
             "200",
+            // Digest checks every second of the room's log time: many per test, each compared
+            // by every node (see the end of `three_nodes_one_backend`).
+            "--digest-check-every-ms",
+            "1000",
         ])
         .args(["--backend", backend_url])
         .arg("--signing-key")
@@ -451,6 +455,41 @@ async fn three_nodes_one_backend(mut server: impl TestServer, scratch: &Path) {
         "the observer observed"
     );
     let room = agreed(&fleet).await;
+    // Every node compared digest checks of the others all along, and none disagreed: every
+    // node applied the same records in the same order at the same times, whatever died.
+    for node in &nodes {
+        let text = fleet
+            .client
+            .get(format!("{}/metrics", node.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let checks = |result: &str| -> f64 {
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(&format!(
+                        "waitroom_digest_checks_total{{result=\"{result}\"}} "
+                    ))?
+                    .parse()
+                    .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        assert_eq!(
+            checks("disagree"),
+            0.0,
+            "{}: a digest check disagreed",
+            node.url
+        );
+        assert!(
+            checks("agree") >= 1.0,
+            "{}: no digest check compared",
+            node.url
+        );
+    }
     assert_eq!(room["stats"]["activeCount"], 0);
     assert_eq!(room["stats"]["waitingCount"], 0);
     // 50 at first, 40 per round; more while everyone left (a freed slot goes to whoever still

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use waitroom_core::{Record, RecordId};
+use waitroom_core::{Command, Record, RecordId, RoomId};
 use waitroom_log::{Checkpoint, Entry, Event, Position, ShardId};
 
 use super::snapshots::{self, SnapshotMode};
-use super::{Node, RoomCell};
+use super::{Node, RoomCell, digests};
 use crate::metrics::KindLabels;
 
 use crate::limits::APPLY_RECORDS_PER_LOCK_MAX;
@@ -52,7 +52,12 @@ pub(crate) async fn run(node: Arc<Node>) {
                     match event {
                         Ok(Event::Entries(entries)) => {
                             failures = 0;
-                            apply(&node, entries);
+                            let diverged = apply(&node, entries);
+                            if !diverged.is_empty() {
+                                rebuild(&node, &diverged).await;
+                                // Subscribe again from the lowered checkpoint (below).
+                                break;
+                            }
                         }
                         Ok(Event::CaughtUp) => {
                             node.progress.send_modify(|p| {
@@ -100,6 +105,23 @@ pub(crate) async fn run(node: Arc<Node>) {
     }
 }
 
+/// Rebuilds diverged rooms (see `digests`): the node is unready until it caught up again.
+async fn rebuild(node: &Arc<Node>, rooms: &[RoomId]) {
+    set_unavailable(
+        node,
+        format!(
+            "rebuilding {} room(s) whose copy diverged from the other nodes'",
+            rooms.len()
+        ),
+    );
+    for room in rooms {
+        if let Err(why) = digests::rebuild(node, room).await {
+            // The room keeps its copy; the next interval's checks decide again.
+            tracing::error!(room = %room, error = %why, "could not rebuild the room");
+        }
+    }
+}
+
 pub(super) fn set_unavailable(node: &Node, why: String) {
     tracing::warn!(reason = %why, "log unavailable");
     node.metrics.ready.set(0);
@@ -119,15 +141,18 @@ struct Decoded {
 }
 
 /// Applies a batch of entries: decoded outside any lock, then room by room, at most
-/// `APPLY_RECORDS_PER_LOCK_MAX` records per lock hold.
-fn apply(node: &Node, entries: Vec<Entry>) {
+/// `APPLY_RECORDS_PER_LOCK_MAX` records per lock hold. Returns the rooms whose copy diverged
+/// (see `digests`).
+fn apply(node: &Arc<Node>, entries: Vec<Entry>) -> Vec<RoomId> {
     let mut applied = node.progress.borrow().applied.clone();
     let mut outcomes = Vec::with_capacity(entries.len());
     let mut last_timestamp_ms = None;
     let mut run: Vec<Decoded> = Vec::new();
     let mut run_room: Option<Arc<RoomCell>> = None;
     let mut vacated: Vec<(Arc<RoomCell>, Position)> = Vec::new();
+    let mut checks = Checks::default();
     let mut floors = node.floors.lock();
+    let mut replaying = node.replaying.lock();
     for entry in entries {
         // At-least-once delivery: skip what this node already applied.
         if applied
@@ -156,10 +181,25 @@ fn apply(node: &Node, entries: Vec<Entry>) {
             }
             floors.remove(&record.room);
         }
+        // While a diverged room is rebuilt, what its shard delivers again is for it alone.
+        if let Some((up_to, rooms)) = replaying.get(&entry.shard)
+            && entry.position <= *up_to
+            && !rooms.contains(&record.room)
+        {
+            applied.advance(&entry.shard, entry.position);
+            continue;
+        }
         let same_room = run_room.as_ref().is_some_and(|cell| cell.id == record.room);
         if !same_room || run.len() >= APPLY_RECORDS_PER_LOCK_MAX {
             if let Some(cell) = run_room.take()
-                && let Some(last) = apply_run(node, &cell, &mut run, &mut applied, &mut outcomes)
+                && let Some(last) = apply_run(
+                    node,
+                    &cell,
+                    &mut run,
+                    &mut applied,
+                    &mut outcomes,
+                    &mut checks,
+                )
             {
                 vacated.push((cell, last));
             }
@@ -174,7 +214,14 @@ fn apply(node: &Node, entries: Vec<Entry>) {
         });
     }
     if let Some(cell) = run_room
-        && let Some(last) = apply_run(node, &cell, &mut run, &mut applied, &mut outcomes)
+        && let Some(last) = apply_run(
+            node,
+            &cell,
+            &mut run,
+            &mut applied,
+            &mut outcomes,
+            &mut checks,
+        )
     {
         vacated.push((cell, last));
     }
@@ -183,11 +230,25 @@ fn apply(node: &Node, entries: Vec<Entry>) {
         floors.retain(|_, (shard, floor)| applied.get(shard).is_none_or(|seen| seen < *floor));
     }
     drop(floors);
+    if !replaying.is_empty() {
+        replaying.retain(|shard, (up_to, _)| applied.get(shard).is_none_or(|seen| seen < *up_to));
+    }
+    drop(replaying);
     node.progress.send_modify(|p| p.applied = applied);
     for (cell, last) in vacated {
         forget_if_vacant(node, &cell, last);
     }
     node.wake_writers(outcomes);
+    for (room, check) in checks.to_append {
+        // Not waited for: the check is a word to the other nodes, and the next interval's
+        // comes anyway if this one is lost.
+        let node = Arc::clone(node);
+        tokio::spawn(async move {
+            if let Err(why) = node.write_unwaited(&room, check).await {
+                tracing::debug!(room = %room, error = %why, "a digest check was not appended");
+            }
+        });
+    }
     if let Some(ts) = last_timestamp_ms {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -196,6 +257,16 @@ fn apply(node: &Node, entries: Vec<Entry>) {
             .applier_lag_ms
             .set(now_ms.saturating_sub(ts) as i64);
     }
+    checks.diverged
+}
+
+/// What applying a batch asks of the node beyond the rooms' states (see `digests`).
+#[derive(Default)]
+struct Checks {
+    /// Digest checks to append.
+    to_append: Vec<(RoomId, Command)>,
+    /// Rooms whose copy diverged.
+    diverged: Vec<RoomId>,
 }
 
 /// Applies `run` (records of one room) under one write lock, skipping entries the room's state
@@ -207,6 +278,7 @@ fn apply_run(
     run: &mut Vec<Decoded>,
     applied: &mut Checkpoint,
     outcomes: &mut Vec<(RecordId, waitroom_core::Outcome)>,
+    checks: &mut Checks,
 ) -> Option<Position> {
     let mut kinds: Vec<(&'static str, u64)> = Vec::new();
     let mut last = None;
@@ -224,7 +296,16 @@ fn apply_run(
                 continue;
             }
             last = Some(decoded.position);
+            digests::compare(node, &cell.id, &mut log, &decoded.record);
+            let before_ms = room.now_ms();
             let outcome = room.apply(&decoded.record, decoded.timestamp_ms);
+            let (check, diverged) = digests::after_apply(node, &room, &mut log, before_ms);
+            if let Some(check) = check {
+                checks.to_append.push((cell.id.clone(), check));
+            }
+            if diverged && !checks.diverged.contains(&cell.id) {
+                checks.diverged.push(cell.id.clone());
+            }
             if log.shard.as_ref() != Some(&decoded.shard) {
                 log.shard = Some(decoded.shard.clone());
             }

@@ -7,6 +7,8 @@
 //! - `appender`: batches concurrent appends into one backend call (group commit).
 //! - `heartbeats`: batches heartbeats per room into one record.
 //! - `ticker`: appends `Tick`s for rooms that have live sessions; forgets vacant rooms.
+//! - `digests`: digest checks in the log, so that a node whose copy of a room diverged finds
+//!   out and rebuilds it.
 //! - `snapshots`: takes room snapshots (by records, bytes or time since the last), stores them,
 //!   trims the history they make unneeded, and restores rooms from them.
 //!
@@ -26,6 +28,7 @@
 
 mod appender;
 mod applier;
+mod digests;
 mod heads;
 mod heartbeats;
 mod snapshots;
@@ -82,6 +85,9 @@ pub struct NodeOptions {
     /// if another node stored one meanwhile: with several nodes, usually one takes each. 0 for a
     /// node alone on its log.
     pub snapshot_jitter_ms: u64,
+    /// Busy rooms get a digest check in their log this often (see `digests`); 0: none written,
+    /// none compared. Nodes compare only checks written with their own value.
+    pub digest_check_every_ms: u64,
 }
 
 impl NodeOptions {
@@ -101,6 +107,7 @@ impl NodeOptions {
         snapshot_every_bytes: 64 * 1024 * 1024,
         snapshot_every_ms: 300_000,
         snapshot_jitter_ms: 2_000,
+        digest_check_every_ms: 60_000,
     };
 }
 
@@ -141,6 +148,9 @@ pub struct RoomLog {
     pub changed_since: Option<Instant>,
     /// A snapshot of the room is queued or being taken.
     pub snapshot_queued: bool,
+    /// This node's digest of the room at the start of the current digest-check interval, and
+    /// how the checks of it compared (see `digests`).
+    pub digest: Option<digests::DigestTally>,
 }
 
 /// What a room still needs of its shard, for trimming.
@@ -279,6 +289,9 @@ pub struct Node {
     forgetting: Arc<Mutex<HashMap<RoomId, (ShardId, Need)>>>,
     /// Per shard, the newest position this node trimmed it through.
     trimmed: Mutex<Checkpoint>,
+    /// Shards being replayed to rebuild diverged rooms (see `digests`): their entries up to the
+    /// position are applied to those rooms only. Dropped once the shard is applied past.
+    replaying: Mutex<HashMap<ShardId, (Position, Vec<RoomId>)>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -315,6 +328,7 @@ impl Node {
             floors: Mutex::new(HashMap::new()),
             forgetting: Arc::default(),
             trimmed: Mutex::new(Checkpoint::start()),
+            replaying: Mutex::new(HashMap::new()),
             metrics,
         });
         tasks.spawn(appender_task);

@@ -375,7 +375,7 @@ pub(super) async fn restore_all(node: &Arc<Node>) -> Result<Checkpoint, String> 
 
 /// Puts `snapshot`'s room into the node in place of what it held, or (a tombstone) drops the
 /// room and skips its entries up to the tombstone.
-async fn restore_room(node: &Node, snapshot: Snapshot) -> Result<(), String> {
+pub(super) async fn restore_room(node: &Node, snapshot: Snapshot) -> Result<(), String> {
     let room_id = RoomId::new(&*snapshot.room)
         .map_err(|e| format!("a snapshot names room {:?}: {e}", snapshot.room))?;
     if snapshot.is_tombstone() {

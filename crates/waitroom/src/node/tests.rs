@@ -542,3 +542,110 @@ async fn a_room_without_a_snapshot_trims_the_file_log_to_a_frame() {
     );
     tasks.abort_all();
 }
+
+/// Digest checks: three nodes on one log, one of which silently changes its copy of a room (a
+/// join applied to it alone, as a lost or misread record would). The checks in the log find it
+/// out: the odd node counts the room as diverged, rebuilds it from the log and ends with the
+/// others' digest; the other two count the disagreement and keep their copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_copy_diverged_finds_out_and_rebuilds_it() {
+    use crate::metrics::ResultLabels;
+    let log = MemoryLog::new();
+    let room = RoomId::new("checked").unwrap();
+    // Ticks every 20 ms carry the room's time across a 100 ms interval about every 5th tick.
+    let options = NodeOptions {
+        tick_interval_ms: 20,
+        digest_check_every_ms: 100,
+        ..NodeOptions::default()
+    };
+    let (a, a_tasks) = started(&log, options.clone()).await;
+    let (b, b_tasks) = started(&log, options.clone()).await;
+    let (odd, odd_tasks) = started(&log, options).await;
+    let sessions = busy_room(&a, &room, 30).await;
+    let agreed = |node: &Node| {
+        node.metrics
+            .digest_checks_total
+            .get_or_create(&ResultLabels { result: "agree" })
+            .get()
+    };
+    let disagreed = |node: &Node| {
+        node.metrics
+            .digest_checks_total
+            .get_or_create(&ResultLabels { result: "disagree" })
+            .get()
+    };
+    until("checks that agree on every node", || {
+        [&a, &b, &odd].iter().all(|node| agreed(node) >= 3)
+    })
+    .await;
+    assert_eq!([disagreed(&a), disagreed(&b), disagreed(&odd)], [0, 0, 0]);
+
+    // The odd node's copy changes behind the log's back.
+    let intruder = PublicSessionId::generate(&room).session;
+    {
+        let cell = odd.room(&room).unwrap();
+        let mut state = cell.state.write();
+        let now_ms = state.now_ms();
+        let record = waitroom_core::Record::new(
+            crate::ids::new_record_id(),
+            room.clone(),
+            Command::Join {
+                session: intruder,
+                idempotency_key: None,
+            },
+        );
+        state.apply(&record, now_ms);
+        assert!(state.view(&intruder).is_some());
+    }
+    until("the odd node to find out and rebuild the room", || {
+        odd.metrics.rooms_diverged_total.get() >= 1
+            && odd
+                .room(&room)
+                .is_some_and(|cell| cell.state.read().view(&intruder).is_none())
+    })
+    .await;
+    assert!(
+        disagreed(&a) >= 1 && disagreed(&b) >= 1,
+        "the others saw it"
+    );
+    assert_eq!(
+        (
+            a.metrics.rooms_diverged_total.get(),
+            b.metrics.rooms_diverged_total.get()
+        ),
+        (0, 0),
+        "the majority keeps its copy"
+    );
+    // Rebuilt, it agrees again: same digest once all three stand at the same entry.
+    until("the odd node to be ready again", || {
+        odd.progress().caught_up
+    })
+    .await;
+    a.write(&room, Command::Tick).await.unwrap();
+    let head = log.head().await.unwrap();
+    for node in [&a, &b, &odd] {
+        until("every node to apply everything", || {
+            node.progress().applied.covers(&head)
+        })
+        .await;
+    }
+    // Ticks keep coming: compare at one position, read under each room's lock.
+    let at_head = |node: &Node| {
+        let cell = node.room(&room).unwrap();
+        let state = cell.state.read();
+        (cell.log.lock().position, state.digest())
+    };
+    until("the three copies to agree", || {
+        let (first, second, third) = (at_head(&a), at_head(&b), at_head(&odd));
+        first == second && second == third
+    })
+    .await;
+    assert_eq!(views(&odd, &room, &sessions), views(&a, &room, &sessions));
+    let disagreed_after = disagreed(&a);
+    until("more checks that agree on the odd node", || {
+        agreed(&odd) >= 3
+    })
+    .await;
+    drop((a_tasks, b_tasks, odd_tasks));
+    let _ = disagreed_after;
+}
