@@ -19,8 +19,17 @@ use waitroom_core::{ExpiredReason, RoomId, RoomStats};
 
 /// Where the per-room figures come from (the node).
 pub trait RoomStatsSource: Send + Sync {
-    /// Stats of every existing room.
-    fn all_room_stats(&self) -> Vec<(RoomId, RoomStats)>;
+    /// Figures of every existing room.
+    fn all_room_figures(&self) -> Vec<RoomFigures>;
+}
+
+/// What `/metrics` shows of one room: its stats and the settings they are read against.
+#[derive(Clone, Debug)]
+pub struct RoomFigures {
+    pub room: RoomId,
+    pub stats: RoomStats,
+    pub capacity: u32,
+    pub paused: bool,
 }
 
 /// Route templates, the `route` label of request latencies (a fixed set, never raw paths, so the
@@ -475,7 +484,7 @@ struct RoomReasonLabels {
     reason: &'static str,
 }
 
-type StatReader = fn(&waitroom_core::RoomStats) -> u64;
+type FigureReader = fn(&RoomFigures) -> u64;
 
 /// Request latencies and per-room figures, read at scrape time.
 #[derive(Debug)]
@@ -496,24 +505,37 @@ impl Collector for RoomCollector {
         let Some(rooms) = self.rooms.upgrade() else {
             return Ok(());
         };
-        let stats = rooms.all_room_stats();
-        let gauges: [(&str, &str, StatReader); 3] = [
-            ("room_waiting", "Live WAITING sessions", |s| s.waiting_count),
-            ("room_active", "ACTIVE sessions", |s| s.active_count),
+        let figures = rooms.all_room_figures();
+        let gauges: [(&str, &str, FigureReader); 5] = [
+            ("room_waiting", "Live WAITING sessions", |f| {
+                f.stats.waiting_count
+            }),
+            ("room_active", "ACTIVE sessions", |f| f.stats.active_count),
+            (
+                "room_capacity",
+                "The room's capacity: ACTIVE sessions at most (more only after it was lowered, \
+                 until they finish)",
+                |f| u64::from(f.capacity),
+            ),
+            (
+                "room_paused",
+                "1 while the room is paused (nobody admitted)",
+                |f| u64::from(f.paused),
+            ),
             (
                 "room_admissions_per_minute",
                 "Admissions in the last minute",
-                |s| s.admissions_per_minute,
+                |f| f.stats.admissions_per_minute,
             ),
         ];
         for (name, help, read) in gauges {
             let mut family =
                 encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
-            for (room, s) in &stats {
+            for figure in &figures {
                 let labels = RoomLabels {
-                    room: room.to_string(),
+                    room: figure.room.to_string(),
                 };
-                let value = i64::try_from(read(s)).unwrap_or(i64::MAX);
+                let value = i64::try_from(read(figure)).unwrap_or(i64::MAX);
                 ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -523,11 +545,12 @@ impl Collector for RoomCollector {
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;
-        for (room, s) in &stats {
+        for figure in &figures {
             let labels = RoomLabels {
-                room: room.to_string(),
+                room: figure.room.to_string(),
             };
-            ConstCounter::new(s.admitted_total).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(figure.stats.admitted_total)
+                .encode(family.encode_family(&labels)?)?;
         }
         let mut family = encoder.encode_descriptor(
             "room_expired",
@@ -535,13 +558,13 @@ impl Collector for RoomCollector {
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;
-        for (room, s) in &stats {
+        for figure in &figures {
             for reason in ExpiredReason::ALL {
                 let labels = RoomReasonLabels {
-                    room: room.to_string(),
+                    room: figure.room.to_string(),
                     reason: reason.as_str(),
                 };
-                ConstCounter::new(s.expired_total.get(reason))
+                ConstCounter::new(figure.stats.expired_total.get(reason))
                     .encode(family.encode_family(&labels)?)?;
             }
         }

@@ -797,6 +797,11 @@ async fn operations_endpoints() {
     );
     assert_eq!(samples.get(r#"waitroom_room_active{room="r"}"#), Some(&1.0));
     assert_eq!(
+        samples.get(r#"waitroom_room_capacity{room="r"}"#),
+        Some(&1.0)
+    );
+    assert_eq!(samples.get(r#"waitroom_room_paused{room="r"}"#), Some(&0.0));
+    assert_eq!(
         samples.get(r#"waitroom_room_admissions_total{room="r"}"#),
         Some(&1.0)
     );

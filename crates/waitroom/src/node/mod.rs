@@ -49,7 +49,7 @@ use waitroom_core::{
 use waitroom_log::{Append, Checkpoint, Log, Position, ShardId};
 
 use crate::ids::{PublicSessionId, new_record_id, room_tag};
-use crate::metrics::{Metrics, RoomStatsSource};
+use crate::metrics::{Metrics, RoomFigures, RoomStatsSource};
 
 pub use appender::APPEND_BATCH_RECORDS_MAX;
 pub use heads::HEAD_READ_INTERVAL_MIN;
@@ -600,8 +600,20 @@ impl Node {
 }
 
 impl RoomStatsSource for Node {
-    fn all_room_stats(&self) -> Vec<(RoomId, RoomStats)> {
-        Node::all_room_stats(self)
+    fn all_room_figures(&self) -> Vec<RoomFigures> {
+        self.rooms()
+            .into_iter()
+            .filter_map(|cell| {
+                let room = cell.state.read();
+                let config = room.config().filter(|_| room.exists())?;
+                Some(RoomFigures {
+                    room: cell.id.clone(),
+                    stats: room.stats(),
+                    capacity: config.capacity,
+                    paused: config.paused,
+                })
+            })
+            .collect()
     }
 }
 
