@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Thundering herd vs metered: the same crowd sent at a protected seat-selection service
-# (crates/waitroom/examples/seat_service.rs: a seat map with a row lock per seat, a pool of
-# database connections, a few ms of work per reservation) twice:
+# (crates/waitroom/examples/seat_service.rs: seats in PostgreSQL, a seat reserved at most once by
+# a primary key and a transaction, a pool of database connections, a few ms of work per
+# reservation inside its transaction) twice:
 #   herd     every user POSTs /reserve directly, at its arrival (`waitroom load --direct`);
 #   metered  every user joins a waitroom room of capacity CAPACITY, waits, and once ACTIVE POSTs
 #            /reserve with its admission token (which the seat service verifies offline with
@@ -13,9 +14,14 @@
 #   USERS=5000 ARRIVAL=ramp:2 bench/seats.sh
 #   OUT=dir bench/seats.sh                          # keep reports, charts and audits in dir
 #
-# Needs python3 and curl. Everything listens on 127.0.0.1 and is stopped by PID on exit.
+# Needs python3, curl and PostgreSQL's server (apt-get install postgresql): a private cluster,
+# started by the test kit's launcher (waitroom-servers postgres) in the scratch dir, holds the
+# seats; each run has an event of its own in it. Everything listens on 127.0.0.1 and is stopped by
+# PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null \
+  || { echo "PostgreSQL is needed (apt-get install postgresql)" >&2; exit 1; }
 source bench/lib.sh
 USERS="${USERS:-20000}"
 ARRIVAL="${ARRIVAL:-ramp:1}"
@@ -34,12 +40,20 @@ out="${OUT:-$bench_scratch/seats}"
 mkdir -p "$out"
 
 bench_build --bin waitroom --example seat_service
+bench_build_servers
 load=("$BENCH_BIN/waitroom" load --users "$USERS" --arrival "$ARRIVAL" --seed "$SEED"
   --connections-max "$CONNECTIONS" --no-progress)
-echo "seats: $USERS users, $ARRIVAL, on $(bench_machine)"
+eval "$("$BENCH_BIN/waitroom-servers" postgres --dir "$bench_scratch/postgres")"
+bench_server_pids+=("$PID")
+postgres_pid="$PID"
+SEAT_ARGS+=(--database-url "$URL")
+# The launcher's rule: Debian's newest /usr/lib/postgresql/<major>/bin, else PATH.
+postgres_bin="$(compgen -G '/usr/lib/postgresql/*/bin/postgres' | sort -V | tail -n1 || true)"
+postgres_version="$("${postgres_bin:-postgres}" --version)"
+echo "seats: $USERS users, $ARRIVAL, on $(bench_machine); $postgres_version, seats in a private cluster"
 
 # 1. The herd: straight at the seat service.
-bench_start_seats herd "${SEAT_ARGS[@]}"
+bench_start_seats herd "${SEAT_ARGS[@]}" --event herd
 echo "herd: load average before $(bench_loadavg)" | tee "$out/loadavg.txt"
 "${load[@]}" --url "$SEATS_URL" --direct --protected-url "$SEATS_URL/reserve" --out "$out/herd" \
   >"$bench_scratch/herd.log" 2>&1 || { cat "$bench_scratch/herd.log" >&2; exit 1; }
@@ -52,7 +66,7 @@ bench_stop "$SEATS_PID"
 # 2. Metered: through a waitroom room of capacity CAPACITY in front of the same service.
 bench_start_waitroom metered
 curl -sf "$WAITROOM_URL/.well-known/jwks.json" >"$out/jwks.json"
-bench_start_seats metered "${SEAT_ARGS[@]}" --jwks "$out/jwks.json" --issuer waitroom --room "$ROOM"
+bench_start_seats metered "${SEAT_ARGS[@]}" --event metered --jwks "$out/jwks.json" --issuer waitroom --room "$ROOM"
 echo "metered: load average before $(bench_loadavg)" | tee -a "$out/loadavg.txt"
 WAITROOM_ADMIN_TOKEN="$BENCH_ADMIN_TOKEN" "${load[@]}" --url "$WAITROOM_URL" --room "$ROOM" \
   --capacity "$CAPACITY" --hold-seconds 0 --poll-interval-ms "$POLL_INTERVAL_MS" \
@@ -63,6 +77,7 @@ echo "metered: load average after $(bench_loadavg)" | tee -a "$out/loadavg.txt"
 curl -sf "$SEATS_URL/audit" >"$out/metered/audit.json"
 bench_stop "$SEATS_PID"
 bench_stop "$WAITROOM_PID"
+bench_server_stop "$postgres_pid"
 rm -f "$out/jwks.json"
 
 python3 - "$out" <<'PY' | tee "$out/seats.txt"
@@ -96,6 +111,7 @@ def figures(mode):
         "seatServiceInFlightMax": audit["inFlightMax"],
         "seatConflicts": audit["conflicts"],
         "poolTimeouts": audit["poolTimeouts"],
+        "databaseErrors": audit["databaseErrors"],
         "unauthorized": audit["unauthorized"],
         "waitroomFailures": waitroom_failures,
         "gate": report["gate"] if mode == "metered" else None,
@@ -117,9 +133,10 @@ for p in ("p50", "p90", "p99", "p999", "max"):
 row("throughput (2xx/s)", "okPerSecond", number)
 row("run length (s)", "runSeconds", lambda v: f"{v:.1f}")
 row("max requests in the seat service", "seatServiceInFlightMax", number)
-row("seat conflicts (row taken)", "seatConflicts", number)
+row("seat conflicts (seat taken)", "seatConflicts", number)
 row("double-booked seats (must be 0)", "doubleBookedSeats", number)
-row("seat map ≠ ledger (must be 0)", "rowsDisagreeingWithLedger", number)
+row("reservations ≠ ledger (must be 0)", "rowsDisagreeingWithLedger", number)
+row("database errors", "databaseErrors", number)
 ratios = {
     "p99": herd["latencyMs"]["p99"] / metered["latencyMs"]["p99"],
     "p50": herd["latencyMs"]["p50"] / metered["latencyMs"]["p50"],

@@ -8,6 +8,9 @@
 //! - `moto`: the one launcher of `moto_server` (SQS and S3), in a venv it makes under the build
 //!   dir, the same way.
 //! - `rabbitmq`: the one launcher of a private RabbitMQ node (stream plugin on), the same way.
+//! - `postgres`: the one launcher of a private PostgreSQL cluster (`initdb` into a scratch dir;
+//!   as root, run as `nobody`), for the seat service example's tests and `bench/seats.sh`, the
+//!   same way.
 //! - `reading`: what the backends' own tests share beyond the suite: unique prefixes, records,
 //!   and a `Node` that applies a subscription as waitroom's node does.
 //! - here: free ports, finding a server's binary, and the rule for tests whose server is
@@ -16,6 +19,7 @@
 pub mod conformance;
 pub mod kafka;
 pub mod moto;
+pub mod postgres;
 pub mod rabbitmq;
 pub mod reading;
 pub mod redis;

@@ -6,6 +6,7 @@
 //! eval "$(waitroom-servers kafka --dir /tmp/y --storage sqlite)"        # tansu: URL and PID
 //! eval "$(waitroom-servers moto --dir /tmp/z)"                          # SQS and S3: URL, LOG, PID
 //! eval "$(waitroom-servers rabbitmq --dir /tmp/r)"                      # URL, PID, EPMD_PID
+//! eval "$(waitroom-servers postgres --dir /tmp/p)"                      # PostgreSQL: URL and PID
 //! waitroom-servers stop "$PID"
 //! ```
 
@@ -18,6 +19,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use waitroom_log::testkit::kafka::{Storage, TansuServer};
 use waitroom_log::testkit::moto::MotoServer;
+use waitroom_log::testkit::postgres::PostgresServer;
 use waitroom_log::testkit::rabbitmq::RabbitMqServer;
 use waitroom_log::testkit::redis::{Persistence, RedisServer};
 
@@ -79,6 +81,17 @@ enum Commands {
         #[arg(long)]
         dir: PathBuf,
         /// The stream protocol's port (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Start a private PostgreSQL on 127.0.0.1 (a cluster `initdb` makes in --dir, or the one
+    /// already there; as root it runs as `nobody`) and print `URL=…` (`postgres://…`) and
+    /// `PID=…`. `stop` sends SIGTERM: PostgreSQL's smart shutdown, which waits for its clients.
+    Postgres {
+        /// Where the cluster, its Unix sockets and its log are kept.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The port (default: a free one).
         #[arg(long)]
         port: Option<u16>,
     },
@@ -161,6 +174,21 @@ fn main() -> ExitCode {
                         pid.unwrap_or_default(),
                         epmd.unwrap_or_default()
                     );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("waitroom-servers: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Commands::Postgres { dir, port } => {
+            let port = port.unwrap_or_else(waitroom_log::testkit::free_port);
+            match PostgresServer::start_on(&dir, port) {
+                Ok(server) => {
+                    let url = server.url();
+                    let pid = server.detach().unwrap_or_default();
+                    println!("URL='{url}'\nPID={pid}");
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
