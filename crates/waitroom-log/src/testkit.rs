@@ -11,6 +11,8 @@
 //! - `postgres`: the one launcher of a private PostgreSQL cluster (`initdb` into a scratch dir;
 //!   as root, run as `nobody`), for the seat service example's tests and `bench/seats.sh`, the
 //!   same way.
+//! - `proxy`: a TCP proxy between a node and its broker that can pass, drop, hold (a black
+//!   hole) and delay connections, for the fault suite.
 //! - `reading`: what the backends' own tests share beyond the suite: unique prefixes, records,
 //!   and a `Node` that applies a subscription as waitroom's node does.
 //! - here: free ports, finding a server's binary, and the rule for tests whose server is
@@ -20,6 +22,7 @@ pub mod conformance;
 pub mod kafka;
 pub mod moto;
 pub mod postgres;
+pub mod proxy;
 pub mod rabbitmq;
 pub mod reading;
 pub mod redis;
