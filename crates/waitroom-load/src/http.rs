@@ -173,13 +173,20 @@ impl HttpClient {
         }
     }
 
-    /// `POST /sessions` with an `Idempotency-Key`.
-    pub async fn join(&self, room: &str, idempotency_key: &str) -> Exchange<SessionView> {
+    /// `POST /sessions` with an `Idempotency-Key`, and `forwarded` (a client-address header of
+    /// the user's own, see `--forwarded-for`) if given.
+    pub async fn join(
+        &self,
+        room: &str,
+        idempotency_key: &str,
+        forwarded: Option<(header::HeaderName, String)>,
+    ) -> Exchange<SessionView> {
         let body = serde_json::to_vec(&JoinRequest { room_id: room }).unwrap_or_default();
-        let headers = [(
+        let mut headers = vec![(
             header::HeaderName::from_static("idempotency-key"),
             idempotency_key.to_string(),
         )];
+        headers.extend(forwarded);
         self.call(
             Method::POST,
             SESSIONS_PATH,

@@ -171,6 +171,13 @@ pub struct Args {
     /// time. Nothing is sent to --url; the room options and the gate do not apply.
     #[arg(long)]
     pub direct: bool,
+
+    /// Each user sends this header (e.g. `X-Forwarded-For`) on its join with an address of its
+    /// own (`10.x.y.z`, from its index), as a proxy in front of the deployment would: so that a
+    /// deployment trusting that header (`waitroom serve --client-ip-header`) sees one client
+    /// address per user, and its per-address join limit applies to each user, not to this tool.
+    #[arg(long, value_name = "HEADER")]
+    pub forwarded_for: Option<String>,
 }
 
 /// How users arrive.
@@ -352,6 +359,9 @@ pub struct LoadOptions {
     pub seed: u64,
     /// Whether the exit code reflects the gate (overshoot, failed joins).
     pub gate: bool,
+    /// A header each user's join carries with an address of its own (`--forwarded-for`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<String>,
 }
 
 /// The protected service a run also measures (`--protected-url`, `--direct`). Kept apart from
@@ -420,6 +430,7 @@ impl Args {
             trace_records_max: self.trace_records_max,
             seed,
             gate: !self.no_gate && !self.direct,
+            forwarded_for: self.forwarded_for.clone(),
         };
         options.validate()?;
         Ok(options)
@@ -481,6 +492,11 @@ impl LoadOptions {
     pub fn validate(&self) -> Result<(), LoadError> {
         validate_base_url("url", &self.base_url)?;
         validate_room_id(&self.room)?;
+        if let Some(name) = &self.forwarded_for
+            && http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            return Err(invalid("--forwarded-for is not a header name"));
+        }
         check_range("users", self.users, 1, USERS_MAX)?;
         if let Some(capacity) = self.capacity {
             check_range("capacity", capacity, 1, CAPACITY_CEILING)?;

@@ -196,6 +196,10 @@ async fn release_users(
         live: Default::default(),
         records_max: options.trace_records_max,
         protected,
+        forwarded_for: options
+            .forwarded_for
+            .as_deref()
+            .and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()),
         direct,
     });
     let sampler = options

@@ -46,6 +46,8 @@ pub struct UserContext {
     pub records_max: u64,
     /// The protected service's client (`--protected-url`), if any.
     pub protected: Option<HttpClient>,
+    /// A header each join carries with the user's own address (`--forwarded-for`).
+    pub forwarded_for: Option<http::HeaderName>,
     /// Users send only their protected request, without joining (`--direct`).
     pub direct: bool,
 }
@@ -227,7 +229,15 @@ impl SimulatedUser {
             self.trace.outcome = UserOutcome::Direct;
             return;
         }
-        let exchange = self.context.http.join(&self.context.room, &key).await;
+        let forwarded = self.context.forwarded_for.clone().map(|name| {
+            let [_, b, c, d] = u32::try_from(index).unwrap_or(u32::MAX).to_be_bytes();
+            (name, format!("10.{b}.{c}.{d}"))
+        });
+        let exchange = self
+            .context
+            .http
+            .join(&self.context.room, &key, forwarded)
+            .await;
         let Some((sent_us, received_us, view)) = self.record(RequestKind::Join, exchange) else {
             self.context
                 .live

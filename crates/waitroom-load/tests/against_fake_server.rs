@@ -56,6 +56,8 @@ struct Room {
     idempotency: HashMap<String, String>,
     next_id: u64,
     joins: u64,
+    /// The `X-Forwarded-For` of every join that carried one.
+    forwarded_for: Vec<String>,
 }
 
 /// What the fake protected service (`POST /protected`) saw.
@@ -221,6 +223,12 @@ async fn join(State(fake): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
         return problem(StatusCode::NOT_FOUND);
     }
     room.joins += 1;
+    if let Some(address) = headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+    {
+        room.forwarded_for.push(address.to_owned());
+    }
     if fake
         .flaws
         .fail_join_every
@@ -476,6 +484,34 @@ async fn a_correct_server_passes_and_everything_is_measured() {
         let svg = std::fs::read_to_string(directory.path().join(chart)).unwrap();
         assert!(svg.contains("<svg"), "{chart}");
     }
+}
+
+/// `--forwarded-for`: every user's join carries an address of its own in that header (so a
+/// deployment trusting it limits joins per user, not per load tool); without it, none does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_gives_each_user_an_address() {
+    let (url, fake) = start(Flaws::default()).await;
+    let base = [
+        "--users",
+        "300",
+        "--capacity",
+        "50",
+        "--hold-seconds",
+        "0.02",
+    ];
+    run(options(&url, &base), &NoProgress).await.unwrap();
+    assert!(fake.room.lock().unwrap().forwarded_for.is_empty());
+    let mut with = base.to_vec();
+    with.extend(["--forwarded-for", "X-Forwarded-For", "--reset-room"]);
+    run(options(&url, &with), &NoProgress).await.unwrap();
+    let seen = fake.room.lock().unwrap().forwarded_for.clone();
+    assert_eq!(seen.len(), 300);
+    let addresses: std::collections::HashSet<std::net::Ipv4Addr> = seen
+        .iter()
+        .map(|address| address.parse().expect("an IPv4 address"))
+        .collect();
+    assert_eq!(addresses.len(), 300, "one address per user");
+    assert!(addresses.iter().all(|address| address.octets()[0] == 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
