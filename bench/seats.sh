@@ -64,7 +64,9 @@ curl -sf "$SEATS_URL/audit" >"$out/herd/audit.json"
 bench_stop "$SEATS_PID"
 
 # 2. Metered: through a waitroom room of capacity CAPACITY in front of the same service.
-bench_start_waitroom metered
+# The load tool's connections all come from 127.0.0.1: the node's per-address cap (1024 by
+# default) would close most of them at accept.
+WAITROOM_CONNECTIONS_PER_ADDRESS_MAX="$CONNECTIONS" bench_start_waitroom metered
 curl -sf "$WAITROOM_URL/.well-known/jwks.json" >"$out/jwks.json"
 bench_start_seats metered "${SEAT_ARGS[@]}" --event metered --jwks "$out/jwks.json" --issuer waitroom --room "$ROOM"
 echo "metered: load average before $(bench_loadavg)" | tee -a "$out/loadavg.txt"
