@@ -151,17 +151,18 @@ fn method_index(method: &Method) -> usize {
 }
 
 /// Errors produced by the framework or a layer (`405`, `413`, ...) carry no problem body: give
-/// them the API's, keeping their headers (`Allow`).
+/// them the API's, keeping their headers (`Allow`). An error a handler answered with a JSON body
+/// of its own (`/readyz`'s `503`, whose body says why) is left as it is.
 fn problemize(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if is_problem {
+    let has_json_body = response.headers().get(header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
+            || ct.as_bytes().starts_with(b"application/json")
+    });
+    if has_json_body {
         return response;
     }
     let allow = response.headers().get(header::ALLOW).cloned();
@@ -175,7 +176,29 @@ fn problemize(response: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use http::StatusCode;
+
     use super::*;
+
+    #[test]
+    fn framework_errors_get_a_problem_and_handlers_json_errors_stay() {
+        let bare = (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD")]).into_response();
+        let replaced = problemize(bare);
+        assert_eq!(replaced.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(replaced.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(replaced.headers()[header::ALLOW], "GET,HEAD");
+        let text = (StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response();
+        assert_eq!(problemize(text).headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let readiness = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"ready":false}"#,
+        )
+            .into_response();
+        let kept = problemize(readiness);
+        assert_eq!(kept.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(kept.headers()[header::CONTENT_TYPE], "application/json");
+    }
 
     #[test]
     fn routes() {
