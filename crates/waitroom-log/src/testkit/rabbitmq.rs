@@ -128,7 +128,11 @@ impl RabbitMqServer {
             .env("RABBITMQ_LOG_BASE", dir.join("log"))
             .env("RABBITMQ_PID_FILE", self.pid_file())
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"));
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+            // A node that fails to start writes a crash dump: into its scratch dir, not into the
+            // directory the test runs in (the source tree).
+            .env("ERL_CRASH_DUMP", dir.join("erl_crash.dump"));
+        command.current_dir(dir);
     }
 
     fn pid_file(&self) -> PathBuf {
