@@ -61,12 +61,14 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// An empty directory for this input (the same one, emptied, for every input of this process):
-/// under /dev/shm where there is one, so the log's fsyncs cost nothing.
+/// under `$TMPDIR` when it is set (scripts/fuzz points it at its scratch dir, which it removes),
+/// else under /dev/shm where there is one, so the log's fsyncs cost nothing. libFuzzer ends the
+/// process with `exit`, so the directory itself is left behind.
 fn scratch_dir() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     let root = ROOT.get_or_init(|| {
         let shm = Path::new("/dev/shm");
-        let parent = if shm.is_dir() {
+        let parent = if std::env::var_os("TMPDIR").is_none() && shm.is_dir() {
             shm.to_path_buf()
         } else {
             std::env::temp_dir()
