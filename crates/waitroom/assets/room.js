@@ -18,10 +18,16 @@
   const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
   const STATUSES = new Set(["WAITING", "ACTIVE", "EXPIRED"]);
   const EXPIRED_REASONS = new Set(["timeout", "left", "completed", "evicted", "closed"]);
+  /** `?preview` (the operator's console links to it): the page shows how a place in line looks,
+   *  with example figures, and sends nothing: no join, no heartbeat, nothing stored. */
+  const PREVIEW = new URLSearchParams(window.location.search).has("preview");
+  /** The example place shown in a preview. */
+  const PREVIEW_VIEW = { position: 41, waitingCount: 120, estimatedWaitSeconds: 540, heartbeatIntervalSeconds: 10 };
   /** Query parameter that carries the admission token to the protected service. */
   const TOKEN_PARAMETER = "waitroomToken";
   /** The notices the page can show (`data-notice` on #main), and their strings. */
   const NOTICES = {
+    preview: "preview.notice",
     reconnecting: "connection.reconnecting",
     busy: "loading.busy",
     "leave-failed": "leave.failed",
@@ -351,7 +357,7 @@
   }
 
   function saveRecord() {
-    if (record) storage.set(sessionKey, JSON.stringify(record));
+    if (record && !PREVIEW) storage.set(sessionKey, JSON.stringify(record));
   }
 
   function forgetSession() {
@@ -391,6 +397,10 @@
     failures = 0;
     setNotice(null);
     setState("loading");
+    if (PREVIEW) {
+      showPreview();
+      return;
+    }
     record = parseRecord(storage.get(sessionKey));
     try {
       if (record) {
@@ -418,6 +428,27 @@
     } catch (error) {
       if (gen === generation) showFailure(error, "join");
     }
+  }
+
+  /** A preview: an example place in line, rendered like a real one, with a notice saying so. */
+  function showPreview() {
+    record = { id: "wr_preview", startPosition: null, expiredSeen: false, redirectedAt: 0 };
+    accept({
+      ...PREVIEW_VIEW,
+      waitingRoomSessionId: record.id,
+      roomId,
+      status: "WAITING",
+      prequeue: false,
+      opensAt: null,
+      joinedAt: new Date().toISOString(),
+      admittedAt: null,
+      expiresAt: null,
+      admissionToken: null,
+      targetUrl: null,
+      expiredReason: null,
+    });
+    setNotice("preview");
+    el.leave.disabled = true; // nothing to leave
   }
 
   async function join(gen) {
@@ -480,7 +511,7 @@
 
   /** Re-read now (tab visible again, page restored, back online), unless we just did. */
   function resync() {
-    if (!isLive(view) || heartbeatInFlight === generation) return;
+    if (PREVIEW || !isLive(view) || heartbeatInFlight === generation) return;
     if (failures === 0 && Date.now() - lastSyncAt < RESYNC_MIN_INTERVAL_MS) return;
     scheduleHeartbeat(0);
   }
@@ -630,7 +661,7 @@
   }
 
   async function leave() {
-    if (leaving || !record || !isLive(view)) return;
+    if (PREVIEW || leaving || !record || !isLive(view)) return;
     generation += 1; // heartbeats in flight must not paint "waiting" over "you left"
     const gen = generation;
     const id = record.id;

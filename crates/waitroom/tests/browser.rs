@@ -390,6 +390,58 @@ async fn the_prequeue_then_a_turn_without_a_target() {
     .await;
 }
 
+/// `?preview` (the console's link): the page shows an example place in line and says it is a
+/// preview, and joins nothing, stores nothing, sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_shows_a_place_and_joins_nothing() {
+    with_browser(|browser| async move {
+        let server = TestServer::start().await;
+        let room = "browser-preview";
+        server.put_room(room, room_config(5, None, None)).await;
+        browser
+            .goto(&server.url(&format!("/room/{room}?preview")))
+            .await;
+        browser.wait_for_state("waiting").await;
+        browser
+            .wait_for_text(
+                "connection",
+                "Preview: this is how a place in line looks. This page has not joined the line, \
+                 and its figures are examples.",
+            )
+            .await;
+        // Longer than a front check and a heartbeat's first delay: still nothing sent.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let stats = &server.room(room).await["stats"];
+        assert_eq!((stats["waitingCount"].as_u64(), stats["activeCount"].as_u64()), (Some(0), Some(0)));
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let session_requests: f64 = metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with(
+                    r#"waitroom_http_request_duration_seconds_count{route="/api/waiting-room/sessions"#,
+                )
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(session_requests, 0.0, "no request about a session: {metrics}");
+        let stored = browser
+            .js("return Object.keys(localStorage).filter((key) => key.startsWith('waitroom:'));")
+            .await
+            .expect("storage");
+        assert_eq!(stored, json!([]), "nothing stored");
+        server.stop().await;
+    })
+    .await;
+}
+
 /// Next in line, the page learns of its turn within seconds even when heartbeats are a minute
 /// apart: between heartbeats it reads its view (GETs, about one a second, not a busy loop), and
 /// it is at the target long before the next heartbeat would have told it.

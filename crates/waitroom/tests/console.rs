@@ -350,7 +350,7 @@ async fn an_operator_watches_and_steers_a_sale_from_the_console() {
             .js("return document.getElementById('preview').getAttribute('href');")
             .await
             .expect("the preview link");
-        assert_eq!(preview, json!(format!("/room/{SALE}")));
+        assert_eq!(preview, json!(format!("/room/{SALE}?preview")));
         browser
             .client
             .set_window_size(LAPTOP.width, ROOM_SCREENSHOT_HEIGHT)

@@ -158,10 +158,13 @@ fn problemize(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let has_json_body = response.headers().get(header::CONTENT_TYPE).is_some_and(|ct| {
-        ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
-            || ct.as_bytes().starts_with(b"application/json")
-    });
+    let has_json_body = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| {
+            ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
+                || ct.as_bytes().starts_with(b"application/json")
+        });
     if has_json_body {
         return response;
     }
@@ -182,13 +185,20 @@ mod tests {
 
     #[test]
     fn framework_errors_get_a_problem_and_handlers_json_errors_stay() {
-        let bare = (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD")]).into_response();
+        let bare = (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET,HEAD")],
+        )
+            .into_response();
         let replaced = problemize(bare);
         assert_eq!(replaced.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(replaced.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         assert_eq!(replaced.headers()[header::ALLOW], "GET,HEAD");
         let text = (StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response();
-        assert_eq!(problemize(text).headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(
+            problemize(text).headers()[header::CONTENT_TYPE],
+            PROBLEM_JSON
+        );
         let readiness = (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "application/json")],

@@ -347,7 +347,7 @@
     setText('fig-admitted', fmt(stats.admittedTotal));
     setText('fig-expired', expiredText(stats, REASONS));
     setText('pause', config.paused ? 'Resume admissions' : 'Pause admissions');
-    $('preview').href = `/room/${encodeURIComponent(id)}`;
+    $('preview').href = `/room/${encodeURIComponent(id)}?preview`;
     $('close-room').textContent = `Close ${id}…`;
     fillConfig(config);
     renderCharts(id, config);
