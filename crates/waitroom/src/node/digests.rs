@@ -96,6 +96,11 @@ pub(super) fn after_apply(
         return (None, false);
     }
     let interval = room.now_ms() / every_ms;
+    if before_ms == 0 {
+        // The room's first record: it had no time before, so this starts no interval (else every
+        // new room would get a check at once); its first check comes at its first crossing.
+        return (None, false);
+    }
     if interval == before_ms / every_ms {
         // Not a crossing (a room restored or first applied mid-interval has no digest until
         // its next one).
