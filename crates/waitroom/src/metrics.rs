@@ -434,6 +434,13 @@ impl Metrics {
              checks contradicted (then rebuilt); should stay 0, see the logs",
             m.rooms_diverged_total.clone(),
         );
+        // Every result is served from the start, at 0: an alert on `disagree` then sees its first
+        // one as an increase.
+        for result in ["agree", "disagree", "unverified"] {
+            m.digest_checks_total
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
         registry.register(
             "digest_checks",
             "Digest checks of the log compared with this node's own digest of the room, by result \
