@@ -178,19 +178,34 @@ impl RabbitMqServer {
             .spawn()
             .map_err(|e| format!("starting rabbitmq-server: {e}"))?;
         self.server = Some(child);
-        let mut wait = Command::new(script("rabbitmqctl").ok_or("rabbitmqctl is not installed")?);
-        self.environment(&mut wait);
         let started = Instant::now();
-        let waited = wait
-            .args(["wait", "--timeout", &START_WAIT.as_secs().to_string()])
-            .arg(self.pid_file())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running rabbitmqctl wait: {e}"))?;
-        let exited = self
-            .server
-            .as_mut()
-            .is_none_or(|server| server.try_wait().ok().flatten().is_some());
+        let (waited, exited) = loop {
+            let mut wait =
+                Command::new(script("rabbitmqctl").ok_or("rabbitmqctl is not installed")?);
+            self.environment(&mut wait);
+            let left = START_WAIT
+                .saturating_sub(started.elapsed())
+                .as_secs()
+                .max(1);
+            let waited = wait
+                .args(["wait", "--timeout", &left.to_string()])
+                .arg(self.pid_file())
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("running rabbitmqctl wait: {e}"))?;
+            let exited = self
+                .server
+                .as_mut()
+                .is_none_or(|server| server.try_wait().ok().flatten().is_some());
+            // `rabbitmqctl wait` reads the PID file as soon as it exists: caught between its
+            // creation and its write, it reads it empty and gives up ("garbage_in_pid_file").
+            // The node is still starting then: wait again.
+            let torn_read = String::from_utf8_lossy(&waited.stderr).contains("garbage_in_pid_file");
+            if waited.status.success() || exited || !torn_read || started.elapsed() >= START_WAIT {
+                break (waited, exited);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         if !waited.status.success() || exited {
             let log = std::fs::read_to_string(self.dir.join("server.out")).unwrap_or_default();
             self.kill_now();
