@@ -236,12 +236,8 @@ fn serve_connection(
                 }
             }
             reason = activity.closed() => {
-                entry
-                    .table
-                    .metrics
-                    .timed_out_total
-                    .get_or_create(&ReasonLabels { reason: reason.as_str() })
-                    .inc();
+                // Counted by the checker when it closed it (before the socket is dropped here, so
+                // whoever sees the connection end sees it counted).
                 tracing::debug!(%peer, reason = reason.as_str(), "connection timed out");
             }
         }
@@ -357,15 +353,16 @@ impl Activity {
         (elapsed >= timeout).then_some(reason)
     }
 
-    /// Closes the connection (once).
-    fn close(&self, reason: TimedOut) {
-        if self
+    /// Closes the connection (once); true the first time.
+    fn close(&self, reason: TimedOut) -> bool {
+        let first = self
             .closed
             .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
+            .is_ok();
+        if first {
             self.notify.notify_one();
         }
+        first
     }
 
     /// Resolves once [`close`](Self::close) was called.
@@ -502,7 +499,15 @@ impl Table {
                 .collect()
         };
         for (activity, reason) in expired {
-            activity.close(reason);
+            // Counted before the connection's task learns of it and drops the socket.
+            if activity.close(reason) {
+                self.metrics
+                    .timed_out_total
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.as_str(),
+                    })
+                    .inc();
+            }
         }
     }
 }
