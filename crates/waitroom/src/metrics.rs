@@ -269,6 +269,13 @@ pub struct Metrics {
     pub log_append_errors_total: Counter,
     pub records_applied_total: Family<KindLabels, Counter>,
     pub records_undecodable_total: Counter,
+    /// Log entries delivered again after this node applied them (at-least-once delivery: a
+    /// reconnect, a consumer-group redelivery), skipped by position.
+    pub log_entries_redelivered_total: Counter,
+    /// Records a room found it had already applied (the same record id, or a join of a known
+    /// session id: an append retried after an unclear answer, or a rooms-file entry several nodes
+    /// appended), applied with no effect.
+    pub records_duplicate_total: Counter,
     pub applier_lag_ms: Gauge,
     pub ready: Gauge,
     pub join_rate_limited_total: Counter,
@@ -305,6 +312,8 @@ impl Default for Metrics {
             log_append_errors_total: Counter::default(),
             records_applied_total: Family::default(),
             records_undecodable_total: Counter::default(),
+            log_entries_redelivered_total: Counter::default(),
+            records_duplicate_total: Counter::default(),
             applier_lag_ms: Gauge::default(),
             ready: Gauge::default(),
             join_rate_limited_total: Counter::default(),
@@ -412,6 +421,16 @@ impl Metrics {
             "log_trims",
             "Trims of the log this node made",
             m.trims_total.clone(),
+        );
+        registry.register(
+            "log_entries_redelivered",
+            "Log entries delivered again after this node applied them (skipped by position)",
+            m.log_entries_redelivered_total.clone(),
+        );
+        registry.register(
+            "records_duplicate",
+            "Records a room had already applied (by record id or session id), applied with no effect",
+            m.records_duplicate_total.clone(),
         );
         registry.register(
             "rooms_restored",

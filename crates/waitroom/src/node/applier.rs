@@ -153,12 +153,14 @@ fn apply(node: &Arc<Node>, entries: Vec<Entry>) -> Vec<RoomId> {
     let mut checks = Checks::default();
     let mut floors = node.floors.lock();
     let mut replaying = node.replaying.lock();
+    let mut redelivered = 0;
     for entry in entries {
         // At-least-once delivery: skip what this node already applied.
         if applied
             .get(&entry.shard)
             .is_some_and(|seen| seen >= entry.position)
         {
+            redelivered += 1;
             continue;
         }
         last_timestamp_ms = Some(entry.timestamp_ms);
@@ -234,6 +236,11 @@ fn apply(node: &Arc<Node>, entries: Vec<Entry>) -> Vec<RoomId> {
         replaying.retain(|shard, (up_to, _)| applied.get(shard).is_none_or(|seen| seen < *up_to));
     }
     drop(replaying);
+    if redelivered > 0 {
+        node.metrics
+            .log_entries_redelivered_total
+            .inc_by(redelivered);
+    }
     node.progress.send_modify(|p| p.applied = applied);
     for (cell, last) in vacated {
         forget_if_vacant(node, &cell, last);
@@ -282,6 +289,7 @@ fn apply_run(
 ) -> Option<Position> {
     let mut kinds: Vec<(&'static str, u64)> = Vec::new();
     let mut last = None;
+    let mut duplicates = 0;
     let (vacant, due, records_applied_bytes) = {
         let mut room = cell.state.write();
         let mut log = cell.log.lock();
@@ -299,6 +307,9 @@ fn apply_run(
             digests::compare(node, &cell.id, &mut log, &decoded.record);
             let before_ms = room.now_ms();
             let outcome = room.apply(&decoded.record, decoded.timestamp_ms);
+            if matches!(outcome, waitroom_core::Outcome::Duplicate) {
+                duplicates += 1;
+            }
             let (check, diverged) = digests::after_apply(node, &room, &mut log, before_ms);
             if let Some(check) = check {
                 checks.to_append.push((cell.id.clone(), check));
@@ -340,6 +351,9 @@ fn apply_run(
     };
     if due {
         snapshots::queue(node, cell);
+    }
+    if duplicates > 0 {
+        node.metrics.records_duplicate_total.inc_by(duplicates);
     }
     if records_applied_bytes > 0 {
         node.metrics

@@ -649,3 +649,57 @@ async fn a_node_whose_copy_diverged_finds_out_and_rebuilds_it() {
     drop((a_tasks, b_tasks, odd_tasks));
     let _ = disagreed_after;
 }
+
+/// An append retried after an unclear answer puts the same record in the log twice: the room
+/// applies it once, and the node counts the second as a duplicate (`/metrics`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_appended_twice_is_applied_once_and_counted() {
+    let log = MemoryLog::new();
+    let room = RoomId::new("retried").unwrap();
+    let (node, mut tasks) = started(&log, NodeOptions::default()).await;
+    node.write(&room, Command::ConfigureRoom(RoomConfig::with_capacity(1)))
+        .await
+        .unwrap();
+    let first = PublicSessionId::generate(&room).session;
+    let second = PublicSessionId::generate(&room).session;
+    node.write(
+        &room,
+        Command::Join {
+            session: first,
+            idempotency_key: None,
+        },
+    )
+    .await
+    .unwrap();
+    let retried = waitroom_core::Record::new(
+        crate::ids::new_record_id(),
+        room.clone(),
+        Command::Join {
+            session: second,
+            idempotency_key: None,
+        },
+    );
+    let before = node.metrics.records_duplicate_total.get();
+    for _ in 0..2 {
+        log.append(vec![waitroom_log::Append {
+            room: Arc::from(room.as_str()),
+            payload: retried.encode().into(),
+        }])
+        .await
+        .unwrap();
+    }
+    let head = log.head().await.unwrap();
+    until("the node to apply both copies", || {
+        node.progress().applied.covers(&head)
+    })
+    .await;
+    assert_eq!(node.metrics.records_duplicate_total.get(), before + 1);
+    // Applied once: one session waits behind the first, not two.
+    let cell = node.room(&room).expect("the room");
+    let state = cell.state.read();
+    let view = state.view(&second).expect("the second session");
+    assert_eq!(view.status, waitroom_core::Status::Waiting);
+    assert_eq!((view.position, view.waiting_count), (Some(0), 1));
+    drop(state);
+    tasks.abort_all();
+}
