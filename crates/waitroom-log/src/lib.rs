@@ -372,6 +372,13 @@ pub trait Log: Send + Sync + 'static {
         limits::APPENDS_IN_FLIGHT_MAX
     }
 
+    /// The requests this log made so far that its provider bills per request, by kind (SQS and
+    /// S3: `sqs_send`, `s3_put`, …; see the sqs module), for `/metrics`. Empty for backends
+    /// that bill by server, not by request.
+    fn billed_requests(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Releases what the backend holds for this node (SQS: its own queue), called once by a node
     /// that stops cleanly, while its runtime still runs: dropping the log does it too, but a log
     /// dropped as the runtime shuts down can no longer send a request. Nothing is appended or read

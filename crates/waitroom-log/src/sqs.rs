@@ -584,6 +584,13 @@ impl Log for SqsLog {
         self.shared.description.clone()
     }
 
+    fn billed_requests(&self) -> Vec<(&'static str, u64)> {
+        self.requests()
+            .into_iter()
+            .map(|(kind, count)| (kind.name(), count))
+            .collect()
+    }
+
     /// Deletes this node's queue (once), while the runtime runs.
     async fn close(&self) {
         for task in &self.tasks {

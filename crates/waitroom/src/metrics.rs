@@ -21,6 +21,12 @@ use waitroom_core::{ExpiredReason, RoomId, RoomStats};
 pub trait RoomStatsSource: Send + Sync {
     /// Figures of every existing room.
     fn all_room_figures(&self) -> Vec<RoomFigures>;
+
+    /// The requests the log made that its provider bills per request, by kind
+    /// (`waitroom_log::Log::billed_requests`).
+    fn billed_log_requests(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// What `/metrics` shows of one room: its stats and the settings they are read against.
@@ -531,6 +537,17 @@ impl Collector for RoomCollector {
         let Some(rooms) = self.rooms.upgrade() else {
             return Ok(());
         };
+        let mut family = encoder.encode_descriptor(
+            "log_requests",
+            "Requests the log made that its provider bills per request, by kind (SQS and S3; none \
+             on other backends)",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (kind, count) in rooms.billed_log_requests() {
+            ConstCounter::new(count).encode(family.encode_family(&KindLabels { kind })?)?;
+        }
+        drop(family);
         let figures = rooms.all_room_figures();
         let gauges: [(&str, &str, FigureReader); 5] = [
             ("room_waiting", "Live WAITING sessions", |f| {

@@ -489,6 +489,33 @@ async fn three_nodes_one_backend(mut server: impl TestServer, scratch: &Path) {
             "{}: no digest check compared",
             node.url
         );
+        // What the provider bills per request is counted on SQS (every node sends to the
+        // intake and receives from its queue), and on no other backend.
+        let sends = metric(
+            &fleet,
+            &node.url,
+            "waitroom_log_requests_total{kind=\"sqs_send\"}",
+        )
+        .await;
+        let receives = metric(
+            &fleet,
+            &node.url,
+            "waitroom_log_requests_total{kind=\"sqs_receive\"}",
+        )
+        .await;
+        if backend_url.starts_with("sqs:") {
+            assert!(
+                sends >= 1.0 && receives >= 1.0,
+                "{}: {sends} sends, {receives} receives",
+                node.url
+            );
+        } else {
+            assert!(
+                !text.contains("waitroom_log_requests_total{"),
+                "{}: billed requests counted on {backend_url}",
+                node.url
+            );
+        }
     }
     assert_eq!(room["stats"]["activeCount"], 0);
     assert_eq!(room["stats"]["waitingCount"], 0);

@@ -615,6 +615,10 @@ impl RoomStatsSource for Node {
             })
             .collect()
     }
+
+    fn billed_log_requests(&self) -> Vec<(&'static str, u64)> {
+        self.log.billed_requests()
+    }
 }
 
 #[cfg(test)]
