@@ -74,6 +74,13 @@ def fmt(value, digits=0, unit=""):
     return f"{value:,.{digits}f}{unit}".replace(",", "\u202f")
 
 
+def cost(billed):
+    if not billed:
+        return "— (billed by server: see the CPU-s rows)"
+    return (f"SQS {billed['sqs']:.3f}, S3 put+list {billed['s3PutList']:.4f}, S3 get {billed['s3Get']:.4f}: "
+            f"${billed['dollarsPerMillion']:.2f}")
+
+
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "—"
 
@@ -91,6 +98,7 @@ def main(results, out):
     first = runs[names[0]]
     rel = os.path.relpath(results, os.path.dirname(out))
     embedded = runs.get("embedded", {}).get("joins1")
+    prices = runs.get("sqs", {}).get("prices") or "AWS list prices"
     embedded_always = runs.get("embedded-always", {}).get("joins1")
 
     rows = []
@@ -101,7 +109,12 @@ def main(results, out):
     row("Broker", lambda n, r: r["broker"])
     row("Servers to run", lambda n, r: SERVERS[n])
     row("Ordering", lambda n, r: ORDERING[n])
+    row("FIFO inversions observed (the load run's admitted sessions)",
+        lambda n, r: f"{fmt(r['fifoInversions'])} among {fmt(r['fifoSessions'])}" if r.get("fifoInversions") is not None else "—")
     row("Delivery", lambda n, r: DELIVERY[n])
+    row("Delivered again / duplicate records seen (all nodes, the whole run)",
+        lambda n, r: f"{fmt(r['redelivered'])} entries delivered again (skipped) / {fmt(r['duplicates'])} duplicates (no effect)"
+        if r.get("redelivered") is not None else "—")
     row("Joins/s, 1 node", lambda n, r: fmt(r["joins1"]))
     row("Joins/s, 3 nodes", lambda n, r: fmt(r["joins3"]))
     row("Status polls/s, 1 node", lambda n, r: fmt(r["polls1"]))
@@ -124,6 +137,10 @@ def main(results, out):
     row("Nodes' CPU-s per million joins (every node applies every join)", lambda n, r: fmt(r["nodeCpuSecondsPerMillionJoins"]))
     row("Broker CPU-s per million joins", lambda n, r: fmt(r["brokerCpuSecondsPerMillionJoins"]))
     row("Append requests per join", lambda n, r: fmt(r["appendRequestsPerJoin"], 3))
+    row("Heartbeats/s, every node", lambda n, r: fmt(r.get("heartbeats")))
+    row("Append requests per heartbeat", lambda n, r: fmt(r.get("appendRequestsPerHeartbeat"), 4))
+    row("Billed requests per join (SQS + S3) and dollars per million joins", lambda n, r: cost(r.get("billedPerJoin")))
+    row("Billed requests per heartbeat and dollars per million heartbeats", lambda n, r: cost(r.get("billedPerHeartbeat")))
     row("A broker restart", lambda n, r: BROKER_RESTART[n])
     row("A crash of the broker loses (recommended settings)", lambda n, r: CRASH_LOSS[n])
 
@@ -139,8 +156,10 @@ embedded log), `wrk {first['wrk']}`, then the same `waitroom load` scenario on t
 killed with SIGKILL and started again. The load average at the start of each backend's run is in
 its `.txt` file. Everything shares the machine's cores: the broker, the nodes and `wrk`, so the
 figures compare the backends with each other on this machine, not with production hardware. moto
-stands in for SQS: its rates say what one Python process serves, not what AWS would; SQS's cost is
-in [SQS](../README.md#sqs) (dollars per million joins, measured by `bench/sqs.sh`).
+stands in for SQS: its rates say what one Python process serves, not what AWS would; its request
+counts (`waitroom_log_requests_total`, counted by the nodes) do not depend on moto, but for
+receives that come back empty, left out here (against moto the nodes short-poll). SQS's dollars
+are at {prices}.
 
 {header}
 {rule}
@@ -155,7 +174,10 @@ restarted); what a crash loses at other settings is in each backend's section of
 
 **Reading the figures.** A join is answered once its node has read the record back from the log
 and applied it, so a join costs the broker a write *and* a delivery to every node; the broker's
-raw write rate counts the write only. Polls never touch the broker. "Append requests per join"
+raw write rate counts the write only. Polls never touch the broker. "Delivered again" counts log
+entries a node read a second time (a reconnect, a redelivery) and skipped by position;
+"duplicates" counts records a room applied with no effect (an append retried after an unclear
+answer: the same record id or session id). "Append requests per join"
 below 1 is the node's group commit: concurrent joins share an append. A shared backend is
 compared with the embedded log at matching durability: Redis with `appendfsync always`, like
 `fsync=always`, syncs every write; the others count on replication and compare with the default.

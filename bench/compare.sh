@@ -168,14 +168,29 @@ measure() {
   cpu0="$(cpu_seconds "${node_pids[@]}")"; bcpu0=0
   [ "${#BROKER_PIDS[@]}" -gt 0 ] && bcpu0="$(cpu_seconds "${BROKER_PIDS[@]}")"
   a0="$(appends "${bench_urls[0]}")"
+  local bill0 bill1
+  bill0="$(bench_billed "${bench_urls[@]}")"
   read -r joins1 n1 bad <<<"$(bench_wrk bench/join.lua bench1 "${bench_urls[0]}")"; echo "joins, 1 node:   $joins1/s (non-2xx $bad)"
   a1="$(appends "${bench_urls[0]}")"
+  bill1="$(bench_billed "${bench_urls[@]}")"
   cpu1="$(cpu_seconds "${node_pids[@]}")"; bcpu1=0
   [ "${#BROKER_PIDS[@]}" -gt 0 ] && bcpu1="$(cpu_seconds "${BROKER_PIDS[@]}")"
   echo "during the 1-node joins: nodes $(python3 -c "print(round($cpu1 - $cpu0, 2))") CPU-s, broker $(python3 -c "print(round($bcpu1 - $bcpu0, 2))") CPU-s, $n1 joins, $(python3 -c "print($a1 - $a0)") append requests"
   joins3=""
   if [ "$nodes" = 3 ]; then
     read -r joins3 _ bad <<<"$(bench_wrk bench/join.lua bench3 "${bench_urls[@]}")"; echo "joins, 3 nodes:  $joins3/s (non-2xx $bad)"
+  fi
+  # Heartbeats of the sessions joined above, through every node: what a heartbeat costs the log
+  # (the nodes batch them per room).
+  local beats beats_n ha0 ha1 hbill0 hbill1
+  ha0="$(bench_counter waitroom_log_append_duration_seconds_count "${bench_urls[@]}")"
+  hbill0="$(bench_billed "${bench_urls[@]}")"
+  read -r beats beats_n bad <<<"$(bench_wrk bench/heartbeat.lua bench3 "${bench_urls[@]}")"
+  ha1="$(bench_counter waitroom_log_append_duration_seconds_count "${bench_urls[@]}")"
+  hbill1="$(bench_billed "${bench_urls[@]}")"
+  echo "heartbeats, $nodes node(s): $beats/s (non-2xx $bad), $beats_n heartbeats, $((ha1 - ha0)) append requests"
+  if [ "$backend" = sqs ]; then
+    echo "billed requests (sqs s3_put_list s3_get) during the 1-node joins: $bill0 -> $bill1; during the heartbeats: $hbill0 -> $hbill1"
   fi
   local raw="" raw_what=""
   IFS='|' read -r raw raw_what <<<"$(raw_rate "$backend")"
@@ -196,6 +211,11 @@ measure() {
     --no-progress --out "$bench_scratch/load-$backend" >"$bench_scratch/load-$backend.txt" 2>&1 \
     || { cat "$bench_scratch/load-$backend.txt" >&2; echo "waitroom load failed on $backend" >&2; }
   cp "$bench_scratch/load-$backend/report.json" "$OUT/$backend-load.json" 2>/dev/null || true
+  # What at-least-once delivery repeated on every node over the whole run so far.
+  local redelivered duplicates
+  redelivered="$(bench_counter waitroom_log_entries_redelivered_total "${bench_urls[@]}")"
+  duplicates="$(bench_counter waitroom_records_duplicate_total "${bench_urls[@]}")"
+  echo "on all nodes, over the run: $redelivered log entries delivered again (skipped), $duplicates duplicate records (no effect)"
 
   # Replay: the last node killed with SIGKILL, then started again on its data dir; ready within
   # RESTART_WAIT_S or reported as not ready (SQS: a batch the killed node held waits out the
@@ -227,6 +247,16 @@ except Exception:
 num = lambda v: float(v) if v not in ("", None) else None
 joins = int("$n1" or 0)
 refill = load.get("refillLatency", {})
+fifo = load.get("fifo") or {}
+beats_n = int("$beats_n" or 0)
+def billed(before, after, ops):
+    b, a = map(int, before.split()), map(int, after.split())
+    per = [(y - x) / ops for x, y in zip(b, a)] if ops else None
+    if not per:
+        return None
+    return {"sqs": per[0], "s3PutList": per[1], "s3Get": per[2],
+            "dollarsPerMillion": per[0] * $BENCH_SQS_PER_MILLION + per[1] * $BENCH_S3_PUT_LIST_PER_MILLION
+                                 + per[2] * $BENCH_S3_GET_PER_MILLION}
 json.dump({
     "backend": "$backend", "broker": "$BROKER_VERSION", "nodes": $nodes,
     "machine": "$(bench_machine)", "loadAverageAtStart": "$(bench_loadavg)",
@@ -238,6 +268,13 @@ json.dump({
     "nodeCpuSecondsPerMillionJoins": ($cpu1 - $cpu0) / joins * 1e6 if joins else None,
     "brokerCpuSecondsPerMillionJoins": ($bcpu1 - $bcpu0) / joins * 1e6 if joins else None,
     "appendRequestsPerJoin": ($a1 - $a0) / joins if joins else None,
+    "heartbeats": num("$beats"), "heartbeatsDone": beats_n,
+    "appendRequestsPerHeartbeat": ($ha1 - $ha0) / beats_n if beats_n else None,
+    "billedPerJoin": billed("$bill0", "$bill1", joins) if "$backend" == "sqs" else None,
+    "billedPerHeartbeat": billed("$hbill0", "$hbill1", beats_n) if "$backend" == "sqs" else None,
+    "prices": "SQS FIFO \$$BENCH_SQS_PER_MILLION per million requests, S3 PUT/LIST \$$BENCH_S3_PUT_LIST_PER_MILLION per million, GET \$$BENCH_S3_GET_PER_MILLION per million ($BENCH_PRICES_DATED)",
+    "redelivered": int("$redelivered" or 0), "duplicates": int("$duplicates" or 0),
+    "fifoInversions": fifo.get("inversions"), "fifoSessions": fifo.get("sessions"),
     "raw": num("$raw"), "rawWhat": "$raw_what", "rawRoundTrip": num("$round_trip"),
     "refillP50Ms": (refill.get("upperBoundMs") or {}).get("p50"),
     "refillP99Ms": (refill.get("upperBoundMs") or {}).get("p99"),

@@ -172,6 +172,38 @@ bench_start_seats() {
   SEATS_URL="$(bench_url "$dir/stdout" "seat service")"
 }
 
+# AWS list prices (us-east-1, as published by AWS in 2025), used by bench/sqs.sh and
+# bench/compare.sh: SQS FIFO $0.50 per million requests (a request per 64 KiB of payload); S3
+# Standard PUT/COPY/POST/LIST $0.005 per 1 000, GET $0.0004 per 1 000, DELETE free.
+BENCH_PRICES_DATED="us-east-1 list prices, 2025"
+BENCH_SQS_PER_MILLION=0.50
+BENCH_S3_PUT_LIST_PER_MILLION=5.00
+BENCH_S3_GET_PER_MILLION=0.40
+
+# bench_counter NAME URL...: the sum over the nodes at URL... of the samples on their /metrics
+# whose series starts with NAME (a metric name, or a name and the start of its labels).
+bench_counter() {
+  local name="$1" url
+  shift
+  for url in "$@"; do curl -sf "$url/metrics" || true; done \
+    | awk -v name="$name" 'index($0, name) == 1 {sum += $NF} END {printf "%d\n", sum}'
+}
+
+# bench_billed URL...: the SQS and S3 requests the nodes at URL... made so far
+# (waitroom_log_requests_total), as "sqs s3_put_list s3_get"; receives that came back empty are
+# left out (against moto the nodes short-poll; see bench/sqs.sh).
+bench_billed() {
+  local url
+  for url in "$@"; do curl -sf "$url/metrics" || true; done | awk '
+    /^waitroom_log_requests_total\{/ {
+      kind = $0; sub(/.*kind="/, "", kind); sub(/".*/, "", kind)
+      if (kind ~ /^sqs_/ && kind != "sqs_receive_empty") sqs += $NF
+      else if (kind == "s3_put" || kind == "s3_list") putlist += $NF
+      else if (kind == "s3_get") get += $NF
+    }
+    END {printf "%d %d %d\n", sqs, putlist, get}'
+}
+
 # bench_loadavg: the 1, 5 and 15 minute load averages now.
 bench_loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 

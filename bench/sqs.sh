@@ -29,12 +29,10 @@ bench_build --bin waitroom --features sqs
 bench_build_servers
 scratch="$bench_scratch"
 
-# List prices (us-east-1, as published by AWS in 2025): SQS FIFO $0.50 per million requests (a
-# request per 64 KiB of payload); S3 Standard PUT/COPY/POST/LIST $0.005 per 1 000, GET $0.0004
-# per 1 000, DELETE free.
-SQS_PER_MILLION=0.50
-S3_PUT_LIST_PER_MILLION=5.00
-S3_GET_PER_MILLION=0.40
+# List prices: bench/lib.sh.
+SQS_PER_MILLION="$BENCH_SQS_PER_MILLION"
+S3_PUT_LIST_PER_MILLION="$BENCH_S3_PUT_LIST_PER_MILLION"
+S3_GET_PER_MILLION="$BENCH_S3_GET_PER_MILLION"
 
 venv="${WAITROOM_MOTO_VENV:-$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/moto-venv}"
 eval "$("$BENCH_BIN/waitroom-servers" moto --dir "$scratch/moto" --venv "$venv")"
@@ -133,7 +131,7 @@ PY
 }
 
 echo "on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); wrk -t1 -c$CONNECTIONS -d$DURATION per node; moto $("$venv/bin/python" -c 'import moto; print(moto.__version__)')"
-echo "prices: SQS FIFO \$$SQS_PER_MILLION/M requests, S3 PUT/LIST \$$S3_PUT_LIST_PER_MILLION/M, GET \$$S3_GET_PER_MILLION/M (us-east-1 list prices, 2025)"
+echo "prices: SQS FIFO \$$SQS_PER_MILLION/M requests, S3 PUT/LIST \$$S3_PUT_LIST_PER_MILLION/M, GET \$$S3_GET_PER_MILLION/M ($BENCH_PRICES_DATED)"
 # One node: joins; stopped, its requests counted. Each count covers a node's whole life (start,
 # a head sync a minute, tagging its queue), which a longer DURATION spreads over more joins.
 start_node 0

@@ -537,17 +537,18 @@ impl Collector for RoomCollector {
         let Some(rooms) = self.rooms.upgrade() else {
             return Ok(());
         };
-        let mut family = encoder.encode_descriptor(
-            "log_requests",
-            "Requests the log made that its provider bills per request, by kind (SQS and S3; none \
-             on other backends)",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        for (kind, count) in rooms.billed_log_requests() {
-            ConstCounter::new(count).encode(family.encode_family(&KindLabels { kind })?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "log_requests",
+                "Requests the log made that its provider bills per request, by kind (SQS and S3; none \
+                 on other backends)",
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for (kind, count) in rooms.billed_log_requests() {
+                ConstCounter::new(count).encode(family.encode_family(&KindLabels { kind })?)?;
+            }
         }
-        drop(family);
         let figures = rooms.all_room_figures();
         let gauges: [(&str, &str, FigureReader); 5] = [
             ("room_waiting", "Live WAITING sessions", |f| {
