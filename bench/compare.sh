@@ -7,8 +7,14 @@
 #   - status polls/s and joins/s through one node and through three (wrk, CONNECTIONS per node),
 #     with the CPU-seconds the nodes and the broker spent per million joins (from /proc) and the
 #     append requests per join (from the node's /metrics);
+#   - heartbeats of the sessions joined for the polls, through every node (wrk): heartbeats/s and
+#     the append requests per heartbeat;
+#   - on SQS, the SQS and S3 requests per join and per heartbeat (the nodes' own counts,
+#     waitroom_log_requests_total) and their price at the list prices in bench/lib.sh;
 #   - the same `waitroom load` scenario (LOAD_USERS over RAMP_SECONDS into a room of
-#     LOAD_CAPACITY, each holding a slot 1 to 3 s): refill latency p50/p99 and capacity overshoot;
+#     LOAD_CAPACITY, each holding a slot 1 to 3 s): refill latency p50/p99, capacity overshoot and
+#     FIFO inversions among the admitted sessions; then, summed over the nodes, the log entries
+#     delivered again (skipped by position) and the duplicate records (applied with no effect);
 #   - a node killed with SIGKILL after that and started again: seconds until it is ready (it
 #     restores the rooms from their snapshots and reads the log after them);
 #   - the broker's resident memory at the end, and its own raw write rate (redis-benchmark XADD,
