@@ -909,11 +909,10 @@ async fn faults_sqs() {
             moto.url(),
             SQS_VISIBILITY.as_secs()
         ),
-        // SQS and S3 are reached at the `endpoint` query parameter's address.
-        // Seen (5 runs of 5, 2026-12-06, moto 5.2.5): after node 0's connections are dropped for
-        // 3 s, node 0 stays unready for 24-28 s after they are restored ("caught up with the
-        // log" comes that late, with nothing logged in between at `debug`); nothing is lost and
-        // the fleet converges. Reported to the lead, not diagnosed; READY_WAIT allows for it.
+        // SQS and S3 are reached at the `endpoint` query parameter's address. (Until 2026-12-07
+        // node 0 stayed unready for 24-28 s after 3 s of dropped connections: a receive of its
+        // own FIFO queue lost with the connection hid its group for the queue's 30 s visibility
+        // timeout, now 5 s; see bench/results/2026-12-07/faults-sqs.)
         proxied: Ok(loopback(moto.port())),
         held_work: SQS_VISIBILITY,
         server: Some(Box::new(moto)),

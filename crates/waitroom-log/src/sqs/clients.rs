@@ -61,6 +61,9 @@ pub enum Request {
     /// A receive that brought none (a long poll that timed out, or an empty short poll).
     SqsReceiveEmpty,
     SqsDelete,
+    /// Giving received messages back at once (`ChangeMessageVisibilityBatch` to 0) after a
+    /// stamping that failed.
+    SqsRelease,
     /// Creating, listing, tagging and deleting queues.
     SqsQueues,
     /// S3 `PutObject` and `ListObjectsV2` (tier 1 requests).
@@ -73,11 +76,12 @@ pub enum Request {
 }
 
 impl Request {
-    const ALL: [Request; 9] = [
+    const ALL: [Request; 10] = [
         Request::SqsSend,
         Request::SqsReceive,
         Request::SqsReceiveEmpty,
         Request::SqsDelete,
+        Request::SqsRelease,
         Request::SqsQueues,
         Request::S3Put,
         Request::S3List,
@@ -91,6 +95,7 @@ impl Request {
             Request::SqsReceive => "sqs_receive",
             Request::SqsReceiveEmpty => "sqs_receive_empty",
             Request::SqsDelete => "sqs_delete",
+            Request::SqsRelease => "sqs_release",
             Request::SqsQueues => "sqs_queues",
             Request::S3Put => "s3_put",
             Request::S3List => "s3_list",
@@ -102,7 +107,7 @@ impl Request {
 
 /// Requests made, by kind.
 #[derive(Default)]
-pub(crate) struct Counters([AtomicU64; 9]);
+pub(crate) struct Counters([AtomicU64; Request::ALL.len()]);
 
 impl Counters {
     pub(crate) fn count(&self, request: Request) {
@@ -345,6 +350,46 @@ impl Clients {
                 tracing::debug!(
                     code = failed.code(),
                     "SQS did not delete a message (received again elsewhere)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes received messages visible again at once (their visibility timeout set to 0), so
+    /// that they are received again now rather than once the timeout passes.
+    pub(crate) async fn release_received(
+        &self,
+        queue_url: &str,
+        receipts: &[String],
+    ) -> Result<(), LogError> {
+        use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+        for chunk in receipts.chunks(SQS_BATCH_MESSAGES_MAX) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(index, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
+                        .build()
+                        .map_err(|error| LogError::Rejected(format!("a release: {error}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.counters.count(Request::SqsRelease);
+            let output = self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|error| unavailable("releasing SQS messages", &error))?;
+            for failed in output.failed() {
+                tracing::debug!(
+                    code = failed.code(),
+                    "SQS did not release a message (its receipt expired: received again elsewhere)"
                 );
             }
         }

@@ -197,7 +197,8 @@ pub(crate) async fn stamp(shared: Arc<Shared>) {
                 match prepare_group(shared, group, &messages, deadline).await {
                     Ok(Ok(stamped)) => Some(stamped),
                     Ok(Err(Outcome::OutOfTime)) => {
-                        tracing::warn!(group, "stamping took too long: the batch is left to be received again");
+                        tracing::warn!(group, "stamping took too long: the batch is given back to be received again");
+                        release_later(shared, &messages, received_at + visibility);
                         None
                     }
                     Ok(Err(Outcome::Conflict)) => {
@@ -205,7 +206,8 @@ pub(crate) async fn stamp(shared: Arc<Shared>) {
                         None
                     }
                     Err(error) => {
-                        tracing::warn!(group, %error, "stamping failed: the batch is received again after the visibility timeout");
+                        tracing::warn!(group, %error, "stamping failed: the batch is given back to be received again");
+                        release_later(shared, &messages, received_at + visibility);
                         None
                     }
                 }
@@ -224,6 +226,39 @@ pub(crate) async fn stamp(shared: Arc<Shared>) {
             tracing::warn!(%error, "could not delete stamped batches from the intake: they are received again, and copied again");
         }
     }
+}
+
+/// Gives a batch whose stamping failed back to the intake at once (visibility timeout 0), in
+/// the background, retrying until its visibility timeout would have passed anyway (`expires`):
+/// otherwise the batch, and every later message of its group (a head marker among them), waits
+/// out the whole visibility timeout, and a node whose connection dropped for a few seconds stays
+/// unready for most of it. Giving it back is safe: whoever receives it next stamps it again with
+/// the same sequence numbers, or finds it stamped (the history object's conditional write).
+fn release_later(shared: &Arc<Shared>, messages: &[Received], expires: Instant) {
+    let receipts: Vec<String> = messages.iter().map(|m| m.receipt.clone()).collect();
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let mut attempt = 0;
+        loop {
+            let result = shared
+                .store
+                .clients
+                .release_received(&shared.intake_url, &receipts)
+                .await;
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    let delay = retry_delay(attempt);
+                    if Instant::now() + delay >= expires {
+                        tracing::debug!(%error, "could not give a batch back: it is received again after its visibility timeout");
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    });
 }
 
 /// Why stamping a group's batch stopped (it is left to be received again).

@@ -91,9 +91,12 @@ pub const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 pub const SHORT_POLL_IDLE: Duration = Duration::from_millis(50);
 
 /// How long a message of a node's own queue stays invisible after it was received: the node
-/// deletes it right after reading it, and one received again after a crash is skipped by its
-/// position.
-pub const NODE_QUEUE_VISIBILITY: Duration = Duration::from_secs(30);
+/// deletes it right after reading it, and one received again (after a crash, a failed delete) is
+/// skipped by its position. Short, because a node queue is FIFO: while a received message is
+/// invisible, the messages behind it (head answers among them) wait, so a receive whose answer
+/// was lost with a dropped connection kept the node unready for this long (24–28 s at 30 s, in
+/// the fault suite: 3 s of dropped connections). Reading and deleting take milliseconds.
+pub const NODE_QUEUE_VISIBILITY: Duration = Duration::from_secs(5);
 
 /// Default `visibility-timeout` of the intake: how long the node that received a group's batch
 /// holds it before another node may take it over.
