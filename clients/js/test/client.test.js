@@ -129,6 +129,40 @@ describe("@waitroom/client against a real node", { skip }, () => {
     assert.deepEqual(positions, [0], "one onPosition for the one position it held");
   });
 
+  test("follow, next in line, holds its reads between heartbeats and sees its turn the moment it comes", async () => {
+    // Heartbeats a minute apart: only the reads between them can tell of the turn in time.
+    const roomId = await room("js-front", { capacity: 1, heartbeatIntervalSeconds: 60 });
+    const holder = await join(roomId, { baseUrl: node.url });
+    const requests = [];
+    const recording = (url, init) => {
+      const { pathname, search } = new URL(url);
+      requests.push(`${init.method} ${pathname}${search}`);
+      return fetch(url, init);
+    };
+    const person = await join(roomId, { baseUrl: node.url, fetch: recording });
+    assert.equal(person.view.position, 0);
+    let admittedAt = null;
+    const followed = follow(person, {
+      onAdmitted: () => {
+        admittedAt = Date.now();
+      },
+    });
+    // While nothing changes, one read is held by the server: far fewer than one a second.
+    const quietUntil = Date.now() + 3_000;
+    await eventually("3 s pass", 10_000, () => Date.now() >= quietUntil);
+    const reads = requests.filter((r) => r.startsWith("GET "));
+    assert.ok(reads.length >= 1 && reads.length <= 2, `reads: ${requests.join(", ")}`);
+    assert.ok(reads.every((r) => r.endsWith(`?waitSeconds=${LIMITS.heldReadMaxSeconds}`)), `reads: ${reads.join(", ")}`);
+    assert.equal(admittedAt, null);
+
+    const freedAt = Date.now();
+    await leave(holder);
+    const final = await followed;
+    assert.equal(final.status, "ACTIVE");
+    // Long before the next heartbeat (a minute), and before the held read's wait (8 s) ends.
+    assert.ok(admittedAt - freedAt < 5_000, `admitted ${admittedAt - freedAt} ms after the slot was freed`);
+  });
+
   test("follow reports each position change until admission", async () => {
     const roomId = await room("js-positions", { capacity: 1 });
     const holder = await join(roomId, { baseUrl: node.url });

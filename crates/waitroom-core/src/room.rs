@@ -1017,6 +1017,12 @@ impl Room {
         }
     }
 
+    /// Sessions admitted plus sessions ended since the room was created: changes whenever some
+    /// session's status changes (the node wakes reads waiting for a turn on it). O(1).
+    pub fn status_changes_total(&self) -> u64 {
+        self.admitted_total + self.expired_total.sum()
+    }
+
     pub fn stats(&self) -> RoomStats {
         let oldest_joined_ms = self
             .line

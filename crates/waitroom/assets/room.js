@@ -60,8 +60,12 @@
   const REDIRECT_LOOP_GUARD_MS = 20000;
   /** Tab switches closer together than this do not each cause a request. */
   const RESYNC_MIN_INTERVAL_MS = 2000;
-  /** Near the front of the line the page reads its view this often between heartbeats (see
-   *  `scheduleFrontCheck`). */
+  /** Near the front of the line the page reads its view, asking the server to hold the answer
+   *  until its turn comes or this many seconds pass (`?waitSeconds=`, at most 8: the API's bound),
+   *  then reads again at once (see `scheduleFrontCheck`). */
+  const HELD_READ_SECONDS = 8;
+  /** ...and at least this long after the previous read began: a server that holds no more reads
+   *  answers at once, and the page then reads once a second, as it did before held reads. */
   const FRONT_CHECK_MS = 1000;
   /** At `opensAt` everyone re-reads; a random delay up to this spreads that herd out. */
   const OPENING_JITTER_MS = 4000;
@@ -172,6 +176,7 @@
    *  requests from an older generation are dropped. */
   let generation = 0;
   let heartbeatTimer = null;
+  let frontInFlight = false; // a held read of the view is on its way
   let heartbeatInFlight = null; // generation of the heartbeat in flight, or null
   let failures = 0; // consecutive failed heartbeats
   let lastSyncAt = 0;
@@ -287,6 +292,7 @@
         headers: { "Idempotency-Key": idempotencyKey },
       }),
     get: (id) => request("GET", sessionPath(id)),
+    held: (id) => request("GET", `${sessionPath(id)}?waitSeconds=${HELD_READ_SECONDS}`),
     heartbeat: (id) => request("POST", `${sessionPath(id)}:heartbeat`),
     leave: (id) => request("DELETE", sessionPath(id)),
   };
@@ -547,9 +553,11 @@
   // Heartbeats keep the place alive; at their interval (often 10-30 s) they would also tell the
   // person of their turn up to a whole interval late, while the slot sits idle and its idle clock
   // runs. So a page near the front also reads its view (a GET: answered from the node's memory,
-  // nothing written to the log) every FRONT_CHECK_MS. "Near" is next in line, or an estimated
-  // wait shorter than the heartbeat interval, so about (admissions per second x heartbeat
-  // interval) pages do this at once, whatever the size of the line.
+  // nothing written to the log), asking the server to hold the answer until the turn comes
+  // (`waitSeconds`): the page learns of it the moment the slot frees, with one request per
+  // HELD_READ_SECONDS instead of one per second. "Near" is next in line, or an estimated wait
+  // shorter than the heartbeat interval, so about (admissions per second x heartbeat interval)
+  // pages do this at once, whatever the size of the line.
   function isNearFront(v) {
     if (!v || v.status !== "WAITING" || v.prequeue === true) return false;
     if (v.position === 0) return true;
@@ -557,29 +565,34 @@
     return Number.isInteger(eta) && eta * 1000 < intervalMs(v);
   }
 
-  function scheduleFrontCheck() {
+  function scheduleFrontCheck(delayMs = FRONT_CHECK_MS) {
+    if (frontInFlight) return; // the held read's answer schedules the next
     clearTimeout(frontTimer);
     frontTimer = null;
-    if (record && isNearFront(view)) frontTimer = setTimeout(frontCheck, FRONT_CHECK_MS);
+    if (record && isNearFront(view)) frontTimer = setTimeout(frontCheck, delayMs);
   }
 
   async function frontCheck() {
     frontTimer = null;
     const gen = generation;
     if (!record || !isNearFront(view)) return;
-    if (heartbeatInFlight === gen) {
-      scheduleFrontCheck(); // the heartbeat's answer will do
-      return;
-    }
+    const startedAt = Date.now();
+    frontInFlight = true;
+    let next = null;
     try {
-      const next = await api.get(record.id);
-      if (gen !== generation) return;
-      lastSyncAt = Date.now();
-      accept(next); // schedules the next check while still near the front
+      next = await api.held(record.id);
     } catch (_) {
       // Failures are the heartbeat's to report and retry; this check just tries again later.
-      if (gen === generation) scheduleFrontCheck();
+    } finally {
+      frontInFlight = false;
     }
+    if (gen !== generation) return;
+    if (next) {
+      lastSyncAt = Date.now();
+      accept(next);
+    }
+    // Read again at once after a held answer; a second after the last read began otherwise.
+    scheduleFrontCheck(Math.max(0, FRONT_CHECK_MS - (Date.now() - startedAt)));
   }
 
   // ---------------------------------------------------------------------------

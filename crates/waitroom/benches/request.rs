@@ -61,6 +61,7 @@ fn polls(c: &mut Criterion) {
             join_rate_limit: None,
             client_ip_header: None,
             registry: node.metrics_registry(),
+            held_reads: tokio::sync::Semaphore::new(waitroom::limits::HELD_READS_MAX),
         });
         std::mem::forget(tasks);
         (

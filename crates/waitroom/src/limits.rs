@@ -102,6 +102,18 @@ pub const IDLE_TIMEOUT_MS: u64 = 75_000;
 /// `REQUEST_BODY_BYTES_MAX` and to hand over the answer. Bounds slow bodies and clients that stop
 /// reading.
 pub const REQUEST_TIME_BEYOND_WAITS_MS: u64 = 10_000;
+
+// Held status reads (`GET /api/waiting-room/sessions/{id}?waitSeconds=`): a page near the front
+// of the line asks to be answered when its turn comes, instead of asking every second.
+
+/// Longest a status read may be held (`waitSeconds`). Within the time a request may take beyond
+/// the node's waits, so a held read is never closed by the request timeout.
+pub const STATUS_WAIT_SECONDS_MAX: u64 = 8;
+/// Status reads held at once per node (`--held-reads-max`); one past it is answered at once, as
+/// without `waitSeconds`. Each holds a connection and a small task (a few KiB).
+pub const HELD_READS_MAX: usize = 10_000;
+
+const _: () = assert!(STATUS_WAIT_SECONDS_MAX * 1000 < REQUEST_TIME_BEYOND_WAITS_MS);
 /// Connections are checked against the timeouts above this often at most (and four times per
 /// shortest timeout), so one is closed between its timeout and its timeout plus one check.
 pub const CONNECTION_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(1);

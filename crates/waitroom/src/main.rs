@@ -124,6 +124,10 @@ struct ServeArgs {
     /// addresses: set it above what one of them opens, or to 0.
     #[arg(long, env = "WAITROOM_CONNECTIONS_PER_ADDRESS_MAX", default_value_t = defaults::CONNECTIONS_PER_ADDRESS_MAX as u64, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     connections_per_address_max: u64,
+    /// Status reads held at once for a change (`GET …/sessions/{id}?waitSeconds=`, used by
+    /// waiting pages near the front of the line); one past it is answered at once.
+    #[arg(long, env = "WAITROOM_HELD_READS_MAX", default_value_t = defaults::HELD_READS_MAX as u64, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    held_reads_max: u64,
     /// A request's headers must arrive within this long of its first byte (of the connection's
     /// opening for its first request), else the connection is closed.
     #[arg(long, env = "WAITROOM_HEADER_READ_TIMEOUT_MS", default_value_t = defaults::HEADER_READ_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -182,6 +186,7 @@ impl ServeArgs {
             connections_per_address_max: usize::try_from(self.connections_per_address_max)
                 .unwrap_or(usize::MAX),
             header_read_timeout_ms: self.header_read_timeout_ms,
+            held_reads_max: usize::try_from(self.held_reads_max).unwrap_or(usize::MAX),
             idle_timeout_ms: self.idle_timeout_ms,
             request_timeout_ms: None,
             node: NodeOptions {

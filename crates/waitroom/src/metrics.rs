@@ -284,6 +284,8 @@ pub struct Metrics {
     pub records_duplicate_total: Counter,
     pub applier_lag_ms: Gauge,
     pub ready: Gauge,
+    /// Status reads held now for a change (`waitSeconds`).
+    pub status_reads_held: Gauge,
     pub join_rate_limited_total: Counter,
     pub writes_timed_out_total: Counter,
     /// How long taking a snapshot held a room's lock (the applier waits that long at most).
@@ -322,6 +324,7 @@ impl Default for Metrics {
             records_duplicate_total: Counter::default(),
             applier_lag_ms: Gauge::default(),
             ready: Gauge::default(),
+            status_reads_held: Gauge::default(),
             join_rate_limited_total: Counter::default(),
             writes_timed_out_total: Counter::default(),
             snapshot_pause_seconds: latency_histogram(),
@@ -427,6 +430,11 @@ impl Metrics {
             "log_trims",
             "Trims of the log this node made",
             m.trims_total.clone(),
+        );
+        registry.register(
+            "status_reads_held",
+            "Status reads held now until a session's turn comes (waitSeconds), each on a connection",
+            m.status_reads_held.clone(),
         );
         registry.register(
             "log_entries_redelivered",

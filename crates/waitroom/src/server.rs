@@ -54,6 +54,8 @@ pub struct ServeOptions {
     /// How long a request may be in flight on its connection; `None` (the default, and what
     /// `waitroom serve` uses): the node's waits plus `limits::REQUEST_TIME_BEYOND_WAITS_MS`.
     pub request_timeout_ms: Option<u64>,
+    /// Status reads held at once (`waitSeconds`); past it, reads are answered at once.
+    pub held_reads_max: usize,
     pub node: NodeOptions,
     /// Routes of a program that embeds the node, served next to the API on the same listener
     /// (see [`http::router_with`]); `waitroom demo` adds its seat-selection page this way.
@@ -72,7 +74,8 @@ pub mod defaults {
     pub const JOIN_BURST_PER_IP: u32 = 500;
     pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
     pub use crate::limits::{
-        CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, HEADER_READ_TIMEOUT_MS, IDLE_TIMEOUT_MS,
+        CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, HEADER_READ_TIMEOUT_MS, HELD_READS_MAX,
+        IDLE_TIMEOUT_MS,
     };
 }
 
@@ -96,6 +99,7 @@ impl Default for ServeOptions {
             header_read_timeout_ms: defaults::HEADER_READ_TIMEOUT_MS,
             idle_timeout_ms: defaults::IDLE_TIMEOUT_MS,
             request_timeout_ms: None,
+            held_reads_max: defaults::HELD_READS_MAX,
             node: NodeOptions::DEFAULT,
             extra_routes: None,
         }
@@ -198,6 +202,7 @@ pub async fn run_with(
         join_rate_limit,
         client_ip_header,
         registry,
+        held_reads: tokio::sync::Semaphore::new(options.held_reads_max),
     });
     if state.join_rate_limit.is_some() {
         let state = state.clone();

@@ -52,6 +52,8 @@ pub struct AppState {
     /// Trusted header carrying the client address (set by your load balancer), if any.
     pub client_ip_header: Option<HeaderName>,
     pub registry: Registry,
+    /// Permits of held status reads (`--held-reads-max`; see `sessions::get_session`).
+    pub held_reads: tokio::sync::Semaphore,
 }
 
 /// The whole API.

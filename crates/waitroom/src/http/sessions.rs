@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use waitroom_core::{
@@ -261,7 +262,9 @@ pub(crate) async fn join(
     }
 }
 
-use crate::limits::{COMPENSATION_ATTEMPTS_MAX, COMPENSATIONS_IN_FLIGHT_MAX};
+use crate::limits::{
+    COMPENSATION_ATTEMPTS_MAX, COMPENSATIONS_IN_FLIGHT_MAX, STATUS_WAIT_SECONDS_MAX,
+};
 static COMPENSATIONS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(COMPENSATIONS_IN_FLIGHT_MAX);
 
@@ -344,14 +347,45 @@ pub(crate) async fn other_method(Path(raw): Path<String>) -> Problem {
     }
 }
 
+/// The query of `GET /api/waiting-room/sessions/{id}`. Other parameters are ignored (a cache
+/// buster, say), as they always were.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatusQuery {
+    /// Hold the answer while the session is `WAITING`, until its status changes (its turn came:
+    /// `ACTIVE`; or it ended) or this many seconds pass, whichever comes first; then answer its
+    /// view as of then. For pages near the front of the line: they learn of their turn the
+    /// moment it comes, with one request per wait instead of one per second. Answered at once
+    /// when the session is not `WAITING`, and when the node already holds as many reads as it
+    /// may (`--held-reads-max`): read again after a second then.
+    // Read as text, so that every bad value gets the same clear problem.
+    #[serde(rename = "waitSeconds")]
+    #[param(required = false, value_type = Option<u64>, minimum = 1, maximum = 8)]
+    wait_seconds: Option<String>,
+}
+
+impl StatusQuery {
+    fn wait(&self) -> Result<Option<Duration>, Problem> {
+        let Some(text) = &self.wait_seconds else {
+            return Ok(None);
+        };
+        match text.parse::<u64>() {
+            Ok(seconds @ 1..=STATUS_WAIT_SECONDS_MAX) => Ok(Some(Duration::from_secs(seconds))),
+            _ => Err(Problem::bad_request(format!(
+                "waitSeconds must be a whole number of seconds from 1 to {STATUS_WAIT_SECONDS_MAX}"
+            ))),
+        }
+    }
+}
+
 /// `GET /api/waiting-room/sessions/{id}`
 #[utoipa::path(
     get, path = "/api/waiting-room/sessions/{id}", tag = "client",
     params(("id" = String, Path, description = "The session id: `wr_` and 27 base64url characters, as issued. Any other id of at most 128 characters of `A-Z a-z 0-9 _ -` is unknown (`404`); anything else is malformed (`400`).",
-        pattern = "^[A-Za-z0-9_-]{1,128}$", min_length = 1, max_length = 128)),
+        pattern = "^[A-Za-z0-9_-]{1,128}$", min_length = 1, max_length = 128), StatusQuery),
     responses(
-        (status = 200, description = "The session view (changes nothing)", body = SessionBody),
-        (status = 400, description = "Malformed id", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 200, description = "The session view (changes nothing); with `waitSeconds`, once the status changed or the wait passed", body = SessionBody),
+        (status = 400, description = "Malformed id, or `waitSeconds` not an integer from 1 to 8", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 404, description = "Never issued, or forgotten", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 405, description = "A method other than GET, HEAD and DELETE, or GET of an `:action`", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
         (status = 503, description = "This node could not catch up with its log in time", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
@@ -360,9 +394,17 @@ pub(crate) async fn other_method(Path(raw): Path<String>) -> Problem {
 pub(crate) async fn get_session(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let id = plain_id(&raw)?;
-    let (cell, view) = find(&state, &id).await?;
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let wait = query.wait()?;
+    let (cell, mut view) = find(&state, &id).await?;
+    if let Some(wait) = wait
+        && view.status == Status::Waiting
+    {
+        view = held(&state, &cell, &id, view, wait).await?;
+    }
     Ok(session_response(
         &state,
         StatusCode::OK,
@@ -370,6 +412,56 @@ pub(crate) async fn get_session(
         &id,
         view,
     ))
+}
+
+/// The view of a `WAITING` session once its status changed or `wait` passed (at once when the
+/// node holds `--held-reads-max` reads already). The room wakes its waiters after applying
+/// records that changed some session's status; each re-reads its own view under the read lock
+/// (registered for the next wake first, so none is missed in between).
+async fn held(
+    state: &AppState,
+    cell: &RoomCell,
+    id: &PublicSessionId,
+    mut view: SessionView,
+    wait: Duration,
+) -> Result<SessionView, Problem> {
+    let Ok(_permit) = state.held_reads.try_acquire() else {
+        return Ok(view);
+    };
+    let _counted = Counted::new(&state.node.metrics.status_reads_held);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let changed = cell.changed.notified();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        view = cell
+            .state
+            .read()
+            .view(&id.session)
+            .ok_or_else(unknown_session)?;
+        if view.status != Status::Waiting {
+            return Ok(view);
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Ok(view);
+        }
+    }
+}
+
+/// One in a gauge while it lives.
+struct Counted<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// `DELETE /api/waiting-room/sessions/{id}`
@@ -642,6 +734,7 @@ mod tests {
             join_rate_limit: None,
             client_ip_header: None,
             registry: node.metrics_registry(),
+            held_reads: tokio::sync::Semaphore::new(crate::limits::HELD_READS_MAX),
         }));
 
         // Another thread holds the room's state, so the applier cannot apply the join in time.

@@ -290,11 +290,13 @@ fn apply_run(
     let mut kinds: Vec<(&'static str, u64)> = Vec::new();
     let mut last = None;
     let mut duplicates = 0;
-    let (vacant, due, records_applied_bytes) = {
+
+    let (vacant, due, records_applied_bytes, status_changed) = {
         let mut room = cell.state.write();
         let mut log = cell.log.lock();
         let mut records = 0;
         let mut bytes = 0;
+        let status_changes_before = room.status_changes_total();
         for decoded in run.drain(..) {
             let before = applied.get(&decoded.shard);
             applied.advance(&decoded.shard, decoded.position);
@@ -347,8 +349,12 @@ fn apply_run(
         if due {
             log.snapshot_queued = true;
         }
-        (room.is_vacant(), due, bytes)
+        let status_changed = room.status_changes_total() != status_changes_before;
+        (room.is_vacant(), due, bytes, status_changed)
     };
+    if status_changed {
+        cell.changed.notify_waiters();
+    }
     if due {
         snapshots::queue(node, cell);
     }

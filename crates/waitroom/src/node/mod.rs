@@ -125,6 +125,10 @@ pub struct RoomCell {
     /// Changed only while `state`'s write lock is held (lock order: `state`, then `log`), so
     /// under `state`'s read lock it describes exactly the state one reads.
     pub log: Mutex<RoomLog>,
+    /// Woken (every waiter) after records that may have changed a session's status were applied:
+    /// an admission, an expiry, a leave, a configuration, a close, a tick. Held status reads wait
+    /// on it.
+    pub changed: tokio::sync::Notify,
 }
 
 /// Where a room stands in its shard.
@@ -485,6 +489,7 @@ impl Node {
             id: id.clone(),
             state: RwLock::new(Room::new(id.clone())),
             log: Mutex::new(RoomLog::default()),
+            changed: tokio::sync::Notify::new(),
         });
         rooms.by_id.insert(id.clone(), cell.clone());
         rooms

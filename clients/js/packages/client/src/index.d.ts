@@ -50,6 +50,7 @@ export declare const LIMITS: Readonly<{
   heartbeatMinSeconds: number;
   heartbeatMaxSeconds: number;
   heartbeatDefaultSeconds: number;
+  heldReadMaxSeconds: number;
   frontCheckIntervalMs: number;
   problemTextMaxChars: number;
 }>;

@@ -32,8 +32,12 @@ export const LIMITS = Object.freeze({
   heartbeatMaxSeconds: 300,
   heartbeatDefaultSeconds: 10,
   /** Near the front of the line (next, or an estimated wait shorter than the heartbeat interval)
-   *  the status is also read this often between heartbeats, so admission is seen within about
-   *  this long rather than a whole heartbeat interval later. A read writes nothing. */
+   *  the status is also read between heartbeats, and the server is asked to hold each read until
+   *  the turn comes or this many seconds pass (`?waitSeconds=`, at most 8: the API's bound), so
+   *  admission is seen the moment it happens, with one read per wait. A read writes nothing. */
+  heldReadMaxSeconds: 8,
+  /** ...and reads begin at least this far apart: a server that holds no more reads answers at
+   *  once, and reads then come once a second. */
   frontCheckIntervalMs: 1_000,
   /** Problem titles and details longer than this are cut. */
   problemTextMaxChars: 500,
@@ -289,8 +293,8 @@ function checkSession(session) {
 
 /**
  * Follows a session: heartbeats it every `heartbeatIntervalSeconds` of its room (each heartbeat
- * answers the view), reads its status every second between heartbeats while it is near the
- * front, retries failures with bounded exponential backoff (Retry-After first), and calls:
+ * answers the view), reads its status between heartbeats while it is near the front (held by the
+ * server until the turn comes, `?waitSeconds=`), retries failures with bounded exponential backoff (Retry-After first), and calls:
  *
  * - `onUpdate(view)` on every view;
  * - `onPosition({position, waitingCount, estimatedWaitSeconds, prequeue, view})` when one of
@@ -365,25 +369,31 @@ export async function follow(session, options = {}) {
 
   let failures = 0;
   let nextHeartbeatAt = Date.now() + heartbeatIntervalMs(view);
+  let lastReadAt = 0; // when the last read between heartbeats began
   for (;;) {
     const now = Date.now();
     let delayMs;
     let heartbeat;
+    let waitSeconds = 0;
+    const readAt = Math.max(now, lastReadAt + LIMITS.frontCheckIntervalMs);
     if (failures > 0) {
       delayMs = 0; // the backoff was slept in the catch below; try the heartbeat again now
       heartbeat = true;
-    } else if (isNearFront(view) && nextHeartbeatAt - now > LIMITS.frontCheckIntervalMs) {
-      delayMs = LIMITS.frontCheckIntervalMs;
+    } else if (isNearFront(view) && nextHeartbeatAt - readAt >= 1_000) {
+      // A held read, ending before the next heartbeat is due.
+      delayMs = readAt - now;
       heartbeat = false;
+      waitSeconds = Math.min(LIMITS.heldReadMaxSeconds, Math.floor((nextHeartbeatAt - readAt) / 1_000));
     } else {
       delayMs = nextHeartbeatAt - now;
       heartbeat = true;
     }
     await sleep(delayMs, signal);
     try {
+      if (!heartbeat) lastReadAt = Date.now();
       view = heartbeat
         ? await request(fetchImpl, "POST", `${url}:heartbeat`, { signal })
-        : await request(fetchImpl, "GET", url, { signal });
+        : await request(fetchImpl, "GET", `${url}?waitSeconds=${waitSeconds}`, { signal });
       failures = 0;
       if (heartbeat) nextHeartbeatAt = Date.now() + heartbeatIntervalMs(view);
     } catch (error) {
