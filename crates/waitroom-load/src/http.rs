@@ -205,6 +205,15 @@ impl HttpClient {
             .await
     }
 
+    /// `GET /sessions/{id}?waitSeconds=N`: answered when the session's status changes or after
+    /// `wait_seconds`. Not bound by the in-flight limit (it would hold a permit for seconds):
+    /// only users near the front of the line send it, a number bounded by the admission rate.
+    pub async fn held_poll(&self, session_id: &str, wait_seconds: u64) -> Exchange<SessionView> {
+        let path = format!("{SESSIONS_PATH}/{session_id}?waitSeconds={wait_seconds}");
+        self.call(Method::GET, &path, &[], None, false, SessionView::parse)
+            .await
+    }
+
     /// `POST /sessions/{id}:heartbeat`.
     pub async fn heartbeat(&self, session_id: &str) -> Exchange<SessionView> {
         let path = format!("{SESSIONS_PATH}/{session_id}:heartbeat");

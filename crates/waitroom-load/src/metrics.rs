@@ -80,6 +80,10 @@ pub struct Metrics {
     pub fifo: Fifo,
     pub utilisation: Utilisation,
     pub refill_latency: RefillLatency,
+    pub turn_notice: TurnNotice,
+    /// Status reads (`poll` and `held-poll`) per minute that users spent waiting (the waiting
+    /// intervals of the utilisation); `None` if nobody waited.
+    pub reads_per_waiting_minute: Option<f64>,
     pub eta_error: EtaError,
     /// `None` if no join succeeded.
     pub clock_offset: Option<ClockOffset>,
@@ -213,6 +217,16 @@ pub struct RefillLatency {
     pub lower_bound_ms: Option<Percentiles>,
 }
 
+/// How soon users who waited learned of their turn: for each, the first ACTIVE answer received
+/// minus the admission (`admittedAt`, moved onto the client's clock by the upper bound of the
+/// clock offset, so each figure is an upper bound given a fixed offset).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnNotice {
+    pub users: u64,
+    pub upper_bound_ms: Option<Percentiles>,
+}
+
 /// Nearest-rank percentiles.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -309,6 +323,8 @@ pub fn analyse(trace: &Trace) -> Analysis {
         fifo: fifo(trace),
         utilisation: utilisation(trace, &admitted_intervals, &waiting_intervals),
         refill_latency: refill_latency(trace, &waiting_intervals),
+        turn_notice: turn_notice(trace),
+        reads_per_waiting_minute: reads_per_waiting_minute(trace, &waiting_intervals),
         eta_error: eta_error(trace),
         clock_offset: clock_offset(trace),
     };
@@ -753,6 +769,43 @@ fn eta_error(trace: &Trace) -> EtaError {
     }
 }
 
+fn turn_notice(trace: &Trace) -> TurnNotice {
+    let Some(offset) = clock_offset(trace).filter(|offset| offset.consistent) else {
+        return TurnNotice::default();
+    };
+    let upper_us = (offset.upper_ms * 1_000.0).round() as TimeUs;
+    let mut latencies: Vec<f64> = trace
+        .users
+        .iter()
+        .filter(|user| {
+            user.join
+                .is_some_and(|join| join.status == crate::api::SessionStatus::Waiting)
+        })
+        .filter_map(|user| {
+            let received = user.active_first_received_us?;
+            let admitted = user.admitted_at_us?;
+            Some(milliseconds((received - admitted + upper_us).max(0)))
+        })
+        .collect();
+    TurnNotice {
+        users: latencies.len() as u64,
+        upper_bound_ms: percentiles(&mut latencies),
+    }
+}
+
+fn reads_per_waiting_minute(trace: &Trace, waiting: &[(TimeUs, TimeUs)]) -> Option<f64> {
+    let waited_us: TimeUs = waiting
+        .iter()
+        .map(|(start, end)| (end - start).max(0))
+        .sum();
+    let reads = trace
+        .requests
+        .iter()
+        .filter(|request| matches!(request.kind, RequestKind::Poll | RequestKind::HeldPoll))
+        .count();
+    (waited_us > 0).then(|| reads as f64 / (waited_us as f64 / 60_000_000.0))
+}
+
 fn clock_offset(trace: &Trace) -> Option<ClockOffset> {
     let mut lower = TimeUs::MIN;
     let mut upper = TimeUs::MAX;
@@ -948,6 +1001,38 @@ mod tests {
         assert_eq!(metrics.failures.total, 0);
         assert_eq!(metrics.users.completed, 5);
         assert_eq!(metrics.users.admitted, 5);
+    }
+
+    #[test]
+    fn the_turn_is_noticed_when_the_first_active_answer_arrives() {
+        // Clocks agree (join sent = received = joinedAt: offset within [0, 1 ms]); users seen
+        // ACTIVE 10, 45 and 45 ms after their admission, plus the offset's 1 ms.
+        let metrics = analyse(&clean_trace()).metrics;
+        assert_eq!(metrics.turn_notice.users, 5);
+        let notice = metrics.turn_notice.upper_bound_ms.unwrap();
+        assert_eq!((notice.p50, notice.max), (46.0, 46.0));
+        // No reads in the trace: none per waiting minute.
+        assert_eq!(metrics.reads_per_waiting_minute, Some(0.0));
+        // Reads of a held kind count, as polls do: 2 reads over the users' waiting time.
+        let mut with_reads = clean_trace();
+        for kind in [RequestKind::Poll, RequestKind::HeldPoll] {
+            with_reads.requests.push(RequestRecord {
+                kind,
+                outcome: Outcome::Ok,
+                sent_us: 100 * MS,
+                received_us: 101 * MS,
+            });
+        }
+        let waited_minutes = (1_005 - 2 + 2_005 - 3 + 3_005 - 4 + 1 + 0) as f64 / 60_000.0;
+        let reads = analyse(&with_reads)
+            .metrics
+            .reads_per_waiting_minute
+            .unwrap();
+        assert!(
+            (reads - 2.0 / waited_minutes).abs() < 0.01,
+            "{reads} vs {}",
+            2.0 / waited_minutes
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::time::{Clock, format_rfc3339_ms};
 
 /// The API's bound on every `*Seconds` field of a room config.
 const ROOM_SECONDS_MAX: u64 = 86_400;
+/// The API's bound on `waitSeconds` (a held status read): users hold their reads this long.
+pub const HELD_READ_SECONDS: u64 = 8;
+/// A held read's answer may come this long after its wait (the node's catch-up, the network).
+const HELD_READ_MARGIN_MS: u64 = 2_000;
 /// The API's bound on `admitPerMinute`.
 const ADMIT_PER_MINUTE_MAX: u64 = 10_000_000;
 /// The API's bound on room ids (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).
@@ -121,6 +125,15 @@ pub struct Args {
     #[arg(long, default_value_t = 2000)]
     pub poll_interval_ms: u64,
 
+    /// Which waiting users read their status between heartbeats: `interval` (every one, every
+    /// --poll-interval-ms), `front` (only those near the front of the line — next, or an
+    /// estimated wait shorter than the heartbeat interval — every --poll-interval-ms, like the
+    /// waiting page before held reads) or `held` (those near the front, each read held by the
+    /// server until the turn comes, `waitSeconds`, like the waiting page). Outside of `interval`
+    /// the others only heartbeat.
+    #[arg(long, value_enum, default_value_t = Reads::Interval)]
+    pub reads: Reads,
+
     /// Hard stop: the run ends after this long even if users are still waiting.
     #[arg(long, default_value_t = 600)]
     pub duration_max_seconds: u64,
@@ -178,6 +191,28 @@ pub struct Args {
     /// address per user, and its per-address join limit applies to each user, not to this tool.
     #[arg(long, value_name = "HEADER")]
     pub forwarded_for: Option<String>,
+}
+
+/// Which waiting users read their status between heartbeats (`--reads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reads {
+    /// Every waiting user, every `--poll-interval-ms`.
+    Interval,
+    /// Users near the front, every `--poll-interval-ms`.
+    Front,
+    /// Users near the front, each read held until the turn comes (`waitSeconds`).
+    Held,
+}
+
+impl fmt::Display for Reads {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Self::Interval => "interval",
+            Self::Front => "front",
+            Self::Held => "held",
+        })
+    }
 }
 
 /// How users arrive.
@@ -351,6 +386,7 @@ pub struct LoadOptions {
     pub abandon_waiting_after_seconds: SecondsRange,
     pub abandon_active_ratio: f64,
     pub poll_interval_ms: u64,
+    pub reads: Reads,
     pub duration_max_seconds: u64,
     pub connections_max: u32,
     pub request_timeout_ms: u64,
@@ -423,6 +459,7 @@ impl Args {
             abandon_waiting_after_seconds: self.abandon_waiting_after_seconds,
             abandon_active_ratio: self.abandon_active_ratio,
             poll_interval_ms: self.poll_interval_ms,
+            reads: self.reads,
             duration_max_seconds: self.duration_max_seconds,
             connections_max: self.connections_max,
             request_timeout_ms: self.request_timeout_ms,
@@ -498,6 +535,14 @@ impl LoadOptions {
             return Err(invalid("--forwarded-for is not a header name"));
         }
         check_range("users", self.users, 1, USERS_MAX)?;
+        if self.reads == Reads::Held
+            && self.request_timeout_ms < HELD_READ_SECONDS * 1_000 + HELD_READ_MARGIN_MS
+        {
+            return Err(invalid(format!(
+                "--reads held holds reads {HELD_READ_SECONDS} s: --request-timeout-ms must be at least {}",
+                HELD_READ_SECONDS * 1_000 + HELD_READ_MARGIN_MS
+            )));
+        }
         if let Some(capacity) = self.capacity {
             check_range("capacity", capacity, 1, CAPACITY_CEILING)?;
         }

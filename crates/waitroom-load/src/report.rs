@@ -320,6 +320,15 @@ impl Report {
             format_percentiles(refill.upper_bound_ms.as_ref()),
             format_percentiles(refill.lower_bound_ms.as_ref())
         ));
+        line(format!(
+            "turn      {} users who waited saw their turn ms after admission (upper bound) {}; \
+             {} status reads per waiting minute",
+            metrics.turn_notice.users,
+            format_percentiles(metrics.turn_notice.upper_bound_ms.as_ref()),
+            metrics
+                .reads_per_waiting_minute
+                .map_or("-".to_string(), |reads| format!("{reads:.2}"))
+        ));
         let eta = &metrics.eta_error;
         line(format!(
             "eta       {} samples; relative error {}; absolute error s {}",

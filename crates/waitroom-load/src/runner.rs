@@ -190,6 +190,7 @@ async fn release_users(
         room: options.room.clone(),
         run_id: format!("load-{}-{started_at_us}", options.seed),
         poll_interval_us: options.poll_interval_ms * 1000,
+        reads: options.reads,
         heartbeat_interval_seconds: options.heartbeat_interval_seconds,
         stop: CancellationToken::new(),
         stop_reason: Mutex::new(None),

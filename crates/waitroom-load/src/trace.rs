@@ -29,6 +29,9 @@ pub enum RequestKind {
     Join,
     /// `GET /sessions/{id}`.
     Poll,
+    /// `GET /sessions/{id}?waitSeconds=N`: a read held by the server until the turn comes
+    /// (`--reads held`, near the front of the line).
+    HeldPoll,
     /// `POST /sessions/{id}:heartbeat`.
     Heartbeat,
     /// `POST /sessions/{id}:complete`.
@@ -44,10 +47,11 @@ pub enum RequestKind {
 
 impl RequestKind {
     /// Every kind, in report order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Configure,
         Self::Join,
         Self::Poll,
+        Self::HeldPoll,
         Self::Heartbeat,
         Self::Complete,
         Self::Leave,
@@ -61,6 +65,7 @@ impl RequestKind {
             Self::Configure => "configure",
             Self::Join => "join",
             Self::Poll => "poll",
+            Self::HeldPoll => "held-poll",
             Self::Heartbeat => "heartbeat",
             Self::Complete => "complete",
             Self::Leave => "leave",

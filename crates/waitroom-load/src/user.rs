@@ -11,6 +11,11 @@ use crate::api::{SessionStatus, SessionView};
 use crate::arrival::UserPlan;
 use crate::http::{Exchange, HttpClient};
 use crate::limits::{CONSECUTIVE_FAILURES_MAX, HEARTBEAT_INTERVAL_SECONDS_CEILING};
+use crate::options::{HELD_READ_SECONDS, Reads};
+
+/// A waiting user whose turn is expected within this many heartbeat intervals reads its status
+/// between heartbeats (`--reads front|held`), as the waiting page does.
+const NEAR_FRONT_HEARTBEATS: TimeUs = 2;
 use crate::report::StopReason;
 use crate::time::TimeUs;
 use crate::trace::{EndKind, Outcome, RequestKind, RequestRecord, UserOutcome, UserTrace};
@@ -37,6 +42,8 @@ pub struct UserContext {
     /// Prefix of the idempotency keys, unique per run.
     pub run_id: String,
     pub poll_interval_us: u64,
+    /// Which waiting users read between heartbeats (`--reads`).
+    pub reads: crate::options::Reads,
     /// Used until a view reports the room's own interval.
     pub heartbeat_interval_seconds: u64,
     pub stop: CancellationToken,
@@ -128,6 +135,35 @@ pub async fn simulate(
 }
 
 impl SimulatedUser {
+    /// Near the front of the line, as the waiting page decides (not in the pre-queue): next in
+    /// line, or a turn expected within [`NEAR_FRONT_HEARTBEATS`] heartbeat intervals — by the
+    /// server's estimate, or by the user's own progress since it joined (`progress`: its first
+    /// position and when it was seen), whichever is sooner. The margin and the second opinion
+    /// keep an estimate that is too long from hiding a turn until the next heartbeat.
+    fn near_front(
+        &self,
+        view: &SessionView,
+        progress: Option<(u64, TimeUs)>,
+        now_us: TimeUs,
+    ) -> bool {
+        if view.status != SessionStatus::Waiting || view.prequeue {
+            return false;
+        }
+        let Some(position) = view.position else {
+            return false;
+        };
+        let horizon_us = NEAR_FRONT_HEARTBEATS * self.heartbeat_interval_us as TimeUs;
+        let by_estimate = view
+            .estimated_wait_seconds
+            .is_some_and(|eta| (eta as TimeUs) * 1_000_000 < horizon_us);
+        let by_progress = progress.is_some_and(|(first, since_us)| {
+            let moved = first.saturating_sub(position) as TimeUs;
+            let elapsed_us = now_us - since_us;
+            moved > 0 && (position as TimeUs) * elapsed_us / moved < horizon_us
+        });
+        position == 0 || by_estimate || by_progress
+    }
+
     fn now_us(&self) -> TimeUs {
         self.context.http.clock().now_us()
     }
@@ -262,8 +298,17 @@ impl SimulatedUser {
                 .map(|after_us| received_us + after_us as TimeUs);
             let poll_interval_us = self.context.poll_interval_us as TimeUs;
             let mut next_poll_us = received_us + poll_interval_us;
+            let mut last_read_sent_us = TimeUs::MIN / 2;
+            let progress = view.position.map(|position| (position, received_us));
             loop {
-                let mut next_us = next_heartbeat_us.min(next_poll_us);
+                let reads = match self.context.reads {
+                    Reads::Interval => true,
+                    Reads::Front | Reads::Held => self.near_front(&view, progress, self.now_us()),
+                };
+                let mut next_us = next_heartbeat_us;
+                if reads {
+                    next_us = next_us.min(next_poll_us);
+                }
                 if let Some(abandon_at_us) = abandon_at_us {
                     next_us = next_us.min(abandon_at_us);
                 }
@@ -273,15 +318,31 @@ impl SimulatedUser {
                     self.end(EndKind::Leave, &session_id, None).await;
                     return;
                 }
-                let (kind, exchange) = if next_heartbeat_us <= now_us {
+                // A held read must end before the next heartbeat is due.
+                let held_seconds = ((next_heartbeat_us - now_us) / 1_000_000)
+                    .clamp(0, HELD_READ_SECONDS as TimeUs)
+                    as u64;
+                let (kind, exchange) = if next_heartbeat_us <= now_us
+                    || (self.context.reads == Reads::Held && held_seconds == 0)
+                {
                     let exchange = self.context.http.heartbeat(&session_id).await;
                     (RequestKind::Heartbeat, exchange)
+                } else if self.context.reads == Reads::Held {
+                    last_read_sent_us = now_us;
+                    let exchange = self.context.http.held_poll(&session_id, held_seconds).await;
+                    (RequestKind::HeldPoll, exchange)
                 } else {
                     (RequestKind::Poll, self.context.http.poll(&session_id).await)
                 };
                 // A failed request is retried at the next tick, like a page would.
                 let answered_us = exchange.received_us;
-                next_poll_us = answered_us + poll_interval_us;
+                next_poll_us = if kind == RequestKind::HeldPoll {
+                    // Read again at once after a held answer; a poll interval after the last
+                    // read began otherwise (a node that holds no more reads answers at once).
+                    answered_us.max(last_read_sent_us + poll_interval_us)
+                } else {
+                    answered_us + poll_interval_us
+                };
                 if kind == RequestKind::Heartbeat {
                     next_heartbeat_us = answered_us + self.heartbeat_interval_us as TimeUs;
                 }
@@ -294,7 +355,7 @@ impl SimulatedUser {
                 };
                 self.observe(sent_us, received_us, &answer);
                 match answer.status {
-                    SessionStatus::Waiting => {}
+                    SessionStatus::Waiting => view = answer,
                     SessionStatus::Active | SessionStatus::Expired => {
                         view = answer;
                         break;
