@@ -799,7 +799,9 @@
     el.heading.textContent = t("waiting.heading");
     const position = Number.isInteger(v.position) && v.position >= 0 ? v.position : null;
     if (position === null) {
-      el.position.textContent = t("position.unknown");
+      // Waiting in line with no place: the room draws its admissions at random (a `random`
+      // queueing method), so there is no place to show, only the count and the expected wait.
+      el.position.textContent = t(v.position === null ? "position.random" : "position.unknown");
       el.progress.max = 1;
       el.progress.value = 0;
       el.moved.hidden = true;
