@@ -804,6 +804,7 @@
       el.position.textContent = t(v.position === null ? "position.random" : "position.unknown");
       el.progress.max = 1;
       el.progress.value = 0;
+      el.progress.hidden = v.position === null; // a draw has no progress to show
       el.moved.hidden = true;
       document.title = t("page.title");
     } else {
@@ -812,6 +813,7 @@
       else renderParts(el.position, "position.ahead", { count: position }, "count");
       const start = Math.max(record.startPosition === null ? position : record.startPosition, position);
       const moved = start - position;
+      el.progress.hidden = false;
       el.progress.max = Math.max(start, 1);
       el.progress.value = position === 0 ? el.progress.max : moved;
       el.moved.hidden = moved <= 0;

@@ -783,6 +783,7 @@ async fn a_random_room_shows_the_draw_instead_of_a_place() {
             )
             .await;
         assert_eq!(browser.text("waiting-count").await, "2 people");
+        assert!(browser.is_hidden("progress").await, "no progress bar in a draw");
         browser.screenshot("waiting-random").await;
 
         // The first person finishes, and the draw admits one of the two waiting; if it is the
