@@ -135,6 +135,25 @@ fn rooms(seeded: bool) -> Vec<(&'static str, Room)> {
     }
     s.at(T0 + 5, Command::CloseRoom);
     rooms.push(("closed", s.room.clone()));
+
+    // Snapshot format 3: a room whose queueing method is not `fifo` (seeded rooms only: only
+    // the seeded `ConfigureRoomQueued` carries a method).
+    if seeded {
+        let mut s = Script::new(seeded);
+        let random = RoomConfig {
+            queueing_method: QueueingMethod::Random,
+            ..config(2)
+        };
+        s.at(
+            T0,
+            Command::configure(random, DrawSeed::from_u64(0x5eed_0003)),
+        );
+        for n in 0..8 {
+            s.join(T0 + 1, n, None);
+        }
+        s.leave(T0 + 2, 0, LeaveReason::Completed);
+        rooms.push(("random", s.room.clone()));
+    }
     rooms
 }
 
@@ -201,6 +220,27 @@ fn records() -> Vec<(&'static str, Record)> {
                 file_entry_digest: config(100).digest(),
                 draw_seed: DrawSeed::from_u64(0x5eed_5eed),
             },
+        ),
+        (
+            "configure_queued",
+            Command::configure(
+                RoomConfig {
+                    queueing_method: QueueingMethod::Random,
+                    ..config(100)
+                },
+                DrawSeed::from_u64(0x5eed_5eed),
+            ),
+        ),
+        (
+            "configure_from_file_queued",
+            Command::configure_from_file(
+                RoomConfig {
+                    queueing_method: QueueingMethod::Reject,
+                    ..config(100)
+                },
+                config(100).digest(),
+                DrawSeed::from_u64(0x5eed_5eed),
+            ),
         ),
     ];
     commands

@@ -31,6 +31,74 @@ pub struct RoomConfig {
     pub paused: bool,
     /// Where an admitted person is sent (absolute http(s) URL).
     pub target_url: Option<String>,
+    /// How the line is served (see [`QueueingMethod`]).
+    ///
+    /// Not in this struct's serde encoding, which is positional in records (postcard): records
+    /// written before the method existed must still read, so the configuration's encoding keeps
+    /// their fields, and a method other than `Fifo` travels beside it, in
+    /// `Command::ConfigureRoomQueued` and `Command::ConfigureRoomFromFileQueued` (built by
+    /// `Command::configure` and `Command::configure_from_file`). Decoded alone, a configuration
+    /// is `Fifo`.
+    #[serde(skip)]
+    pub queueing_method: QueueingMethod,
+}
+
+/// How a room serves its line. Every node applies it in the state machine, so every node admits
+/// the same people in the same order.
+///
+/// The variants' order is their index in records (postcard) and in snapshots: append only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QueueingMethod {
+    /// First come, first served in log order (the pre-queue drawn at opening). Positions count
+    /// the people ahead.
+    #[default]
+    Fifo,
+    /// Whenever a slot frees, the next admitted is drawn uniformly at random among everyone
+    /// waiting in the line, from the room's secret draw seed and the number of admissions so far
+    /// (so every replica draws the same). Nobody has a position.
+    Random,
+    /// Everyone is admitted at once: `capacity` and `admitPerMinute` do not limit (a pause and
+    /// `opensAt` still hold people back). The room still counts sessions and issues tokens.
+    Passthrough,
+    /// New joins are refused (`Rejection::JoinsRefused`); sessions already in the room carry on,
+    /// and people already waiting are admitted first come, first served.
+    Reject,
+}
+
+impl QueueingMethod {
+    /// Every method, in index order.
+    pub const ALL: [QueueingMethod; 4] = [
+        QueueingMethod::Fifo,
+        QueueingMethod::Random,
+        QueueingMethod::Passthrough,
+        QueueingMethod::Reject,
+    ];
+
+    /// The API's name (`fifo`, `random`, `passthrough`, `reject`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QueueingMethod::Fifo => "fifo",
+            QueueingMethod::Random => "random",
+            QueueingMethod::Passthrough => "passthrough",
+            QueueingMethod::Reject => "reject",
+        }
+    }
+
+    /// The index in records and snapshots.
+    pub const fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// The method of index `index`, if any.
+    pub fn from_index(index: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(index)).copied()
+    }
+}
+
+impl fmt::Display for QueueingMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl RoomConfig {
@@ -47,13 +115,16 @@ impl RoomConfig {
             max_waiting: None,
             paused: false,
             target_url: None,
+            queueing_method: QueueingMethod::Fifo,
         }
     }
 
     /// A digest of every setting, the same on every platform and build: a node compares it with
     /// the one a room remembers to tell whether a rooms-file entry changed since it was applied
     /// (`Command::ConfigureRoomFromFile`). Pinned in a test: a change would make every node apply
-    /// every file entry once more, over changes made through the API.
+    /// every file entry once more, over changes made through the API. So the queueing method is
+    /// hashed only when it is not `Fifo` (a `Fifo` configuration's digest is what it was before
+    /// methods existed).
     pub fn digest(&self) -> [u8; 16] {
         let mut d = Digester::default();
         d.bytes(b"waitroom room configuration")
@@ -70,6 +141,9 @@ impl RoomConfig {
             Some(url) => d.u64(1).bytes(url.as_bytes()),
             None => d.u64(0),
         };
+        if self.queueing_method != QueueingMethod::Fifo {
+            d.u64(u64::from(self.queueing_method.index()));
+        }
         d.finish()
     }
 
@@ -241,6 +315,18 @@ mod tests {
                 target_url: Some("https://tickets.example.com/other".into()),
                 ..base.clone()
             },
+            RoomConfig {
+                queueing_method: QueueingMethod::Random,
+                ..base.clone()
+            },
+            RoomConfig {
+                queueing_method: QueueingMethod::Passthrough,
+                ..base.clone()
+            },
+            RoomConfig {
+                queueing_method: QueueingMethod::Reject,
+                ..base.clone()
+            },
         ];
         let mut digests: Vec<[u8; 16]> = changed.iter().map(RoomConfig::digest).collect();
         digests.push(base.digest());
@@ -254,6 +340,27 @@ mod tests {
     const PINNED_DIGEST: [u8; 16] = [
         142, 9, 123, 191, 9, 24, 29, 186, 215, 236, 155, 58, 254, 199, 59, 11,
     ];
+
+    /// A configuration's own encoding is the one records written before queueing methods carry
+    /// (see `RoomConfig::queueing_method`): the method is not in it, and decodes as `Fifo`.
+    #[test]
+    fn the_encoding_leaves_the_method_out() {
+        let fifo = RoomConfig::with_capacity(5);
+        let random = RoomConfig {
+            queueing_method: QueueingMethod::Random,
+            ..fifo.clone()
+        };
+        let bytes = postcard::to_allocvec(&random).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&fifo).unwrap());
+        assert_eq!(bytes, [5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        assert_eq!(postcard::from_bytes::<RoomConfig>(&bytes), Ok(fifo));
+        for (i, method) in QueueingMethod::ALL.into_iter().enumerate() {
+            assert_eq!(method.index() as usize, i);
+            assert_eq!(QueueingMethod::from_index(i as u8), Some(method));
+            assert_eq!(postcard::to_allocvec(&method).unwrap(), [i as u8]);
+        }
+        assert_eq!(QueueingMethod::from_index(4), None);
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -147,6 +147,22 @@ pub fn draw_ticket(seed: u64, session: &[u8; 16]) -> u64 {
     mix(mix(lo ^ seed, K0) ^ hi, K1 ^ seed)
 }
 
+/// The draw of a `random` room (`QueueingMethod::Random`): which of the `waiting` people in the
+/// line (0-based, in join order) is admitted as the room's admission number `admitted` (its
+/// `admitted_total` before this admission). A separate stream of the room's secret seed from the
+/// pre-queue's tickets (another key), so neither reveals anything of the other; deterministic in
+/// the seed and the log, so every replica admits the same person; uniform over the line (a
+/// 64-bit hash scaled by multiplication: the bias is below `waiting / 2^64`). `waiting` must not
+/// be 0.
+pub fn admission_draw(seed: u64, admitted: u64, waiting: u32) -> u32 {
+    debug_assert!(waiting > 0);
+    let hash = mix(
+        mix(admitted ^ K2, seed ^ K0) ^ seed.rotate_left(32),
+        K1 ^ admitted,
+    );
+    ((u128::from(hash) * u128::from(waiting)) >> 64) as u32
+}
+
 /// Hasher for the session index: session ids are already random, so one fold is enough, and a
 /// fixed key keeps iteration order identical on every replica.
 #[derive(Clone, Copy, Debug, Default)]
@@ -216,6 +232,26 @@ mod tests {
 
     const PINNED_SEED: u64 = 8_028_241_234_136_401_709;
     const PINNED_TICKET: u64 = 1_221_015_898_485_080_948;
+
+    /// Pinned: replicas on other platforms or builds must admit the same people.
+    #[test]
+    fn admission_draw_is_pinned_and_spreads() {
+        let draws: Vec<u32> = (0..8).map(|n| admission_draw(0x5eed, n, 1000)).collect();
+        assert_eq!(draws, PINNED_ADMISSION_DRAWS);
+        let mut buckets = [0u32; 16];
+        for n in 0..16_000 {
+            let k = admission_draw(0x5eed, n, 16);
+            buckets[k as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&b| (800..1200).contains(&b)),
+            "{buckets:?}"
+        );
+        assert_eq!(admission_draw(7, 3, 1), 0);
+        assert!(admission_draw(7, 3, u32::MAX) < u32::MAX);
+    }
+
+    const PINNED_ADMISSION_DRAWS: [u32; 8] = [315, 672, 784, 866, 935, 673, 469, 673];
 
     /// A seed is 8 bytes in records (postcard), never JSON, and its `Debug` hides it.
     #[test]

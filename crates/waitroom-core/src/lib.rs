@@ -36,8 +36,8 @@ mod snapshot;
 mod spare;
 mod view;
 
-pub use config::{ConfigError, RoomConfig};
-pub use digest::{DrawSeed, draw_ticket, legacy_draw_seed};
+pub use config::{ConfigError, QueueingMethod, RoomConfig};
+pub use digest::{DrawSeed, admission_draw, draw_ticket, legacy_draw_seed};
 pub use ids::{IdError, IdempotencyKey, RecordId, RoomId, SessionId};
 pub use record::{Command, DecodeError, FORMAT_VERSION, LeaveReason, MAGIC, Record};
 pub use room::Room;

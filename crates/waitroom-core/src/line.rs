@@ -86,6 +86,24 @@ impl Fenwick {
         sum
     }
 
+    /// The element holding the `rank`-th unit (0-based) of the running sum, and the rank within
+    /// it: the `i` with `prefix(i) <= rank < prefix(i + 1)`, and `rank - prefix(i)`. `rank` must
+    /// be below the total. O(log n).
+    pub(crate) fn find(&self, rank: u32) -> (usize, u32) {
+        let n = self.tree.len();
+        let mut pos = 0;
+        let mut rest = rank;
+        let mut step = if n == 0 { 0 } else { 1 << n.ilog2() };
+        while step > 0 {
+            if pos + step <= n && self.tree[pos + step - 1] <= rest {
+                pos += step;
+                rest -= self.tree[pos - 1];
+            }
+            step >>= 1;
+        }
+        (pos, rest)
+    }
+
     /// Replaces the content with `values`. O(n).
     pub(crate) fn rebuild(&mut self, values: impl Iterator<Item = u32>) {
         self.tree.clear();
@@ -191,7 +209,33 @@ impl Line {
         self.entries.front().copied()
     }
 
+    /// The sequence number of the head of the line (the line must not be empty).
+    pub(crate) fn front_seq(&self) -> u64 {
+        debug_assert!(self.live > 0);
+        self.head_seq
+    }
+
+    /// The slot of live sequence number `seq`.
+    pub(crate) fn slot_of(&self, seq: u64) -> u32 {
+        self.entries[(seq - self.head_seq) as usize]
+    }
+
+    /// The `k`-th live session (0-based, in line order) as (sequence number, slot); `k` must be
+    /// below `len()`. O(log n): the Fenwick tree finds the bitmap word, a popcount walk the bit.
+    pub(crate) fn nth(&self, k: u32) -> (u64, u32) {
+        debug_assert!(k < self.live);
+        let (word, mut rest) = self.counts.find(k);
+        let mut bits = self.bits[word];
+        while rest > 0 {
+            bits &= bits - 1;
+            rest -= 1;
+        }
+        let seq = self.base_seq + word as u64 * 64 + u64::from(bits.trailing_zeros());
+        (seq, self.slot_of(seq))
+    }
+
     /// Removes and returns the head of the line.
+    #[cfg(test)]
     pub(crate) fn pop_front(&mut self) -> Option<u32> {
         let slot = self.entries.front().copied()?;
         self.remove(self.head_seq);
@@ -443,6 +487,11 @@ mod tests {
                 prop_assert_eq!(line.front(), model.first().map(|e| e.1));
                 if let Some(&(seq, _)) = model.get(model.len() / 2) {
                     prop_assert_eq!(line.ahead_of(seq) as usize, model.len() / 2);
+                }
+                for k in [0, model.len() / 3, model.len() / 2, model.len().saturating_sub(1)] {
+                    if let Some(&entry) = model.get(k) {
+                        prop_assert_eq!(line.nth(k as u32), entry);
+                    }
                 }
             }
             prop_assert_eq!(line.iter().collect::<Vec<_>>(), model);

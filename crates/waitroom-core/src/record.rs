@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::RoomConfig;
+use crate::config::{QueueingMethod, RoomConfig};
 use crate::digest::DrawSeed;
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::{HEARTBEAT_BATCH_SESSIONS_MAX, RECORD_BYTES_MAX};
@@ -92,23 +92,106 @@ pub enum Command {
         interval: u64,
         digest: [u8; 16],
     },
+    /// `ConfigureRoomSeeded` with a queueing method other than `Fifo` (which a configuration's
+    /// own encoding leaves out: see `RoomConfig::queueing_method`). The room's configuration is
+    /// `config` with `queueing_method`. Nodes write it only for rooms that are not `Fifo`
+    /// (`Command::configure`), so a `Fifo` room's log stays readable by builds from before
+    /// queueing methods.
+    ConfigureRoomQueued {
+        config: RoomConfig,
+        draw_seed: DrawSeed,
+        queueing_method: QueueingMethod,
+    },
+    /// `ConfigureRoomFromFileSeeded` with a queueing method other than `Fifo`, like
+    /// `ConfigureRoomQueued`.
+    ConfigureRoomFromFileQueued {
+        config: RoomConfig,
+        file_entry_digest: [u8; 16],
+        draw_seed: DrawSeed,
+        queueing_method: QueueingMethod,
+    },
 }
 
 impl Command {
+    /// The record a node writes to configure a room: `ConfigureRoomSeeded` for a `Fifo` room
+    /// (as before queueing methods), `ConfigureRoomQueued` for any other, so the method is never
+    /// lost. The method moves out of `config` (left `Fifo` there, as a decoded record has it),
+    /// so a record equals its decoding; [`Command::room_config`] puts it back.
+    pub fn configure(mut config: RoomConfig, draw_seed: DrawSeed) -> Self {
+        match std::mem::take(&mut config.queueing_method) {
+            QueueingMethod::Fifo => Command::ConfigureRoomSeeded { config, draw_seed },
+            queueing_method => Command::ConfigureRoomQueued {
+                config,
+                draw_seed,
+                queueing_method,
+            },
+        }
+    }
+
+    /// The record a node writes for a rooms-file entry, like [`Command::configure`].
+    pub fn configure_from_file(
+        mut config: RoomConfig,
+        file_entry_digest: [u8; 16],
+        draw_seed: DrawSeed,
+    ) -> Self {
+        match std::mem::take(&mut config.queueing_method) {
+            QueueingMethod::Fifo => Command::ConfigureRoomFromFileSeeded {
+                config,
+                file_entry_digest,
+                draw_seed,
+            },
+            queueing_method => Command::ConfigureRoomFromFileQueued {
+                config,
+                file_entry_digest,
+                draw_seed,
+                queueing_method,
+            },
+        }
+    }
+
+    /// The configuration a configuring record carries, its queueing method included.
+    pub fn room_config(&self) -> Option<RoomConfig> {
+        let with = |config: &RoomConfig, method: QueueingMethod| RoomConfig {
+            queueing_method: method,
+            ..config.clone()
+        };
+        match self {
+            Command::ConfigureRoom(config)
+            | Command::ConfigureRoomSeeded { config, .. }
+            | Command::ConfigureRoomFromFile { config, .. }
+            | Command::ConfigureRoomFromFileSeeded { config, .. } => {
+                Some(with(config, QueueingMethod::Fifo))
+            }
+            Command::ConfigureRoomQueued {
+                config,
+                queueing_method,
+                ..
+            }
+            | Command::ConfigureRoomFromFileQueued {
+                config,
+                queueing_method,
+                ..
+            } => Some(with(config, *queueing_method)),
+            _ => None,
+        }
+    }
+
     /// Short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             // A seed changes what a configuration carries, not what it is.
-            Command::ConfigureRoom(_) | Command::ConfigureRoomSeeded { .. } => "configure_room",
+            Command::ConfigureRoom(_)
+            | Command::ConfigureRoomSeeded { .. }
+            | Command::ConfigureRoomQueued { .. } => "configure_room",
             Command::CloseRoom => "close_room",
             Command::Join { .. } => "join",
             Command::Heartbeat { .. } => "heartbeat",
             Command::Leave { .. } => "leave",
             Command::Evict { .. } => "evict",
             Command::Tick => "tick",
-            Command::ConfigureRoomFromFile { .. } | Command::ConfigureRoomFromFileSeeded { .. } => {
-                "configure_room_from_file"
-            }
+            Command::ConfigureRoomFromFile { .. }
+            | Command::ConfigureRoomFromFileSeeded { .. }
+            | Command::ConfigureRoomFromFileQueued { .. } => "configure_room_from_file",
             Command::CheckDigest { .. } => "check_digest",
         }
     }
@@ -267,6 +350,17 @@ mod tests {
                 every_ms: 60_000,
                 interval: 29_833_333,
                 digest: [0xab; 16],
+            },
+            Command::ConfigureRoomQueued {
+                config: RoomConfig::with_capacity(6),
+                draw_seed: DrawSeed::from_u64(99),
+                queueing_method: QueueingMethod::Random,
+            },
+            Command::ConfigureRoomFromFileQueued {
+                config: RoomConfig::with_capacity(7),
+                file_entry_digest: [4; 16],
+                draw_seed: DrawSeed::from_u64(98),
+                queueing_method: QueueingMethod::Reject,
             },
         ]
         .into_iter()
@@ -442,7 +536,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_records_never_panic(index in 0usize..11, at in 0usize..2000, byte in proptest::num::u8::ANY) {
+        fn mutated_records_never_panic(index in 0usize..14, at in 0usize..2000, byte in proptest::num::u8::ANY) {
             let mut bytes = samples()[index].encode();
             let at = at % bytes.len();
             bytes[at] = byte;
@@ -473,5 +567,84 @@ mod tests {
         expected.extend([4; 16]);
         assert_eq!(record.encode(), expected);
         assert_eq!(Record::decode(&expected), Ok(record));
+    }
+
+    /// Pins the queued configurations' bytes: tags 11 and 12, after every earlier command's;
+    /// the method is one byte (its index) after the seed. A `Fifo` configuration is still written
+    /// as tag 8 or 9, byte for byte as before queueing methods, and every older configuring record
+    /// still reads as `Fifo`.
+    #[test]
+    fn queued_configurations_are_stable() {
+        let seed = DrawSeed::from_u64(0x0807_0605_0403_0201);
+        let random = RoomConfig {
+            queueing_method: QueueingMethod::Random,
+            ..RoomConfig::with_capacity(5)
+        };
+        let command = Command::configure(random.clone(), seed);
+        assert!(matches!(command, Command::ConfigureRoomQueued { .. }));
+        assert_eq!(command.room_config(), Some(random.clone()));
+        let record = Record::new(RecordId::from_u128(1), RoomId::new("r").unwrap(), command);
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 11]); // room "r"; command tag 11
+        expected.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        expected.extend([1, 2, 3, 4, 5, 6, 7, 8]); // the seed
+        expected.push(1); // random
+        assert_eq!(record.encode(), expected);
+        let decoded = Record::decode(&expected).unwrap();
+        assert_eq!(decoded, record);
+        assert_eq!(decoded.command.room_config(), Some(random.clone()));
+
+        let passthrough = RoomConfig {
+            queueing_method: QueueingMethod::Passthrough,
+            ..RoomConfig::with_capacity(5)
+        };
+        let command = Command::configure_from_file(passthrough.clone(), [7; 16], seed);
+        let record = Record::new(RecordId::from_u128(1), RoomId::new("r").unwrap(), command);
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 12]); // room "r"; command tag 12
+        expected.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        expected.extend([7; 16]);
+        expected.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+        expected.push(2); // passthrough
+        assert_eq!(record.encode(), expected);
+        let decoded = Record::decode(&expected).unwrap();
+        assert_eq!(decoded.command.room_config(), Some(passthrough));
+
+        // Fifo: the records of before, and old records read as fifo.
+        let fifo = RoomConfig::with_capacity(5);
+        let command = Command::configure(fifo.clone(), seed);
+        assert_eq!(
+            command,
+            Command::ConfigureRoomSeeded {
+                config: fifo.clone(),
+                draw_seed: seed
+            }
+        );
+        let command = Command::configure_from_file(fifo.clone(), [7; 16], seed);
+        assert!(matches!(
+            command,
+            Command::ConfigureRoomFromFileSeeded { .. }
+        ));
+        let mut old = vec![b'W', 1, 1];
+        old.extend([0; 15]);
+        old.extend([1, b'r', 8]);
+        old.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        old.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+        let decoded = Record::decode(&old).unwrap();
+        assert_eq!(decoded.command.room_config(), Some(fifo));
+        // An unknown method is malformed.
+        let mut bytes = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::configure(random, seed),
+        )
+        .encode();
+        *bytes.last_mut().unwrap() = 4;
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 }

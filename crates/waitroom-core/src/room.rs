@@ -24,6 +24,17 @@
 //!   secret: `ConfigureRoom`, `ConfigureRoomFromFile`) draws with the public
 //!   `legacy_draw_seed(room id, opensAt)`, so old logs replay as they did; a seedless record never
 //!   takes a room's seed away (nor brings a new one).
+//! - **Queueing method** (`RoomConfig::queueing_method`, set by a configuration): `fifo` is the
+//!   above. `random`: each admission takes the session at index
+//!   `digest::admission_draw(seed, admitted_total, line length)` of the line (in join order),
+//!   the seed being the room's draw seed (or the legacy one), so every replica admits the same
+//!   session and nobody can predict it; waiting sessions have no position. `passthrough`:
+//!   admission takes the whole line, whatever `capacity` and the token bucket say (a pause and
+//!   `opensAt` still hold), and takes no tokens. `reject`: a join that is not a duplicate or an
+//!   idempotent replay is rejected (`JoinsRefused`); the line is served as `fifo`. A new method
+//!   acts at once (admission runs after every command): the line itself is always in join order,
+//!   so `random` to `fifo` serves the people waiting by join order. Records from before methods
+//!   existed (every configuring command but the `…Queued` ones) configure a `fifo` room.
 //! - **Duplicates**: a join whose session id is known is a duplicate; configure, close and
 //!   heartbeat records, and every rejected record, are remembered by id for
 //!   `RECORD_DEDUP_WINDOW_MS`; accepted leaves and evictions and all ticks are idempotent by
@@ -44,7 +55,10 @@
 //! (`capacity` admissions at once) from making every estimate far too short. When `admitPerMinute`
 //! binds instead (free slots but no token), the estimate is `(p + 1) / admitPerMinute`; when both
 //! could bind, the longer estimate wins. No estimate (`None`) while paused, before opening, or
-//! while the room is full and no slot has been freed within the window.
+//! while the room is full and no slot has been freed within the window. A `random` room gives
+//! every waiting session the estimate of the middle of the line (`p = (line length - 1) / 2`):
+//! the expected wait of a draw that is uniform over the line. A `passthrough` room estimates 0
+//! (nobody waits in it while open and not paused).
 //!
 //! # Data structures (per room)
 //! Sessions live in a slab of 56-byte slots indexed by a hash map from session id. WAITING
@@ -56,14 +70,30 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use crate::config::RoomConfig;
-use crate::digest::{Digester, DrawSeed, SessionHasherBuilder, draw_ticket, legacy_draw_seed};
+use crate::config::{QueueingMethod, RoomConfig};
+use crate::digest::{
+    Digester, DrawSeed, SessionHasherBuilder, admission_draw, draw_ticket, legacy_draw_seed,
+};
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
 use crate::line::{Line, Prequeue};
 use crate::rate::{RateWindow, TokenBucket};
 use crate::record::{Command, LeaveReason, Record};
 use crate::view::*;
+
+/// `config` with queueing method `method` (records carry the method beside the configuration:
+/// see `RoomConfig::queueing_method`).
+fn with_method(config: &RoomConfig, method: QueueingMethod) -> RoomConfig {
+    RoomConfig {
+        queueing_method: method,
+        ..config.clone()
+    }
+}
+
+/// `config` as a `fifo` room's.
+fn fifo(config: &RoomConfig) -> RoomConfig {
+    with_method(config, QueueingMethod::Fifo)
+}
 
 /// "No slot" in the intrusive lists.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -536,19 +566,36 @@ impl Room {
             return Outcome::Duplicate;
         }
         let outcome = match &record.command {
-            Command::ConfigureRoom(config) => self.configure(config, None),
+            // Records from before queueing methods carry none: they configure a `fifo` room
+            // (as decoded records always say; this keeps a record built in memory the same).
+            Command::ConfigureRoom(config) => self.configure(&fifo(config), None),
             Command::ConfigureRoomSeeded { config, draw_seed } => {
-                self.configure(config, Some(*draw_seed))
+                self.configure(&fifo(config), Some(*draw_seed))
             }
             Command::ConfigureRoomFromFile {
                 config,
                 file_entry_digest,
-            } => self.configure_from_file(config, *file_entry_digest, None),
+            } => self.configure_from_file(&fifo(config), *file_entry_digest, None),
             Command::ConfigureRoomFromFileSeeded {
                 config,
                 file_entry_digest,
                 draw_seed,
-            } => self.configure_from_file(config, *file_entry_digest, Some(*draw_seed)),
+            } => self.configure_from_file(&fifo(config), *file_entry_digest, Some(*draw_seed)),
+            Command::ConfigureRoomQueued {
+                config,
+                draw_seed,
+                queueing_method,
+            } => self.configure(&with_method(config, *queueing_method), Some(*draw_seed)),
+            Command::ConfigureRoomFromFileQueued {
+                config,
+                file_entry_digest,
+                draw_seed,
+                queueing_method,
+            } => self.configure_from_file(
+                &with_method(config, *queueing_method),
+                *file_entry_digest,
+                Some(*draw_seed),
+            ),
             Command::CloseRoom => self.close(),
             Command::Join {
                 session,
@@ -571,6 +618,8 @@ impl Room {
                 | Command::ConfigureRoomSeeded { .. }
                 | Command::ConfigureRoomFromFile { .. }
                 | Command::ConfigureRoomFromFileSeeded { .. }
+                | Command::ConfigureRoomQueued { .. }
+                | Command::ConfigureRoomFromFileQueued { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
         );
@@ -630,13 +679,7 @@ impl Room {
         if self.prequeue.front().is_none() || !self.is_open() {
             return;
         }
-        let seed = match self.draw_seed {
-            Some(seed) => seed.to_u64(),
-            None => {
-                let opened_at_ms = self.config.opens_at_ms.unwrap_or(self.now_ms);
-                legacy_draw_seed(self.id.as_str(), opened_at_ms)
-            }
-        };
+        let seed = self.draw_seed_bits();
         let mut drawn = self.prequeue.drain();
         let slots = &self.slots;
         drawn.sort_by_cached_key(|&i| {
@@ -711,27 +754,60 @@ impl Room {
         if !self.exists || self.config.paused || !self.is_open() {
             return;
         }
-        while self.active_count < self.config.capacity {
-            let Some(i) = self.line.front() else { break };
-            if let Some(bucket) = &mut self.bucket {
-                if !bucket.has_token() {
+        let method = self.config.queueing_method;
+        loop {
+            let waiting = self.line.len();
+            if waiting == 0 {
+                break;
+            }
+            if method != QueueingMethod::Passthrough {
+                if self.active_count >= self.config.capacity {
                     break;
                 }
-                bucket.take();
+                if let Some(bucket) = &mut self.bucket {
+                    if !bucket.has_token() {
+                        break;
+                    }
+                    bucket.take();
+                }
             }
-            self.line.pop_front();
-            self.waiting_idle.unlink(&mut self.slots, i);
-            let now = self.now_ms;
-            let slot = &mut self.slots[i as usize];
-            slot.state = SlotState::Active;
-            slot.aux = now;
-            slot.seen_ms = now;
-            self.active_idle.push_back(&mut self.slots, i);
-            self.active_by_admission.insert((now, i));
-            self.active_count += 1;
-            self.admitted_total += 1;
-            self.admissions.record(now);
+            let seq = if method == QueueingMethod::Random {
+                let k = admission_draw(self.draw_seed_bits(), self.admitted_total, waiting);
+                self.line.nth(k).0
+            } else {
+                self.line.front_seq()
+            };
+            self.admit_one(seq);
         }
+    }
+
+    /// The seed of the room's draws: its secret one, or the public legacy seed of a room that
+    /// never got one (see "Order").
+    fn draw_seed_bits(&self) -> u64 {
+        match self.draw_seed {
+            Some(seed) => seed.to_u64(),
+            None => {
+                let opened_at_ms = self.config.opens_at_ms.unwrap_or(self.now_ms);
+                legacy_draw_seed(self.id.as_str(), opened_at_ms)
+            }
+        }
+    }
+
+    /// Admits the waiting session with sequence number `seq` in the line.
+    fn admit_one(&mut self, seq: u64) {
+        let i = self.line.slot_of(seq);
+        self.line.remove(seq);
+        self.waiting_idle.unlink(&mut self.slots, i);
+        let now = self.now_ms;
+        let slot = &mut self.slots[i as usize];
+        slot.state = SlotState::Active;
+        slot.aux = now;
+        slot.seen_ms = now;
+        self.active_idle.push_back(&mut self.slots, i);
+        self.active_by_admission.insert((now, i));
+        self.active_count += 1;
+        self.admitted_total += 1;
+        self.admissions.record(now);
     }
 
     fn configure(&mut self, config: &RoomConfig, draw_seed: Option<DrawSeed>) -> Outcome {
@@ -823,6 +899,9 @@ impl Room {
             return Outcome::Replayed {
                 session: self.slots[i as usize].id,
             };
+        }
+        if self.config.queueing_method == QueueingMethod::Reject {
+            return Outcome::Rejected(Rejection::JoinsRefused);
         }
         let waiting = self.line.len() + self.prequeue.len();
         let waiting_max = self.config.max_waiting.unwrap_or(MAX_WAITING_MAX);
@@ -943,9 +1022,15 @@ impl Room {
                 view.expires_at_ms = Some(waiting_deadline);
             }
             SlotState::Waiting => {
-                let position = u64::from(self.line.ahead_of(slot.aux));
-                view.position = Some(position);
-                view.estimated_wait_seconds = self.estimate_wait_seconds(position);
+                if config.queueing_method == QueueingMethod::Random {
+                    // No place in a lottery: the estimate is for the middle of the line.
+                    let middle = u64::from(self.line.len().saturating_sub(1) / 2);
+                    view.estimated_wait_seconds = self.estimate_wait_seconds(middle);
+                } else {
+                    let position = u64::from(self.line.ahead_of(slot.aux));
+                    view.position = Some(position);
+                    view.estimated_wait_seconds = self.estimate_wait_seconds(position);
+                }
                 view.expires_at_ms = Some(waiting_deadline);
             }
             SlotState::Active => {
@@ -982,6 +1067,10 @@ impl Room {
         if !self.exists || self.config.paused || !self.is_open() {
             return None;
         }
+        if self.config.queueing_method == QueueingMethod::Passthrough {
+            // Nobody waits in an open, running passthrough room.
+            return Some(0);
+        }
         let needed = position + 1;
         let by_rate_ms = self
             .bucket
@@ -1001,9 +1090,15 @@ impl Room {
         Some(by_turnover_ms.max(by_rate_ms.unwrap_or(0)).div_ceil(1000))
     }
 
-    /// See [`RoomStats::newcomer_wait_seconds`]: a newcomer's position is the length of the line.
+    /// See [`RoomStats::newcomer_wait_seconds`]: a newcomer's position is the length of the line
+    /// (`random`: the middle of the line they would join; `reject`: nobody can join, no
+    /// estimate).
     fn newcomer_wait_seconds(&self) -> Option<u64> {
-        let ahead = u64::from(self.line.len());
+        let ahead = match self.config.queueing_method {
+            QueueingMethod::Reject => return None,
+            QueueingMethod::Random if self.line.len() > 0 => u64::from(self.line.len() / 2),
+            _ => u64::from(self.line.len()),
+        };
         let admitted_at_once = ahead == 0
             && self.bucket.is_none()
             && self.active_count < self.config.capacity
@@ -1144,6 +1239,11 @@ impl Room {
         d.u64(7).u64(self.recent_records.order.len() as u64);
         for (at_ms, id) in &self.recent_records.order {
             d.u64(*at_ms).bytes(&id.0);
+        }
+        // Only when not `fifo`, so a `fifo` room's digest is what it was before queueing
+        // methods (snapshots carry it, and nodes compare it: see `Command::CheckDigest`).
+        if c.queueing_method != QueueingMethod::Fifo {
+            d.u64(8).u64(u64::from(c.queueing_method.index()));
         }
         d.finish()
     }

@@ -15,11 +15,15 @@
 //! format (restore recomputes it and compares): a change to the digest is a format change, and
 //! the new version must still restore snapshots carrying the old digest.
 //!
-//! This build writes version 2 and reads versions 1 and 2. Version 2 is version 1 plus the
+//! This build writes versions 2 and 3 and reads versions 1 to 3. Version 2 is version 1 plus the
 //! room's secret draw seed (flag bit 7, and 8 bytes after the configuration); a version 1
 //! snapshot is of a room with no seed (it was written before seeds existed), and restores to the
 //! room it was, whose version 2 encoding is the same bytes with the version byte 2 (and the
-//! checksum recomputed). Within a version every state has exactly one encoding.
+//! checksum recomputed). Version 3 is version 2 plus the room's queueing method (one byte after
+//! the seed: its index, `QueueingMethod::index`), and is written only for a room whose method is
+//! not `fifo`: a `fifo` room is written as version 2, byte for byte as before queueing methods
+//! (so builds from before read it), and versions 1 and 2 restore as `fifo` rooms. A version 3
+//! snapshot of a `fifo` room is refused. Within a version every state has exactly one encoding.
 //!
 //! Integers are unsigned LEB128 varints in their shortest form ("varint"), so each state has
 //! exactly one encoding; times are varints of their distance back from an anchor (usually the
@@ -36,7 +40,8 @@
 //!    heartbeatIntervalSeconds, [opensAt ms], [maxWaiting], [targetUrl: length, bytes]; then
 //!    [the 16-byte digest of the rooms-file entry last applied]; then [the secret seed of the
 //!    pre-queue draw: 8 bytes, little-endian] (version 1: none). The seed is not in the digest
-//!    (see `Room::digest`): the checksum alone guards it;
+//!    (see `Room::digest`): the checksum alone guards it. Version 3 only: then the queueing
+//!    method (u8, 1 to 3: `random`, `passthrough`, `reject`);
 //! 6. `now - created_at_ms`;
 //! 7. admitted total, then expired totals by reason (timeout, left, completed, evicted,
 //!    closed);
@@ -65,7 +70,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 
-use crate::config::{ConfigError, RoomConfig};
+use crate::config::{ConfigError, QueueingMethod, RoomConfig};
 use crate::digest::{DrawSeed, SessionHasherBuilder};
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
@@ -76,10 +81,13 @@ use crate::view::{ExpiredReason, ExpiredTotals};
 
 /// First bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"WRSN";
-/// The snapshot format version this build writes (it reads this one and every earlier one).
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// The newest snapshot format version this build writes (it reads this one and every earlier
+/// one); it writes a `fifo` room as version 2 (see the module documentation).
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
 /// The first snapshot format version, still read: rooms without a draw seed.
 const SNAPSHOT_FORMAT_VERSION_1: u8 = 1;
+/// The format of `fifo` rooms (version 3 without the queueing method).
+const SNAPSHOT_FORMAT_VERSION_2: u8 = 2;
 
 const HEADER_BYTES: usize = SNAPSHOT_MAGIC.len() + 1;
 const TRAILER_BYTES: usize = 4;
@@ -192,7 +200,12 @@ impl Room {
         let estimate = 256 + url_len + self.slots.len() * 24 + self.recent_records.order.len() * 20;
         let mut w = Writer(Vec::with_capacity(estimate));
         w.bytes(&SNAPSHOT_MAGIC);
-        w.u8(SNAPSHOT_FORMAT_VERSION);
+        let method = self.config.queueing_method;
+        w.u8(if method == QueueingMethod::Fifo {
+            SNAPSHOT_FORMAT_VERSION_2
+        } else {
+            SNAPSHOT_FORMAT_VERSION
+        });
         w.bytes(&self.digest_with(keys.clone()));
         let id = self.id.as_str().as_bytes();
         w.u8(id.len() as u8);
@@ -241,6 +254,9 @@ impl Room {
         }
         if let Some(seed) = self.draw_seed {
             w.bytes(&seed.to_u64().to_le_bytes());
+        }
+        if method != QueueingMethod::Fifo {
+            w.u8(method.index());
         }
         w.varint(back(self.created_at_ms));
 
@@ -375,7 +391,7 @@ struct Counts {
     ended: usize,
 }
 
-/// Reads the body of format `version` (1 or 2: see the module documentation).
+/// Reads the body of format `version` (1 to 3: see the module documentation).
 fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
     let digest: [u8; 16] = r.array()?;
     let id_len = r.u8()?;
@@ -426,6 +442,7 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
         } else {
             None
         },
+        queueing_method: QueueingMethod::Fifo,
     };
     // Every configuration a room holds passed this when it was applied.
     config.validate().map_err(SnapshotError::InvalidConfig)?;
@@ -439,6 +456,14 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
     } else {
         None
     };
+    let mut config = config;
+    if version >= SNAPSHOT_FORMAT_VERSION {
+        config.queueing_method = match QueueingMethod::from_index(r.u8()?) {
+            None => return malformed("unknown queueing method"),
+            Some(QueueingMethod::Fifo) => return malformed("a fifo room in format version 3"),
+            Some(method) => method,
+        };
+    }
     let open = config.opens_at_ms.is_none_or(|at| now >= at);
     let created_at_ms = r.time_back_from(now)?;
 
@@ -922,7 +947,7 @@ mod tests {
         /// Configures as nodes do, with a draw seed (a different one for each record).
         fn configure(&mut self, ts: u64, config: RoomConfig) -> &mut Self {
             let draw_seed = DrawSeed::from_u64(0x5eed_0000_0000_0000 ^ self.next_id as u64);
-            self.at(ts, Command::ConfigureRoomSeeded { config, draw_seed })
+            self.at(ts, Command::configure(config, draw_seed))
         }
 
         fn join(&mut self, ts: u64, n: u128) -> &mut Self {
@@ -1105,6 +1130,24 @@ mod tests {
             },
         );
         rooms.push(("from a rooms file, then paused", s.done()));
+        for method in [
+            QueueingMethod::Random,
+            QueueingMethod::Passthrough,
+            QueueingMethod::Reject,
+        ] {
+            let mut s = Script::new();
+            s.configure(T0, long_timeouts(2));
+            for n in 0..6 {
+                s.join(T0 + 1, n);
+            }
+            let config = RoomConfig {
+                queueing_method: method,
+                ..long_timeouts(3)
+            };
+            s.configure(T0 + 2, config).join(T0 + 3, 10);
+            s.leave(T0 + 4, 0, LeaveReason::Completed);
+            rooms.push((method.as_str(), s.done()));
+        }
         rooms
     }
 
@@ -1416,16 +1459,62 @@ mod tests {
     /// Where `tiny()`'s flags are: after the header, the digest, the room id "r" and the clock.
     const FLAGS_AT_IN_TINY: usize = HEADER_BYTES + 16 + 2 + 3;
 
-    /// A version 1 snapshot as this build writes the same room: version byte 2, checksum
-    /// recomputed (a room without a draw seed has the same body in both).
+    /// A version 1 snapshot as this build writes the same (`fifo`) room: version byte 2,
+    /// checksum recomputed (a room without a draw seed has the same body in both).
     fn as_current_version(bytes: &[u8]) -> Vec<u8> {
         let mut bytes = bytes.to_vec();
         if bytes.get(SNAPSHOT_MAGIC.len()) == Some(&SNAPSHOT_FORMAT_VERSION_1) {
-            bytes[SNAPSHOT_MAGIC.len()] = SNAPSHOT_FORMAT_VERSION;
+            bytes[SNAPSHOT_MAGIC.len()] = SNAPSHOT_FORMAT_VERSION_2;
             reseal(&mut bytes);
         }
         bytes
     }
+
+    /// Pins version 3's bytes: `tiny()` with a draw seed and a queueing method other than
+    /// `fifo`, which is version 2's body with the method's index after the seed (and the method
+    /// in the digest). Version 2 (and 1) snapshots restore as `fifo` rooms; a `fifo` room is
+    /// written as version 2, and version 3 refuses a `fifo` room or an unknown method.
+    #[test]
+    fn version_3_is_stable() {
+        let mut v2 = tiny();
+        v2.draw_seed = Some(DrawSeed::from_u64(0x0807_0605_0403_0201));
+        let v2_bytes = v2.encode_snapshot();
+        assert_eq!(v2_bytes[4], 2, "a fifo room is written as version 2");
+        let restored = Room::restore_snapshot(&v2_bytes).unwrap();
+        assert_eq!(restored.last_config().queueing_method, QueueingMethod::Fifo);
+
+        let mut room = v2.clone();
+        room.config.queueing_method = QueueingMethod::Random;
+        let bytes = room.encode_snapshot();
+        let method_at = FLAGS_AT_IN_TINY + 1 + 7 + 3 + 1 + 9 + 16 + 8;
+        let mut expected = v2_bytes[..v2_bytes.len() - TRAILER_BYTES].to_vec();
+        expected[4] = 3;
+        expected[HEADER_BYTES..HEADER_BYTES + 16].copy_from_slice(&room.digest());
+        expected.insert(method_at, 1); // random
+        expected.extend(PINNED_V3_CRC);
+        assert_eq!(bytes, expected);
+        assert_ne!(room.digest(), v2.digest(), "the digest covers the method");
+        let restored = Room::restore_snapshot(&bytes).unwrap();
+        assert_same(&room, &restored, "pinned");
+        assert_eq!(restored.draw_seed(), room.draw_seed());
+
+        for (method, why) in [
+            (0, "a fifo room in format version 3"),
+            (4, "unknown queueing method"),
+        ] {
+            let mut bad = bytes.clone();
+            bad[method_at] = method;
+            reseal(&mut bad);
+            assert_eq!(error(&bad), Some(SnapshotError::Malformed(why)));
+        }
+        // Version 2 has no method byte: the same body under version byte 2 is refused.
+        let mut bad = bytes.clone();
+        bad[4] = 2;
+        reseal(&mut bad);
+        assert!(error(&bad).is_some());
+    }
+
+    const PINNED_V3_CRC: [u8; 4] = [194, 244, 196, 153];
 
     /// Pins version 2's bytes: `tiny()` with a draw seed, which takes flag bit 7 and 8 bytes
     /// after the file entry's digest. If this changes, snapshots written by this build no longer
@@ -1542,8 +1631,13 @@ mod tests {
         );
         assert_eq!(error(&record.encode()), Some(SnapshotError::NotASnapshot));
         let mut newer = bytes.clone();
-        newer[4] = 3;
-        assert_eq!(error(&newer), Some(SnapshotError::UnsupportedVersion(3)));
+        newer[4] = SNAPSHOT_FORMAT_VERSION + 1;
+        assert_eq!(
+            error(&newer),
+            Some(SnapshotError::UnsupportedVersion(
+                SNAPSHOT_FORMAT_VERSION + 1
+            ))
+        );
         let mut older = bytes.clone();
         older[4] = 0;
         assert_eq!(error(&older), Some(SnapshotError::UnsupportedVersion(0)));

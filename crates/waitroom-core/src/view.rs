@@ -168,6 +168,8 @@ pub enum Rejection {
     InvalidConfig(ConfigError),
     /// The record was routed to the wrong room's state machine.
     WrongRoom,
+    /// A join while the room's queueing method is `reject`.
+    JoinsRefused,
 }
 
 impl fmt::Display for Rejection {
@@ -179,6 +181,7 @@ impl fmt::Display for Rejection {
             Rejection::NotActive => f.write_str("session was never admitted"),
             Rejection::InvalidConfig(e) => write!(f, "invalid configuration: {e}"),
             Rejection::WrongRoom => f.write_str("record addressed to another room"),
+            Rejection::JoinsRefused => f.write_str("the room refuses joins"),
         }
     }
 }

@@ -27,6 +27,15 @@
 //! one only while nobody waits in the pre-queue, or if the room has none) and draws with it, or
 //! with the public `legacy_draw_seed` when there is none.
 //!
+//! Every queueing method is generated (`ConfigureRoomQueued`, `ConfigureRoomFromFileQueued`, as
+//! nodes write them for rooms that are not `fifo`), and configurations change it on a live room.
+//! The invariants hold for every method, except what a method changes on purpose: a
+//! `passthrough` room is not bounded by its capacity (1), a `random` room admits whoever its
+//! draw picks (2, in a step where the room was `random` before or after) and gives no positions
+//! (4, 5). The model draws a `random` room's admissions with the public `admission_draw` and the
+//! room's seed, so the real room must admit exactly the sessions the model does, on both
+//! replicas.
+//!
 //! Failing cases shrink and are saved under `proptest-regressions/` (commit them).
 //! `PROPTEST_CASES` sets the number of cases (default 3 000, which CI runs).
 
@@ -185,10 +194,7 @@ impl Model {
         if !self.open() || self.prequeue.is_empty() {
             return;
         }
-        let seed = match self.draw_seed {
-            Some(seed) => seed.to_u64(),
-            None => legacy_draw_seed("model-room", self.config.opens_at_ms.unwrap_or(self.now)),
-        };
+        let seed = self.seed_bits();
         let mut drawn = std::mem::take(&mut self.prequeue);
         drawn.sort_by_key(|id| (draw_ticket(seed, &id.0), *id));
         for id in drawn {
@@ -220,18 +226,40 @@ impl Model {
             .retain(|(at, _)| at + RECORD_DEDUP_WINDOW_MS > now);
     }
 
+    fn seed_bits(&self) -> u64 {
+        match self.draw_seed {
+            Some(seed) => seed.to_u64(),
+            None => legacy_draw_seed("model-room", self.config.opens_at_ms.unwrap_or(self.now)),
+        }
+    }
+
     fn admit(&mut self) {
         if !self.exists || self.config.paused || !self.open() {
             return;
         }
-        while self.active() < u64::from(self.config.capacity) && !self.line.is_empty() {
-            if let Some(b) = &mut self.bucket {
-                if b.units < 60_000 {
+        let method = self.config.queueing_method;
+        while !self.line.is_empty() {
+            if method != QueueingMethod::Passthrough {
+                if self.active() >= u64::from(self.config.capacity) {
                     break;
                 }
-                b.units -= 60_000;
+                if let Some(b) = &mut self.bucket {
+                    if b.units < 60_000 {
+                        break;
+                    }
+                    b.units -= 60_000;
+                }
             }
-            let id = self.line.remove(0);
+            let k = if method == QueueingMethod::Random {
+                admission_draw(
+                    self.seed_bits(),
+                    self.admitted_total,
+                    self.line.len() as u32,
+                )
+            } else {
+                0
+            };
+            let id = self.line.remove(k as usize);
             let i = self.find(&id).unwrap();
             let s = &mut self.sessions[i];
             s.state = MState::Active;
@@ -319,11 +347,26 @@ impl Model {
         if self.recent.iter().any(|(_, id)| *id == record.id) {
             return;
         }
-        let accepted = match &record.command {
-            Command::ConfigureRoom(config) => self.configure(config, None),
-            Command::ConfigureRoomSeeded { config, draw_seed } => {
-                self.configure(config, Some(*draw_seed))
+        // Records before queueing methods configure a `fifo` room; the queued ones say theirs.
+        let method = match &record.command {
+            Command::ConfigureRoomQueued {
+                queueing_method, ..
             }
+            | Command::ConfigureRoomFromFileQueued {
+                queueing_method, ..
+            } => *queueing_method,
+            _ => QueueingMethod::Fifo,
+        };
+        let with_method = |config: &RoomConfig| RoomConfig {
+            queueing_method: method,
+            ..config.clone()
+        };
+        let accepted = match &record.command {
+            Command::ConfigureRoom(config) => self.configure(&with_method(config), None),
+            Command::ConfigureRoomSeeded { config, draw_seed }
+            | Command::ConfigureRoomQueued {
+                config, draw_seed, ..
+            } => self.configure(&with_method(config), Some(*draw_seed)),
             Command::ConfigureRoomFromFile {
                 config,
                 file_entry_digest,
@@ -332,9 +375,16 @@ impl Model {
                 config,
                 file_entry_digest,
                 ..
+            }
+            | Command::ConfigureRoomFromFileQueued {
+                config,
+                file_entry_digest,
+                ..
             } => {
+                let config = &with_method(config);
                 let seed = match &record.command {
-                    Command::ConfigureRoomFromFileSeeded { draw_seed, .. } => Some(*draw_seed),
+                    Command::ConfigureRoomFromFileSeeded { draw_seed, .. }
+                    | Command::ConfigureRoomFromFileQueued { draw_seed, .. } => Some(*draw_seed),
                     _ => None,
                 };
                 if self.file_digest == Some(*file_entry_digest) {
@@ -371,7 +421,8 @@ impl Model {
                     .is_some_and(|k| self.sessions.iter().any(|s| s.key.as_ref() == Some(k)));
                 let known = self.find(session).is_some();
                 let full = self.config.max_waiting.is_some_and(|m| waiting as u32 >= m);
-                if self.exists && !known && !replay && !full {
+                let refused = self.config.queueing_method == QueueingMethod::Reject;
+                if self.exists && !known && !replay && !full && !refused {
                     let open = self.open();
                     let line_seq = open.then(|| {
                         self.next_line_seq += 1;
@@ -393,7 +444,7 @@ impl Model {
                         self.prequeue.push(*session);
                     }
                 }
-                known || replay || (self.exists && !full)
+                known || replay || (self.exists && !full && !refused)
             }
             Command::Heartbeat { sessions } => {
                 for id in sessions {
@@ -437,6 +488,8 @@ impl Model {
                 | Command::ConfigureRoomSeeded { .. }
                 | Command::ConfigureRoomFromFile { .. }
                 | Command::ConfigureRoomFromFileSeeded { .. }
+                | Command::ConfigureRoomQueued { .. }
+                | Command::ConfigureRoomFromFileQueued { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
         );
@@ -459,6 +512,9 @@ impl Model {
     fn eta(&self, position: u64) -> Option<u64> {
         if !self.exists || self.config.paused || !self.open() {
             return None;
+        }
+        if self.config.queueing_method == QueueingMethod::Passthrough {
+            return Some(0);
         }
         let by_rate = self
             .bucket
@@ -483,7 +539,17 @@ impl Model {
         let s = &self.sessions[self.find(id)?];
         let c = &self.config;
         let waiting_count = (self.line.len() + self.prequeue.len()) as u64;
-        let position = self.line.iter().position(|x| x == id).map(|p| p as u64);
+        let in_line = self.line.iter().position(|x| x == id).map(|p| p as u64);
+        let random = c.queueing_method == QueueingMethod::Random;
+        let position = in_line.filter(|_| !random);
+        // A `random` room's estimate is the middle of the line's, for everyone in it.
+        let eta_position = in_line.map(|p| {
+            if random {
+                (self.line.len() as u64 - 1) / 2
+            } else {
+                p
+            }
+        });
         let waiting_deadline = s.seen + u64::from(c.waiting_idle_timeout_seconds) * 1000;
         let (status, expires, reason) = match s.state {
             MState::Pre | MState::Waiting => (Status::Waiting, Some(waiting_deadline), None),
@@ -502,7 +568,7 @@ impl Model {
             status,
             position,
             waiting_count,
-            estimated_wait_seconds: position.and_then(|p| self.eta(p)),
+            estimated_wait_seconds: eta_position.and_then(|p| self.eta(p)),
             prequeue: s.state == MState::Pre,
             opens_at_ms: c.opens_at_ms,
             joined_at_ms: s.joined,
@@ -533,14 +599,24 @@ impl Model {
             admissions_per_minute: Self::recent_count(&self.admissions, self.now, 60_000, 0).0,
             oldest_waiting_seconds: oldest.map_or(0, |j| (self.now - j) / 1000),
             newcomer_wait_seconds: {
-                let ahead = self.line.len() as u64;
+                let len = self.line.len() as u64;
+                let ahead = match self.config.queueing_method {
+                    QueueingMethod::Random => len / 2,
+                    _ => len,
+                };
                 let at_once = ahead == 0
                     && self.bucket.is_none()
                     && self.active() < u64::from(self.config.capacity)
                     && self.exists
                     && !self.config.paused
                     && self.open();
-                if at_once { Some(0) } else { self.eta(ahead) }
+                if self.config.queueing_method == QueueingMethod::Reject {
+                    None
+                } else if at_once {
+                    Some(0)
+                } else {
+                    self.eta(ahead)
+                }
             },
             remembered_ended_count: self
                 .sessions
@@ -571,9 +647,23 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
         prop::option::weighted(0.2, 1u32..=6),
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.05),
+        prop_oneof![
+            5 => Just(QueueingMethod::Fifo),
+            2 => Just(QueueingMethod::Random),
+            1 => Just(QueueingMethod::Passthrough),
+            1 => Just(QueueingMethod::Reject),
+        ],
     )
         .prop_map(
-            move |((capacity, apm), (wait, idle, max), opens, max_waiting, paused, invalid)| {
+            move |(
+                (capacity, apm),
+                (wait, idle, max),
+                opens,
+                max_waiting,
+                paused,
+                invalid,
+                method,
+            )| {
                 RoomConfig {
                     // Now and then an invalid configuration, which must change nothing.
                     capacity: if invalid { 0 } else { capacity },
@@ -586,6 +676,7 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
                     max_waiting,
                     paused,
                     target_url: Some("https://tickets.example.com/select".into()),
+                    queueing_method: method,
                 }
             },
         )
@@ -611,20 +702,26 @@ impl ReferenceStateMachine for RoomModel {
         let next_id = state.next_id;
         let command = prop_oneof![
             // Mostly with a seed, as nodes write them; now and then without, as earlier builds did.
+            // Seeded ones as nodes write them: `fifo` as `ConfigureRoomSeeded`, the other methods
+            // as `ConfigureRoomQueued`.
             2 => (config_strategy(now), any::<u64>()).prop_map(|(config, seed)| {
-                Command::ConfigureRoomSeeded { config, draw_seed: DrawSeed::from_u64(seed) }
+                Command::configure(config, DrawSeed::from_u64(seed))
             }),
-            1 => config_strategy(now).prop_map(Command::ConfigureRoom),
+            // Seedless ones carry no method (earlier builds knew none): `fifo`.
+            1 => config_strategy(now).prop_map(|config| Command::ConfigureRoom(RoomConfig {
+                queueing_method: QueueingMethod::Fifo,
+                ..config
+            })),
             // Three file entries: the same one comes again, after other changes or not.
             1 => (config_strategy(now), 0u8..3, prop::option::weighted(0.7, any::<u64>()))
                 .prop_map(|(config, entry, seed)| match seed {
-                    Some(seed) => Command::ConfigureRoomFromFileSeeded {
+                    Some(seed) => Command::configure_from_file(
                         config,
-                        file_entry_digest: [entry; 16],
-                        draw_seed: DrawSeed::from_u64(seed),
-                    },
+                        [entry; 16],
+                        DrawSeed::from_u64(seed),
+                    ),
                     None => Command::ConfigureRoomFromFile {
-                        config,
+                        config: RoomConfig { queueing_method: QueueingMethod::Fifo, ..config },
                         file_entry_digest: [entry; 16],
                     },
                 }),
@@ -747,6 +844,7 @@ impl StateMachineTest for RoomModel {
 
     fn apply(mut sut: Replicas, model: &Model, step: Step) -> Replicas {
         let before_admitted = sut.a.stats().admitted_total;
+        let method_before = sut.a.last_config().queueing_method;
         let before_active = sut.a.active_count();
         let outcome_a = sut.a.apply(&step.record, step.timestamp_ms);
         let outcome_b = sut.b.apply(&step.record, step.timestamp_ms);
@@ -781,26 +879,33 @@ impl StateMachineTest for RoomModel {
         //    and then nobody is admitted until it holds again: a step that did not change the
         //    configuration admits nobody while over capacity, and a step that lowered it ends
         //    with no more active than the old capacity allowed.
-        if let Some(config) = room.config() {
+        //    A `passthrough` room is not bounded by capacity; once it is no longer
+        //    `passthrough`, it is like a room whose capacity was lowered.
+        if let Some(config) = room.config()
+            && config.queueing_method != QueueingMethod::Passthrough
+        {
             let capacity = u64::from(config.capacity);
             if room.active_count() > capacity {
-                let reconfigured = matches!(
-                    step.record.command,
-                    Command::ConfigureRoom(_)
-                        | Command::ConfigureRoomSeeded { .. }
-                        | Command::ConfigureRoomFromFile { .. }
-                        | Command::ConfigureRoomFromFileSeeded { .. }
-                ) && outcome_a != Outcome::Duplicate;
+                let reconfigured =
+                    step.record.command.room_config().is_some() && outcome_a != Outcome::Duplicate;
                 assert!(
                     reconfigured || stats.admitted_total == before_admitted,
                     "admitted while over capacity"
                 );
-                assert!(room.active_count() <= before_active.max(sut.previous_capacity.into()));
+                assert!(
+                    method_before == QueueingMethod::Passthrough
+                        || room.active_count() <= before_active.max(sut.previous_capacity.into())
+                );
             }
+        }
+        if let Some(config) = room.config() {
             sut.previous_capacity = config.capacity;
         }
 
-        // 2. Nobody admitted while a live session ahead of them still waits.
+        // 2. Nobody admitted while a live session ahead of them still waits (but a `random`
+        //    room admits whom it draws).
+        let random = |method| method == QueueingMethod::Random;
+        let drew = random(method_before) || random(room.last_config().queueing_method);
         let newly_active: Vec<&MSession> = model
             .sessions
             .iter()
@@ -812,7 +917,11 @@ impl StateMachineTest for RoomModel {
                         .is_none_or(|v| v.status != Status::Active)
             })
             .collect();
-        for waiting in model.sessions.iter().filter(|s| s.state == MState::Waiting) {
+        for waiting in model
+            .sessions
+            .iter()
+            .filter(|s| s.state == MState::Waiting && !drew)
+        {
             for admitted in &newly_active {
                 assert!(
                     waiting.line_seq > admitted.line_seq,
@@ -825,16 +934,24 @@ impl StateMachineTest for RoomModel {
 
         // 3. No idle slot.
         if let Some(config) = room.config() {
-            let someone_next = now_views.values().any(|v| v.position == Some(0));
-            let admission_allowed = !config.paused
-                && config.opens_at_ms.is_none_or(|at| room.now_ms() >= at)
-                && model.has_token();
-            assert!(
-                !(someone_next
-                    && admission_allowed
-                    && room.active_count() < config.capacity.into()),
-                "a slot is idle while someone waits"
-            );
+            let someone_in_line = now_views
+                .values()
+                .any(|v| v.status == Status::Waiting && !v.prequeue);
+            let open = !config.paused && config.opens_at_ms.is_none_or(|at| room.now_ms() >= at);
+            if config.queueing_method == QueueingMethod::Passthrough {
+                assert!(
+                    !(someone_in_line && open),
+                    "passthrough left someone waiting"
+                );
+            } else {
+                assert!(
+                    !(someone_in_line
+                        && open
+                        && model.has_token()
+                        && room.active_count() < config.capacity.into()),
+                    "a slot is idle while someone waits"
+                );
+            }
         }
 
         // 4. One state per session; counts are sums over sessions.
@@ -845,7 +962,9 @@ impl StateMachineTest for RoomModel {
         for view in now_views.values() {
             assert_eq!(
                 view.position.is_some(),
-                view.status == Status::Waiting && !view.prequeue
+                view.status == Status::Waiting
+                    && !view.prequeue
+                    && !random(room.last_config().queueing_method)
             );
             assert_eq!(
                 view.expired_reason.is_some(),

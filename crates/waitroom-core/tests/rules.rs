@@ -933,3 +933,322 @@ fn a_rooms_file_entry_applies_once() {
     let created = t.at(T0 + 8 * SECOND, file(&entry));
     assert_eq!(created, Outcome::Configured { created: true });
 }
+
+// Queueing methods.
+
+fn with_method(config: RoomConfig, method: QueueingMethod) -> RoomConfig {
+    RoomConfig {
+        queueing_method: method,
+        ..config
+    }
+}
+
+/// A room with `method`, configured as nodes write it (`Command::configure`).
+fn method_timeline(capacity: u32, method: QueueingMethod) -> Timeline {
+    Timeline::configured(Command::configure(
+        with_method(config(capacity), method),
+        SEED,
+    ))
+}
+
+/// Who is ACTIVE, in admission order (then id).
+fn admitted_in_order(room: &Room) -> Vec<SessionId> {
+    let mut active: Vec<(u64, SessionId)> = room
+        .session_ids()
+        .filter_map(|id| {
+            let view = room.view(&id)?;
+            (view.status == Status::Active).then_some((view.admitted_at_ms?, id))
+        })
+        .collect();
+    active.sort_unstable();
+    active.into_iter().map(|(_, id)| id).collect()
+}
+
+#[test]
+fn the_method_is_configured_echoed_and_in_the_digest() {
+    let t = method_timeline(2, QueueingMethod::Random);
+    assert_eq!(
+        t.room.config().unwrap().queueing_method,
+        QueueingMethod::Random
+    );
+    let fifo = Timeline::new(config(2));
+    assert_eq!(
+        fifo.room.config().unwrap().queueing_method,
+        QueueingMethod::Fifo
+    );
+    assert_ne!(t.room.digest(), fifo.room.digest());
+    // A seedless record from before methods configures a fifo room, whatever its in-memory
+    // config says (its encoding has no method).
+    let mut legacy = Timeline::configured(Command::ConfigureRoom(with_method(
+        config(2),
+        QueueingMethod::Reject,
+    )));
+    assert_eq!(
+        legacy.room.config().unwrap().queueing_method,
+        QueueingMethod::Fifo
+    );
+    legacy.join(T0 + 1, 1);
+}
+
+#[test]
+fn random_admits_by_the_draw_and_gives_no_positions() {
+    let mut t = method_timeline(1, QueueingMethod::Random);
+    let first = t.join(T0 + 1, 1);
+    assert_eq!(t.status(first), Status::Active);
+    let waiting: Vec<SessionId> = (2..=41).map(|n| t.join(T0 + 1, n)).collect();
+    for &s in &waiting {
+        let view = t.view(s);
+        assert_eq!((view.status, view.position), (Status::Waiting, None));
+        assert_eq!(view.waiting_count, 40);
+    }
+    // Slots free one at a time: each goes to the session the public draw function picks from
+    // the line in join order, with the room's seed and the number admitted so far.
+    let mut line = waiting.clone();
+    let mut previous = first;
+    let mut out_of_order = false;
+    for step in 0..20u64 {
+        let admitted_total = t.room.stats().admitted_total;
+        let k = admission_draw(SEED.to_u64(), admitted_total, line.len() as u32) as usize;
+        let expected = line.remove(k);
+        out_of_order |= k != 0;
+        t.complete(T0 + 10 + step, previous);
+        assert_eq!(t.status(expected), Status::Active, "step {step}");
+        previous = expected;
+    }
+    assert!(out_of_order, "twenty draws all took the head of the line");
+    assert_eq!(t.room.stats().waiting_count, 20);
+}
+
+/// Two replicas applying the same log admit the same sessions in the same order; another seed
+/// admits others.
+#[test]
+fn random_draws_identically_on_two_replicas() {
+    let run = |seed: DrawSeed| {
+        let mut a = Room::new(RoomId::new("lottery").unwrap());
+        let mut b = Room::new(RoomId::new("lottery").unwrap());
+        let mut records = vec![Record::new(
+            RecordId::from_u128(1),
+            a.id().clone(),
+            Command::configure(with_method(config(3), QueueingMethod::Random), seed),
+        )];
+        for n in 0..60u128 {
+            records.push(Record::new(
+                RecordId::from_u128(100 + n),
+                a.id().clone(),
+                Command::Join {
+                    session: SessionId::from_u128(1000 + n),
+                    idempotency_key: None,
+                },
+            ));
+        }
+        // Free slots by completing whoever is active, again and again.
+        let mut log: Vec<(Record, u64)> = records.into_iter().map(|r| (r, T0)).collect();
+        for (record, ts) in &log {
+            assert_eq!(a.apply(record, *ts), b.apply(record, *ts));
+        }
+        for round in 0..15u128 {
+            for session in admitted_in_order(&a) {
+                let record = Record::new(
+                    RecordId::from_u128(10_000 + round * 100 + session.0[0] as u128),
+                    a.id().clone(),
+                    Command::Leave {
+                        session,
+                        reason: LeaveReason::Completed,
+                    },
+                );
+                let ts = T0 + 1 + round as u64;
+                assert_eq!(a.apply(&record, ts), b.apply(&record, ts));
+                log.push((record, ts));
+            }
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(admitted_in_order(&a), admitted_in_order(&b));
+        // The order in which everyone was admitted, from the views.
+        let mut order: Vec<(u64, SessionId)> = a
+            .session_ids()
+            .filter_map(|id| Some((a.view(&id)?.admitted_at_ms?, id)))
+            .collect();
+        order.sort_unstable();
+        // A third replica replaying the whole log from a snapshot taken midway agrees too.
+        let mut c = Room::new(RoomId::new("lottery").unwrap());
+        let half = log.len() / 2;
+        for (record, ts) in &log[..half] {
+            c.apply(record, *ts);
+        }
+        let mut c = Room::restore_snapshot(&c.encode_snapshot()).unwrap();
+        for (record, ts) in &log[half..] {
+            c.apply(record, *ts);
+        }
+        assert_eq!(c.digest(), a.digest());
+        (order, a.digest())
+    };
+    let (order, _) = run(SEED);
+    assert_eq!(order.len(), 48, "3 admitted per round, 16 rounds");
+    let (again, _) = run(SEED);
+    assert_eq!(again, order);
+    let (other, _) = run(DrawSeed::from_u64(0xd1ff));
+    assert_ne!(
+        other.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+        order.iter().map(|(_, id)| *id).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn random_estimates_the_middle_of_the_line() {
+    let mut t = method_timeline(1, QueueingMethod::Random);
+    // Make turnover known: one slot freed in the first 10 s.
+    let first = t.join(T0, 1);
+    for n in 2..=11 {
+        t.join(T0, n);
+    }
+    t.complete(T0 + 10 * SECOND, first);
+    // 9 wait now: everyone gets the estimate for position (9 - 1) / 2 = 4.
+    let mut fifo = Timeline::new(config(1));
+    let fifo_first = fifo.join(T0, 1);
+    for n in 2..=11 {
+        fifo.join(T0, n);
+    }
+    fifo.complete(T0 + 10 * SECOND, fifo_first);
+    let middle = fifo.view(SessionId::from_u128(7));
+    assert_eq!(middle.position, Some(4));
+    let waiting: Vec<SessionView> = (2..=11)
+        .map(|n| t.view(SessionId::from_u128(n)))
+        .filter(|v| v.status == Status::Waiting)
+        .collect();
+    assert_eq!(waiting.len(), 9);
+    for view in &waiting {
+        assert_eq!(view.position, None);
+        assert_eq!(view.estimated_wait_seconds, middle.estimated_wait_seconds);
+        assert!(view.estimated_wait_seconds.is_some());
+    }
+    // A newcomer would be the 10th: the middle is still position (10 - 1) / 2 = 4.
+    assert_eq!(
+        t.room.stats().newcomer_wait_seconds,
+        middle.estimated_wait_seconds
+    );
+}
+
+#[test]
+fn passthrough_admits_everyone_beyond_capacity_and_the_rate() {
+    let mut t = Timeline::configured(Command::configure(
+        RoomConfig {
+            admit_per_minute: Some(1),
+            ..with_method(config(2), QueueingMethod::Passthrough)
+        },
+        SEED,
+    ));
+    let sessions: Vec<SessionId> = (1..=10).map(|n| t.join(T0 + 1, n)).collect();
+    for &s in &sessions {
+        assert_eq!(t.status(s), Status::Active);
+    }
+    let stats = t.room.stats();
+    assert_eq!((stats.active_count, stats.admitted_total), (10, 10));
+    assert_eq!(stats.newcomer_wait_seconds, Some(0));
+    // Paused: people wait (with no estimate); unpaused, all of them go in at once.
+    let paused = RoomConfig {
+        paused: true,
+        ..with_method(config(2), QueueingMethod::Passthrough)
+    };
+    t.at(T0 + 2, Command::configure(paused, SEED));
+    let waiting: Vec<SessionId> = (11..=14).map(|n| t.join(T0 + 3, n)).collect();
+    assert_eq!(t.view(waiting[3]).position, Some(3));
+    assert_eq!(t.view(waiting[3]).estimated_wait_seconds, None);
+    t.at(
+        T0 + 4,
+        Command::configure(with_method(config(2), QueueingMethod::Passthrough), SEED),
+    );
+    assert!(waiting.iter().all(|&s| t.status(s) == Status::Active));
+    assert_eq!(t.room.active_count(), 14);
+    // Back to fifo: nobody is admitted until active is below capacity again.
+    t.at(T0 + 5, Command::configure(config(2), SEED));
+    let late = t.join(T0 + 6, 20);
+    assert_eq!(t.view(late).position, Some(0));
+    for &s in &sessions {
+        t.complete(T0 + 7, s);
+    }
+    assert_eq!(t.status(late), Status::Waiting);
+    for &s in &waiting[..3] {
+        t.complete(T0 + 8, s);
+    }
+    assert_eq!(t.status(late), Status::Active);
+    assert_eq!(t.room.active_count(), 2);
+}
+
+#[test]
+fn switching_to_passthrough_admits_everyone_waiting() {
+    let mut t = method_timeline(1, QueueingMethod::Fifo);
+    let s: Vec<SessionId> = (1..=5).map(|n| t.join(T0 + 1, n)).collect();
+    assert_eq!(t.room.stats().waiting_count, 4);
+    let outcome = t.at(
+        T0 + 2,
+        Command::configure(with_method(config(1), QueueingMethod::Passthrough), SEED),
+    );
+    assert_eq!(outcome, Outcome::Configured { created: false });
+    assert!(s.iter().all(|&s| t.status(s) == Status::Active));
+}
+
+#[test]
+fn reject_refuses_joins_and_serves_those_already_in() {
+    let mut t = method_timeline(1, QueueingMethod::Fifo);
+    let keyed = SessionId::from_u128(1);
+    t.at(
+        T0,
+        Command::Join {
+            session: keyed,
+            idempotency_key: Some(IdempotencyKey::new("k").unwrap()),
+        },
+    );
+    let waiting = t.join(T0, 2);
+    t.at(
+        T0 + 1,
+        Command::configure(with_method(config(1), QueueingMethod::Reject), SEED),
+    );
+    let refused = t.at(
+        T0 + 2,
+        Command::Join {
+            session: SessionId::from_u128(3),
+            idempotency_key: None,
+        },
+    );
+    assert_eq!(refused, Outcome::Rejected(Rejection::JoinsRefused));
+    assert!(t.room.view(&SessionId::from_u128(3)).is_none());
+    // An idempotent replay still answers its session; a duplicate is a duplicate.
+    let replay = t.at(
+        T0 + 2,
+        Command::Join {
+            session: SessionId::from_u128(4),
+            idempotency_key: Some(IdempotencyKey::new("k").unwrap()),
+        },
+    );
+    assert_eq!(replay, Outcome::Replayed { session: keyed });
+    let duplicate = t.at(
+        T0 + 2,
+        Command::Join {
+            session: waiting,
+            idempotency_key: None,
+        },
+    );
+    assert_eq!(duplicate, Outcome::Duplicate);
+    // Those in the room carry on: the waiting one has its place and is admitted in turn.
+    assert_eq!(t.view(waiting).position, Some(0));
+    assert_eq!(t.room.stats().newcomer_wait_seconds, None);
+    t.complete(T0 + 3, keyed);
+    assert_eq!(t.status(waiting), Status::Active);
+    // Back to fifo: joins are taken again.
+    t.at(T0 + 4, Command::configure(config(1), SEED));
+    t.join(T0 + 5, 5);
+}
+
+#[test]
+fn random_then_fifo_keeps_join_order() {
+    let mut t = method_timeline(1, QueueingMethod::Random);
+    let first = t.join(T0, 1);
+    let waiting: Vec<SessionId> = (2..=8).map(|n| t.join(T0 + n as u64, n)).collect();
+    t.at(T0 + 20, Command::configure(config(1), SEED));
+    for (i, &s) in waiting.iter().enumerate() {
+        assert_eq!(t.view(s).position, Some(i as u64));
+    }
+    t.complete(T0 + 21, first);
+    assert_eq!(t.status(waiting[0]), Status::Active);
+    assert_eq!(t.view(waiting[1]).position, Some(0));
+}

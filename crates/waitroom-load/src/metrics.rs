@@ -1023,7 +1023,7 @@ mod tests {
                 received_us: 101 * MS,
             });
         }
-        let waited_minutes = (1_005 - 2 + 2_005 - 3 + 3_005 - 4 + 1 + 0) as f64 / 60_000.0;
+        let waited_minutes = (1_005 - 2 + 2_005 - 3 + 3_005 - 4 + 1) as f64 / 60_000.0;
         let reads = analyse(&with_reads)
             .metrics
             .reads_per_waiting_minute

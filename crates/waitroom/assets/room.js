@@ -812,9 +812,12 @@
     el.heading.textContent = t("waiting.heading");
     const position = Number.isInteger(v.position) && v.position >= 0 ? v.position : null;
     if (position === null) {
-      el.position.textContent = t("position.unknown");
+      // Waiting in line with no place: the room draws its admissions at random (a `random`
+      // queueing method), so there is no place to show, only the count and the expected wait.
+      el.position.textContent = t(v.position === null ? "position.random" : "position.unknown");
       el.progress.max = 1;
       el.progress.value = 0;
+      el.progress.hidden = v.position === null; // a draw has no progress to show
       el.moved.hidden = true;
       document.title = t("page.title");
     } else {
@@ -823,6 +826,7 @@
       else renderParts(el.position, "position.ahead", { count: position }, "count");
       const start = Math.max(record.startPosition === null ? position : record.startPosition, position);
       const moved = start - position;
+      el.progress.hidden = false;
       el.progress.max = Math.max(start, 1);
       el.progress.value = position === 0 ? el.progress.max : moved;
       el.moved.hidden = moved <= 0;

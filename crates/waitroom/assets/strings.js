@@ -36,6 +36,7 @@ window.WAITROOM_STRINGS = {
     },
     "position.next": "You're next!",
     "position.unknown": "Working out your place…",
+    "position.random": "You're in the draw: whenever a place frees up, the next person is picked at random from everyone waiting.",
     "progress.label": "Your progress in line",
     "progress.moved": {
       one: "You've moved up {count} place since you joined.",

@@ -29,7 +29,7 @@ use waitroom_core::{Command, Outcome, RoomId};
 use waitroom_load::{LoadOptions, NoProgress, SecondsRange};
 use waitroom_token::{Expectations, SigningKey, Verifier};
 
-use crate::http::api::RoomConfigBody;
+use crate::http::api::{QueueingMethodBody, RoomConfigBody};
 use crate::node::Node;
 use crate::server::{self, ServeOptions};
 
@@ -338,14 +338,12 @@ async fn configure_room(node: &Node, capacity: u32, target_url: &str) -> Result<
         max_waiting: None,
         paused: false,
         target_url: Some(target_url.to_string()),
+        queueing_method: QueueingMethodBody::Fifo,
     }
     .to_config()
     .map_err(|problem| format!("the demo room's configuration: {}", problem.detail))?;
     let room = RoomId::new(ROOM).map_err(|e| e.to_string())?;
-    let command = Command::ConfigureRoomSeeded {
-        config,
-        draw_seed: crate::ids::new_draw_seed(),
-    };
+    let command = Command::configure(config, crate::ids::new_draw_seed());
     match node.write(&room, command).await {
         Ok(Outcome::Configured { .. }) => Ok(()),
         Ok(other) => Err(format!("configuring the demo room: {other:?}")),

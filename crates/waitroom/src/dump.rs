@@ -222,6 +222,21 @@ pub fn record_line(entry: &Entry, record: &Record) -> Value {
             "config": config,
             "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         }),
+        Command::ConfigureRoomQueued {
+            config,
+            queueing_method,
+            ..
+        } => json!({ "config": config, "queueingMethod": queueing_method.as_str() }),
+        Command::ConfigureRoomFromFileQueued {
+            config,
+            file_entry_digest,
+            queueing_method,
+            ..
+        } => json!({
+            "config": config,
+            "queueingMethod": queueing_method.as_str(),
+            "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }),
         Command::CheckDigest {
             every_ms,
             interval,

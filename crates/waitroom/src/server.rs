@@ -418,11 +418,8 @@ async fn apply_rooms_file(node: Arc<Node>, rooms: Vec<(RoomId, waitroom_core::Ro
             tracing::debug!(room = %room, "the rooms file's entry is unchanged since it was applied");
             continue;
         }
-        let command = Command::ConfigureRoomFromFileSeeded {
-            config,
-            file_entry_digest,
-            draw_seed: crate::ids::new_draw_seed(),
-        };
+        let command =
+            Command::configure_from_file(config, file_entry_digest, crate::ids::new_draw_seed());
         match node.write(&room, command).await {
             Ok(Outcome::Configured { created }) => {
                 tracing::info!(room = %room, created, "applied the rooms file's entry")

@@ -920,3 +920,147 @@ async fn admin_rooms_lifecycle_and_evict() {
     assert_eq!(server.join("r").await.0, 201, "created afresh");
     server.stop().await;
 }
+
+/// `queueingMethod`: defaults to `fifo`, echoed in every room body; a value outside the four is
+/// a `400` problem naming the field; each method acts as docs/api.md says over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queueing_methods_over_http() {
+    let server = TestServer::start().await;
+    let put = |room: &str, body: &'static str| {
+        server
+            .client
+            .put(server.url(&format!("/api/waiting-room/rooms/{room}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    // The default, echoed in PUT, GET and the list.
+    let body = server.put_room("q", json!({ "capacity": 1 })).await;
+    assert_eq!(body["config"]["queueingMethod"], "fifo");
+    assert_eq!(server.room("q").await["config"]["queueingMethod"], "fifo");
+    // Out of the four, or not a string: a problem, and nothing changes.
+    for bad in [
+        r#"{"capacity": 1, "queueingMethod": "lifo"}"#,
+        r#"{"capacity": 1, "queueingMethod": "FIFO"}"#,
+        r#"{"capacity": 1, "queueingMethod": 1}"#,
+        r#"{"capacity": 1, "queueingMethod": null}"#,
+    ] {
+        let problem = assert_problem(put("q", bad).send().await.unwrap(), 400).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail
+                .contains(r#"queueingMethod must be "fifo", "random", "passthrough" or "reject""#),
+            "{bad}: {problem}"
+        );
+    }
+    assert_eq!(server.room("q").await["config"]["queueingMethod"], "fifo");
+
+    // random: no positions, the same expected wait for everyone waiting.
+    let body = server
+        .put_room("q", json!({ "capacity": 1, "queueingMethod": "random" }))
+        .await;
+    assert_eq!(body["config"]["queueingMethod"], "random");
+    let list: Value = server
+        .client
+        .get(server.url("/api/waiting-room/rooms"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["rooms"][0]["config"]["queueingMethod"], "random");
+    let (status, first) = server.join("q").await;
+    assert_eq!((status, first["status"].as_str()), (201, Some("ACTIVE")));
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let (status, view) = server.join("q").await;
+        assert_eq!(status, 201);
+        assert_eq!(view["status"], "WAITING");
+        assert!(view["position"].is_null(), "{view}");
+        waiting.push(id(&view));
+    }
+    for session in &waiting {
+        let (_, view) = server.session(session).await;
+        assert!(view["position"].is_null(), "{view}");
+        assert_eq!(view["waitingCount"], 4);
+    }
+    let token = first["admissionToken"].as_str().unwrap().to_string();
+    let (status, _) = server
+        .post_action(&id(&first), "complete", Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    let room = server.room("q").await;
+    assert_eq!(
+        (
+            room["stats"]["activeCount"].as_u64(),
+            room["stats"]["waitingCount"].as_u64()
+        ),
+        (Some(1), Some(3)),
+        "one of the four was drawn: {room}"
+    );
+
+    // random → fifo: positions again, in join order.
+    server.put_room("q", json!({ "capacity": 1 })).await;
+    let mut positions = Vec::new();
+    for session in &waiting {
+        let (_, view) = server.session(session).await;
+        if view["status"] == "WAITING" {
+            positions.push(view["position"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(positions, [0, 1, 2]);
+
+    // reject: joins refused with a 403 problem (no Retry-After), existing sessions carry on,
+    // a replay of a key still answers its session.
+    let (status, keyed) = server.join_with_key("q", Some("k-1")).await;
+    assert_eq!(status, 201);
+    let body = server
+        .put_room("q", json!({ "capacity": 1, "queueingMethod": "reject" }))
+        .await;
+    assert_eq!(body["config"]["queueingMethod"], "reject");
+    assert!(body["stats"]["newcomerWaitSeconds"].is_null(), "{body}");
+    let response = server
+        .client
+        .post(server.url("/api/waiting-room/sessions"))
+        .json(&json!({ "roomId": "q" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("retry-after").is_none());
+    let problem = assert_problem(response, 403).await;
+    assert_eq!(
+        problem["type"],
+        "https://waitroom.dev/problems/joins-refused"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("reject"),
+        "{problem}"
+    );
+    let (status, replayed) = server.join_with_key("q", Some("k-1")).await;
+    assert_eq!((status, id(&replayed)), (200, id(&keyed)));
+    let (status, view) = server.heartbeat(&id(&keyed)).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("WAITING")));
+    assert_eq!(view["position"], 3);
+
+    // passthrough: everyone waiting admitted at once, past capacity; newcomers too.
+    let body = server
+        .put_room(
+            "q",
+            json!({ "capacity": 1, "queueingMethod": "passthrough" }),
+        )
+        .await;
+    assert_eq!(body["config"]["queueingMethod"], "passthrough");
+    assert_eq!(body["stats"]["waitingCount"], 0);
+    assert_eq!(body["stats"]["activeCount"], 5);
+    assert_eq!(body["stats"]["newcomerWaitSeconds"], 0);
+    let (status, view) = server.join("q").await;
+    assert_eq!((status, view["status"].as_str()), (201, Some("ACTIVE")));
+    assert!(
+        view["admissionToken"].is_string(),
+        "tokens are still issued"
+    );
+    assert_eq!(server.room("q").await["stats"]["activeCount"], 6);
+    server.stop().await;
+}

@@ -790,3 +790,49 @@ async fn the_demo_sends_a_person_to_its_seat_selection_and_frees_the_slot() {
     })
     .await;
 }
+
+/// A `random` room: the waiting page has no place to show, so it says the next person is drawn
+/// from everyone waiting, with the count of people waiting; once drawn, the person's turn comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_room_shows_the_draw_instead_of_a_place() {
+    with_browser(|browser| async move {
+        let server = TestServer::start().await;
+        let room = "browser-random";
+        let mut config = room_config(1, None, None);
+        config["queueingMethod"] = json!("random");
+        server.put_room(room, config).await;
+        let first = join(&server, room, "ACTIVE").await;
+        join(&server, room, "WAITING").await;
+
+        browser.goto(&server.url(&format!("/room/{room}"))).await;
+        browser.wait_for_state("waiting").await;
+        let me = browser.stored_session_id(room).await;
+        let mine = view(&server, &me).await;
+        assert!(mine["position"].is_null(), "no place in a draw: {mine}");
+        browser
+            .wait_for_text(
+                "position",
+                "You're in the draw: whenever a place frees up, the next person is picked at random from everyone waiting.",
+            )
+            .await;
+        assert_eq!(browser.text("waiting-count").await, "2 people");
+        assert!(browser.is_hidden("progress").await, "no progress bar in a draw");
+        browser.screenshot("waiting-random").await;
+
+        // The first person finishes, and the draw admits one of the two waiting; if it is the
+        // other one, a second slot lets this one in too.
+        complete(&server, &first).await;
+        let room_now = server.room(room).await;
+        assert_eq!(room_now["stats"]["activeCount"], 1, "{room_now}");
+        assert_eq!(room_now["stats"]["waitingCount"], 1, "{room_now}");
+        if view(&server, &me).await["status"] != "ACTIVE" {
+            let mut config = room_config(2, None, None);
+            config["queueingMethod"] = json!("random");
+            server.put_room(room, config).await;
+        }
+        wait_for_view(&server, &me, "ACTIVE", |v| v["status"] == "ACTIVE").await;
+        browser.wait_for_state("active").await;
+        server.stop().await;
+    })
+    .await;
+}

@@ -338,6 +338,53 @@ async fn an_operator_watches_and_steers_a_sale_from_the_console() {
             .await;
         assert_eq!(server.session(&elsewhere).await.1["status"], "ACTIVE");
 
+        // The queueing method: passthrough admits everyone waiting at once, past capacity;
+        // reject refuses joins; the form shows the room's method.
+        assert_eq!(browser.text("err-queueingMethod").await, "");
+        let choose = |method: &str| {
+            format!(
+                "const select = document.getElementById('cfg-queueingMethod');
+                 select.value = {};
+                 select.dispatchEvent(new Event('input', {{ bubbles: true }}));
+                 return select.value;",
+                json!(method)
+            )
+        };
+        assert_eq!(
+            browser.js(&choose("passthrough")).await.expect("choose"),
+            json!("passthrough")
+        );
+        browser.click("save-config").await;
+        browser
+            .wait_for_text("config-message", "Saved: capacity 4, passthrough.")
+            .await;
+        wait_for_figures(&browser, "0", "6 / 4").await;
+        browser.wait_for_text("room-state", "Passthrough").await;
+        assert_eq!(server.room(SALE).await["config"]["queueingMethod"], "passthrough");
+        browser.js(&choose("reject")).await.expect("choose");
+        browser.click("save-config").await;
+        browser.wait_for_text("config-message", "Saved: capacity 4, reject.").await;
+        browser.wait_for_text("room-state", "Refusing joins").await;
+        let refused = server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .json(&json!({ "roomId": SALE }))
+            .send()
+            .await
+            .expect("POST join");
+        assert_eq!(refused.status(), 403);
+        browser.js(&choose("fifo")).await.expect("choose");
+        browser.click("save-config").await;
+        browser.wait_for_text("config-message", "Saved: capacity 4.").await;
+        browser.wait_for_text("room-state", "Full").await;
+        assert_eq!(
+            browser
+                .js("return document.getElementById('cfg-queueingMethod').value;")
+                .await
+                .expect("read"),
+            json!("fifo")
+        );
+
         // The charts of the last hour: a line per series, drawn from the samples of this tab.
         let charts = format!(
             "const ready = (id, lines) => Number(document.getElementById(id).dataset.samples) >= {CHART_SAMPLES_MIN}

@@ -197,3 +197,68 @@ async fn a_restart_keeps_api_changes_replaying_the_log() {
 async fn a_restart_keeps_api_changes_restoring_a_snapshot() {
     restart_keeps_api_changes_and_applies_file_changes(true).await;
 }
+
+/// `queueingMethod` in the rooms file: the entry configures it; a restart (from the log or a
+/// snapshot, which carries the method) keeps it; a change of only the method is a change of the
+/// entry, applied at the next start.
+async fn the_queueing_method_comes_from_the_file(snapshot_every_record: bool) {
+    init_tracing();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let files = tempfile::tempdir().expect("temp dir");
+    let rooms_file = files.path().join("rooms.toml");
+    write_rooms_file(
+        &rooms_file,
+        "capacity = 1\nqueueingMethod = \"random\"",
+        &[],
+    );
+    let server = start(data_dir.path(), &rooms_file, snapshot_every_record).await;
+    let config = config_once_created(&server, ROOM).await;
+    assert_eq!(config["queueingMethod"], "random");
+    let stored = snapshots_stored(&server).await;
+    let (_, first) = server.join(ROOM).await;
+    assert_eq!(first["status"], "ACTIVE");
+    let (_, second) = server.join(ROOM).await;
+    assert!(second["position"].is_null(), "{second}");
+    settle(&server, snapshot_every_record, stored).await;
+    server.stop().await;
+
+    write_rooms_file(
+        &rooms_file,
+        "capacity = 1\nqueueingMethod = \"random\"",
+        &["zz-restart-1"],
+    );
+    let server = start(data_dir.path(), &rooms_file, snapshot_every_record).await;
+    config_once_created(&server, "zz-restart-1").await;
+    assert_eq!(
+        server.room(ROOM).await["config"]["queueingMethod"],
+        "random"
+    );
+    let (_, second) = server.session(&id(&second)).await;
+    assert_eq!(second["status"], "WAITING");
+    assert!(second["position"].is_null(), "{second}");
+    server.stop().await;
+
+    write_rooms_file(
+        &rooms_file,
+        "capacity = 1\nqueueingMethod = \"reject\"",
+        &["zz-restart-1", "zz-restart-2"],
+    );
+    let server = start(data_dir.path(), &rooms_file, snapshot_every_record).await;
+    config_once_created(&server, "zz-restart-2").await;
+    assert_eq!(
+        server.room(ROOM).await["config"]["queueingMethod"],
+        "reject"
+    );
+    assert_eq!(server.join(ROOM).await.0, 403);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_queueing_method_comes_from_the_file_replaying_the_log() {
+    the_queueing_method_comes_from_the_file(false).await;
+}
+
+#[tokio::test]
+async fn the_queueing_method_comes_from_the_file_restoring_a_snapshot() {
+    the_queueing_method_comes_from_the_file(true).await;
+}

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use waitroom_core::{ExpiredReason, RoomConfig, RoomStats, SessionView, Status};
+use waitroom_core::{ExpiredReason, QueueingMethod, RoomConfig, RoomStats, SessionView, Status};
 
 use super::problem::Problem;
 
@@ -211,10 +211,13 @@ pub struct SessionBody<'a> {
     #[schema(value_type = String)]
     pub room_id: &'a str,
     pub status: StatusBody,
-    /// WAITING only: live WAITING sessions ahead (0 = next). `null` in the pre-queue.
+    /// WAITING only: live WAITING sessions ahead (0 = next). `null` in the pre-queue, and in a
+    /// room whose `queueingMethod` is `random` (nobody has a place: each admission is drawn
+    /// among everyone waiting).
     pub position: Option<u64>,
     pub waiting_count: u64,
-    /// WAITING only; `null` until an estimate is possible.
+    /// WAITING only; `null` until an estimate is possible. In a `random` room, the expected
+    /// wait: the estimate for the middle of the line (as many waiting ahead as behind).
     pub estimated_wait_seconds: Option<u64>,
     pub prequeue: bool,
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -412,6 +415,70 @@ pub struct RoomConfigBody {
         pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[!\"$-.0-9:->@-~][!-~]*$"
     )]
     pub target_url: Option<String>,
+    #[serde(default, deserialize_with = "queueing_method")]
+    pub queueing_method: QueueingMethodBody,
+}
+
+/// `queueingMethod`, with an error that names the field and the four values (serde's own says
+/// "unknown variant", which names neither).
+fn queueing_method<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<QueueingMethodBody, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    match value.as_str() {
+        Some("fifo") => Ok(QueueingMethodBody::Fifo),
+        Some("random") => Ok(QueueingMethodBody::Random),
+        Some("passthrough") => Ok(QueueingMethodBody::Passthrough),
+        Some("reject") => Ok(QueueingMethodBody::Reject),
+        _ => Err(serde::de::Error::custom(format!(
+            "queueingMethod must be \"fifo\", \"random\", \"passthrough\" or \"reject\", not {value}"
+        ))),
+    }
+}
+
+/// How the room serves its line (default `fifo`):
+/// - `fifo`: first come, first served (the pre-queue drawn at random at `opensAt`); `position`
+///   counts the people ahead.
+/// - `random`: whenever a slot frees, the person admitted is drawn at random among everyone
+///   waiting (the same draw on every node); `position` is `null`, `estimatedWaitSeconds` the
+///   expected wait.
+/// - `passthrough`: everyone is admitted at once; `capacity` and `admitPerMinute` do not limit
+///   (a pause and `opensAt` still do); the room still counts sessions and issues tokens.
+/// - `reject`: joins are refused (`403`, type `joins-refused`); sessions already in the room
+///   carry on, people already waiting are admitted first come, first served.
+///
+/// A change applies at once: to `passthrough` admits everyone waiting; from `random` to `fifo`
+/// keeps join order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueingMethodBody {
+    #[default]
+    Fifo,
+    Random,
+    Passthrough,
+    Reject,
+}
+
+impl From<QueueingMethodBody> for QueueingMethod {
+    fn from(method: QueueingMethodBody) -> Self {
+        match method {
+            QueueingMethodBody::Fifo => QueueingMethod::Fifo,
+            QueueingMethodBody::Random => QueueingMethod::Random,
+            QueueingMethodBody::Passthrough => QueueingMethod::Passthrough,
+            QueueingMethodBody::Reject => QueueingMethod::Reject,
+        }
+    }
+}
+
+impl From<QueueingMethod> for QueueingMethodBody {
+    fn from(method: QueueingMethod) -> Self {
+        match method {
+            QueueingMethod::Fifo => QueueingMethodBody::Fifo,
+            QueueingMethod::Random => QueueingMethodBody::Random,
+            QueueingMethod::Passthrough => QueueingMethodBody::Passthrough,
+            QueueingMethod::Reject => QueueingMethodBody::Reject,
+        }
+    }
 }
 
 /// Integers of a JSON body: JSON has one kind of number, so `60.0` (or `6e1`) is the integer 60
@@ -508,6 +575,7 @@ impl RoomConfigBody {
             max_waiting: self.max_waiting,
             paused: self.paused,
             target_url: self.target_url.clone(),
+            queueing_method: self.queueing_method.into(),
         };
         config
             .validate()
@@ -527,6 +595,7 @@ impl RoomConfigBody {
             max_waiting: config.max_waiting,
             paused: config.paused,
             target_url: config.target_url.clone(),
+            queueing_method: config.queueing_method.into(),
         }
     }
 }

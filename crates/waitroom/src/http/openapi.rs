@@ -23,7 +23,7 @@ use super::{api, console, ops, page, problem, rooms, sessions};
     components(schemas(
         api::JoinRequest, api::SessionBody, api::StatusBody, api::ExpiredReasonBody,
         api::RoomConfigBody, api::RoomBody, api::RoomStatsBody, api::ExpiredTotalBody,
-        api::RoomListBody, problem::ProblemBody,
+        api::RoomListBody, api::QueueingMethodBody, problem::ProblemBody,
     )),
     modifiers(&Security),
 )]
@@ -137,6 +137,19 @@ mod tests {
                 "{field}"
             );
         }
+        // The queueing methods: the four, `fifo` the default.
+        assert_eq!(
+            schemas["QueueingMethodBody"]["enum"],
+            serde_json::json!(["fifo", "random", "passthrough", "reject"])
+        );
+        assert_eq!(
+            config["queueingMethod"]["$ref"],
+            "#/components/schemas/QueueingMethodBody"
+        );
+        assert_eq!(
+            waitroom_core::QueueingMethod::ALL.map(|m| m.as_str()),
+            ["fifo", "random", "passthrough", "reject"]
+        );
         let max_length = |schema: &Value| schema["maxLength"].as_u64().map(|n| n as usize);
         assert_eq!(
             max_length(&config["targetUrl"]),

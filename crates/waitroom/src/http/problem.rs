@@ -99,6 +99,17 @@ impl Problem {
         }
     }
 
+    /// A join while the room's queueing method is `reject`: an operator's decision, not a
+    /// passing state, so no `Retry-After`.
+    pub fn joins_refused(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "joins-refused",
+            "The waiting room is not taking anyone new",
+            detail,
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -80,10 +80,7 @@ pub(crate) async fn put(
         .to_config()?;
     // Every configuration brings a fresh secret seed for the pre-queue draw; the room keeps its
     // own while people wait in its pre-queue (see `waitroom_core::Room`). Neither is served.
-    let command = Command::ConfigureRoomSeeded {
-        config,
-        draw_seed: new_draw_seed(),
-    };
+    let command = Command::configure(config, new_draw_seed());
     match state.node.write(&id, command).await? {
         Outcome::Configured { .. } => {}
         Outcome::Rejected(Rejection::InvalidConfig(e)) => {

@@ -11,7 +11,8 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use waitroom_core::{
-    Command, IdempotencyKey, LeaveReason, Outcome, Rejection, RoomId, SessionView, Status,
+    Command, IdempotencyKey, LeaveReason, Outcome, QueueingMethod, Rejection, RoomId, SessionView,
+    Status,
 };
 
 use super::api::{JoinRequest, SessionBody};
@@ -152,6 +153,7 @@ fn last_forwarded_ip(headers: &HeaderMap, name: &http::HeaderName) -> Option<IpA
                 ("leave" = (operation_id = "leave", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
             )),
         (status = 400, description = "Malformed body, room id or key", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 403, description = "The room refuses joins (`queueingMethod` `reject`; type `joins-refused`, no `Retry-After`)", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 404, description = "Unknown room", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 405, description = "A method other than POST", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
         (status = 413, description = "Body over 4 KiB", body = ProblemBody, content_type = PROBLEM_JSON),
@@ -222,6 +224,12 @@ pub(crate) async fn join(
                 view,
             ));
         }
+        if room
+            .config()
+            .is_some_and(|c| c.queueing_method == QueueingMethod::Reject)
+        {
+            return Err(joins_refused(&room_id));
+        }
         if let Some(max) = room.config().and_then(|c| c.max_waiting)
             && room.waiting_count() >= u64::from(max)
         {
@@ -246,6 +254,7 @@ pub(crate) async fn join(
         Ok(Outcome::Rejected(Rejection::RoomFull)) => {
             Err(Problem::room_full(format!("room {room_id} is full")))
         }
+        Ok(Outcome::Rejected(Rejection::JoinsRefused)) => Err(joins_refused(&room_id)),
         Ok(other) => {
             tracing::error!(outcome = ?other, "unexpected outcome of a join");
             Err(Problem::internal())
@@ -260,6 +269,13 @@ pub(crate) async fn join(
             Err(error.into())
         }
     }
+}
+
+/// The answer to a join while the room's queueing method is `reject`.
+fn joins_refused(room_id: &RoomId) -> Problem {
+    Problem::joins_refused(format!(
+        "room {room_id} refuses new joins (queueing method reject); sessions already in it carry on"
+    ))
 }
 
 use crate::limits::{

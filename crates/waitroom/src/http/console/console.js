@@ -158,6 +158,8 @@
     if (room.config.opensAt && Date.parse(room.config.opensAt) > Date.now()) {
       return { text: 'Pre-queue', kind: 'prequeue' };
     }
+    if (room.config.queueingMethod === 'reject') return { text: 'Refusing joins', kind: 'paused' };
+    if (room.config.queueingMethod === 'passthrough') return { text: 'Passthrough', kind: 'open' };
     if (room.stats.activeCount >= room.config.capacity) return { text: 'Full', kind: 'full' };
     return { text: 'Admitting', kind: 'open' };
   }
@@ -372,6 +374,7 @@
       $(`cfg-${name}`).value = value === null || value === undefined ? '' : String(value);
     }
     for (const name of TEXT_FIELDS) $(`cfg-${name}`).value = config[name] || '';
+    $('cfg-queueingMethod').value = config.queueingMethod || 'fifo';
     for (const name of [...Object.keys(INTEGER_FIELDS), ...TEXT_FIELDS]) fieldError(name, '');
     showOpensAtLocal();
   }
@@ -433,6 +436,7 @@
       ok = false;
     }
     body.targetUrl = targetUrl || null;
+    body.queueingMethod = $('cfg-queueingMethod').value;
     return ok ? body : null;
   }
 
@@ -461,7 +465,9 @@
       record(saved, Date.now());
       configDirty = false;
       fillConfig(saved.config, true);
-      message('config-message', `Saved: capacity ${fmt(saved.config.capacity)}.`, 'ok');
+      message('config-message', `Saved: capacity ${fmt(saved.config.capacity)}`
+        + (saved.config.queueingMethod && saved.config.queueingMethod !== 'fifo'
+          ? `, ${saved.config.queueingMethod}.` : '.'), 'ok');
       render();
     } catch (e) {
       failed('config-message', e, 'Not saved');
