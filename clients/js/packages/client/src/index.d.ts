@@ -51,6 +51,7 @@ export declare const LIMITS: Readonly<{
   heartbeatMaxSeconds: number;
   heartbeatDefaultSeconds: number;
   heldReadMaxSeconds: number;
+  nearFrontHeartbeats: number;
   frontCheckIntervalMs: number;
   problemTextMaxChars: number;
 }>;

@@ -36,6 +36,9 @@ export const LIMITS = Object.freeze({
    *  the turn comes or this many seconds pass (`?waitSeconds=`, at most 8: the API's bound), so
    *  admission is seen the moment it happens, with one read per wait. A read writes nothing. */
   heldReadMaxSeconds: 8,
+  /** "Near the front": a turn expected within this many heartbeat intervals (an estimate up to
+   *  twice too long still starts the held reads before the turn comes). */
+  nearFrontHeartbeats: 2,
   /** ...and reads begin at least this far apart: a server that holds no more reads answers at
    *  once, and reads then come once a second. */
   frontCheckIntervalMs: 1_000,
@@ -278,11 +281,20 @@ function heartbeatIntervalMs(view) {
   return Math.min(Math.max(usable, LIMITS.heartbeatMinSeconds), LIMITS.heartbeatMaxSeconds) * 1000;
 }
 
-function isNearFront(view) {
-  if (view.status !== "WAITING") return false;
+/**
+ * Next in line, or a turn expected within `LIMITS.nearFrontHeartbeats` heartbeat intervals: by
+ * the server's estimate, or by the session's own progress since `progress` (its first position
+ * and when it was seen) when the estimate is missing or too long.
+ */
+function isNearFront(view, progress) {
+  if (view.status !== "WAITING" || view.prequeue === true) return false;
   if (view.position === 0) return true;
+  const horizonMs = LIMITS.nearFrontHeartbeats * heartbeatIntervalMs(view);
   const eta = view.estimatedWaitSeconds;
-  return Number.isInteger(eta) && eta * 1000 < heartbeatIntervalMs(view);
+  if (Number.isInteger(eta) && eta * 1000 < horizonMs) return true;
+  if (!progress || !Number.isInteger(view.position)) return false;
+  const moved = progress.position - view.position;
+  return moved > 0 && (view.position * (Date.now() - progress.at)) / moved < horizonMs;
 }
 
 function checkSession(session) {
@@ -370,6 +382,8 @@ export async function follow(session, options = {}) {
   let failures = 0;
   let nextHeartbeatAt = Date.now() + heartbeatIntervalMs(view);
   let lastReadAt = 0; // when the last read between heartbeats began
+  // The first place seen, and when (see isNearFront).
+  let progress = Number.isInteger(view.position) ? { position: view.position, at: Date.now() } : null;
   for (;;) {
     const now = Date.now();
     let delayMs;
@@ -379,7 +393,7 @@ export async function follow(session, options = {}) {
     if (failures > 0) {
       delayMs = 0; // the backoff was slept in the catch below; try the heartbeat again now
       heartbeat = true;
-    } else if (isNearFront(view) && nextHeartbeatAt - readAt >= 1_000) {
+    } else if (isNearFront(view, progress) && nextHeartbeatAt - readAt >= 1_000) {
       // A held read, ending before the next heartbeat is due.
       delayMs = readAt - now;
       heartbeat = false;
@@ -408,6 +422,9 @@ export async function follow(session, options = {}) {
       continue;
     }
     if (view.waitingRoomSessionId !== session.id) throw new WaitroomError(`${url}: the answer is another session's view`);
+    if (view.status === "WAITING" && Number.isInteger(view.position) && (!progress || view.position > progress.position)) {
+      progress = { position: view.position, at: Date.now() };
+    }
     handle(view);
     if (done(view)) return view;
   }
