@@ -863,21 +863,9 @@ async fn faults_rabbitmq() {
         return;
     }
     let scratch = tempfile::tempdir().unwrap();
-    // Started again once when a port it was given was taken before it bound it: the launcher
-    // picks free ports (`free_port`) seconds before the node binds them, and the other tests'
-    // outgoing connections take ephemeral ports meanwhile (seen once in five runs).
-    let start = |attempt: u32| {
-        let dir = scratch.path().join(format!("rabbitmq{attempt}"));
-        tokio::task::block_in_place(|| RabbitMqServer::start(&dir))
-    };
-    let rabbitmq = match start(0) {
-        Err(why) if why.contains("could not bind") => {
-            eprintln!("faults_rabbitmq: starting the node again: {why}");
-            start(1)
-        }
-        started => started,
-    }
-    .unwrap();
+    let rabbitmq =
+        tokio::task::block_in_place(|| RabbitMqServer::start(&scratch.path().join("rabbitmq")))
+            .unwrap();
     let backend = Backend {
         name: "rabbitmq",
         url: rabbitmq.url(),

@@ -20,6 +20,8 @@ use super::{find_binary, free_port, skip};
 /// Longest a node may take to start (6–11 s on a fresh data directory here; longer on a loaded
 /// CI machine, or when it recovers streams after a crash).
 pub const START_WAIT: Duration = Duration::from_secs(120);
+/// Starts on fresh ports when a port was taken before the node bound it (see `start`).
+const START_ATTEMPTS_MAX: u32 = 3;
 
 /// Longest a node may take to stop after SIGTERM before it is killed.
 pub const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -69,7 +71,21 @@ impl RabbitMqServer {
     /// # Errors
     /// RabbitMQ is not installed, or the node did not start within [`START_WAIT`].
     pub fn start(dir: &Path) -> Result<Self, String> {
-        Self::start_on(dir, free_port())
+        // The ports are picked free (`free_port`) seconds before the node binds them, and other
+        // processes' outgoing connections may take one meanwhile (seen once in five fault-suite
+        // runs): then the node is started again on other ports.
+        let mut attempt = 1;
+        loop {
+            match Self::start_on(dir, free_port()) {
+                Err(why) if why.contains("could not bind") && attempt < START_ATTEMPTS_MAX => {
+                    eprintln!(
+                        "RabbitMQ launcher: a port was taken before the node bound it; starting it again on others ({why})"
+                    );
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
     }
 
     /// Starts a node whose stream port is `stream_port` (the other ports are free ones).
