@@ -144,6 +144,7 @@ pub struct DemoStarted {
 /// # Errors
 /// The address cannot be bound, or the node cannot start (see [`run_with`]).
 pub async fn run(args: DemoArgs) -> Result<(), String> {
+    server::raise_open_files_limit(server::defaults::CONNECTIONS_MAX);
     let listener = crate::server::listen(&args.listen)
         .await
         .map_err(|e| format!("{e} (try --listen 127.0.0.1:0)"))?;

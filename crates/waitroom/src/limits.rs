@@ -103,6 +103,11 @@ pub const IDLE_TIMEOUT_MS: u64 = 75_000;
 /// reading.
 pub const REQUEST_TIME_BEYOND_WAITS_MS: u64 = 10_000;
 
+/// File descriptors a node needs beside its client connections (the log's files and sockets,
+/// snapshots, the listener): at start it raises its soft open-files limit to
+/// `--connections-max` plus this, within the hard limit (see `server::raise_open_files_limit`).
+pub const FILES_BEYOND_CONNECTIONS: u64 = 1024;
+
 // Held status reads (`GET /api/waiting-room/sessions/{id}?waitSeconds=`): a page near the front
 // of the line asks to be answered when its turn comes, instead of asking every second.
 

@@ -211,14 +211,11 @@ impl ServeArgs {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = server::listen(&args.listen).await?;
-    server::run_with(
-        listener,
-        server::shutdown_signal(),
-        args.options(),
-        |started| {
-            println!("waitroom is serving at {}", started.url);
-        },
-    )
+    let options = args.options();
+    server::raise_open_files_limit(options.connections_max);
+    server::run_with(listener, server::shutdown_signal(), options, |started| {
+        println!("waitroom is serving at {}", started.url);
+    })
     .await
 }
 

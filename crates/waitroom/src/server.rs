@@ -266,6 +266,26 @@ pub async fn run_with(
     result
 }
 
+/// Raises this process's soft limit of open files to what `connections_max` client connections
+/// need (plus [`crate::limits::FILES_BEYOND_CONNECTIONS`]), within the hard limit: many systems
+/// start processes at 1024, far below the 50 000 connections a node takes by default, and a
+/// node out of descriptors refuses connections (`accept` fails) however idle it is. Says so when
+/// the hard limit is lower (raise it: `ulimit -Hn`, systemd's `LimitNOFILE=`, a container's
+/// `--ulimit nofile=`).
+pub fn raise_open_files_limit(connections_max: usize) {
+    let wanted = (connections_max as u64).saturating_add(crate::limits::FILES_BEYOND_CONNECTIONS);
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(soft) if soft < wanted => tracing::warn!(
+            open_files = soft,
+            wanted,
+            "the open-files limit is below --connections-max plus what the node needs besides: \
+             raise the hard limit (ulimit -Hn, LimitNOFILE=), or lower --connections-max"
+        ),
+        Ok(soft) => tracing::debug!(open_files = soft, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open-files limit"),
+    }
+}
+
 /// The bounds on client connections of `options`.
 fn connection_limits(options: &ServeOptions) -> ConnectionLimits {
     let request_timeout_ms = options.request_timeout_ms.unwrap_or(
@@ -486,5 +506,21 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Asked for more than the hard limit, the node takes all of it (only ever raising the soft
+    /// limit, so the other tests of this process are not disturbed).
+    #[cfg(unix)]
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit_at_most() {
+        let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+        let connections_max = usize::try_from(hard).unwrap_or(usize::MAX);
+        super::raise_open_files_limit(connections_max);
+        let (soft, hard_after) = rlimit::Resource::NOFILE.get().unwrap();
+        assert_eq!(hard_after, hard);
+        assert_eq!(soft, hard);
     }
 }
