@@ -33,9 +33,12 @@ impl JoinRateLimit {
         })
     }
 
-    /// `Err(seconds to wait)` when `ip` is over its rate.
+    /// `Err(seconds to wait)` when `ip` is over its rate. An IPv6 /64 is one address (as for the
+    /// connection cap: a subscriber holds a whole /64, and would otherwise get a bucket per
+    /// address it makes up); an IPv4-mapped IPv6 address is its IPv4 address.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        self.limiter.check_key(&ip).map_err(|not_until| {
+        let key = crate::connections::address_key(ip);
+        self.limiter.check_key(&key).map_err(|not_until| {
             let wait: Duration = not_until.wait_time_from(self.clock.now());
             wait.as_secs().max(1)
         })
@@ -67,6 +70,16 @@ mod tests {
         assert_eq!(limit.check(a), Err(1));
         assert_eq!(limit.check(b), Ok(()));
         assert!(JoinRateLimit::new(0, 10).is_none());
+        // One /64 shares one bucket, whatever address of it a join comes from.
+        let limit = JoinRateLimit::new(1, 2).unwrap();
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let other_in_the_same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limit.check(one), Ok(()));
+        assert_eq!(limit.check(other_in_the_same_64), Ok(()));
+        assert_eq!(limit.check(one), Err(1));
+        assert_eq!(limit.check(next_64), Ok(()));
+        assert_eq!(limit.tracked_addresses(), 2);
         assert!(JoinRateLimit::new(10, 0).is_none());
     }
 }
