@@ -156,7 +156,7 @@ mod settings;
 mod snapshots;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -178,6 +178,8 @@ pub struct RedisLog {
     commands: Conn,
     /// Rooms this log registered, and when.
     registered: Mutex<HashMap<Arc<str>, Instant>>,
+    /// `Shared::data_lost` when `registered` was last valid: a newer count empties it.
+    registered_since_loss: AtomicU64,
     /// A live subscription uses the bare node name as its group.
     primary_group_taken: Arc<AtomicBool>,
     /// Numbers the other subscriptions' groups (`node.2`, `node.3`, …).
@@ -240,9 +242,11 @@ impl RedisLog {
                 node_generated,
                 keep_history_ms: settings.keep_history_ms,
                 description,
+                data_lost: AtomicU64::new(0),
             }),
             commands,
             registered: Mutex::new(HashMap::new()),
+            registered_since_loss: AtomicU64::new(0),
             primary_group_taken: Arc::new(AtomicBool::new(false)),
             subscriptions: AtomicU64::new(1),
         })
@@ -265,9 +269,17 @@ impl RedisLog {
     fn registered(&self) -> MutexGuard<'_, HashMap<Arc<str>, Instant>> {
         // The map is only a cache of what Redis holds: whatever state a panicking holder left
         // is still a valid cache, so a poisoned lock is used as is.
-        self.registered
+        let mut registered = self
+            .registered
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Redis lost its data (a subscription found out): the registry it held is gone, and a
+        // room not registered again would have its new records read by nobody.
+        let lost = self.shared.data_lost.load(Ordering::Acquire);
+        if self.registered_since_loss.swap(lost, Ordering::AcqRel) != lost {
+            registered.clear();
+        }
+        registered
     }
 }
 
