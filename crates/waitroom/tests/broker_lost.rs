@@ -316,3 +316,17 @@ async fn broker_lost_redis() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_lost_rabbitmq() {
+    use waitroom_log::testkit::rabbitmq::{RabbitMqServer, require};
+    if require("broker_lost_rabbitmq").is_none() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let mut rabbitmq =
+        tokio::task::block_in_place(|| RabbitMqServer::start(&scratch.path().join("rabbitmq")))
+            .unwrap();
+    let url = rabbitmq.url();
+    broker_lost_on(&url, scratch.path(), || rabbitmq.restart_empty().unwrap()).await;
+}
