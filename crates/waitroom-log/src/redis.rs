@@ -146,7 +146,17 @@
 //! - RDB snapshots only, or no persistence: everything since the last snapshot is lost.
 //!
 //! Replication is asynchronous: a failover to a replica can lose the latest acknowledged appends
-//! whatever the fsync policy. Run `appendonly yes` with `appendfsync always` where a lost join
+//! whatever the fsync policy.
+//!
+//! # When Redis loses data
+//! A running subscription notices at its next (re)setup, which a Redis restart forces: the key
+//! `{prefix}:epoch` holds a random value the first subscription to find it missing sets (`SET
+//! NX`); a subscription that finds another value (or sets a new one) than it saw before knows
+//! Redis lost everything, and a stream that ends before the id it delivered lost its latest
+//! entries (trimming always keeps a stream's last entry). It says [`crate::Event::Regressed`]
+//! for those streams, reads them again from the start, and makes this log's appends register
+//! their rooms again (the registry went too). An empty or missing stream under an unchanged
+//! epoch is only a warning: a room forgotten and created again looks the same. Run `appendonly yes` with `appendfsync always` where a lost join
 //! matters; `everysec` is a deliberate trade of up to a second of joins for write throughput.
 
 mod appending;
