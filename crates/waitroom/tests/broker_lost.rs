@@ -63,7 +63,12 @@ fn start_node(backend_url: &str, key_path: &Path, scratch: &Path, index: usize) 
     let data_dir = scratch.join(format!("node{index}"));
     std::fs::create_dir_all(&data_dir).unwrap();
     let log_path = scratch.join(format!("node{index}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
+    // Appended to: a node started again on the same data dir adds to its predecessor's log.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_waitroom"))
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN])
         .args(["--join-rate-per-ip", "0"])
@@ -212,24 +217,26 @@ async fn wait_agreed(client: &reqwest::Client, nodes: &[Node], active: u64, wait
     );
 }
 
-/// The scenario of the module documentation. `restart_empty` kills the broker and starts it
-/// again with nothing.
-async fn broker_lost_on(backend_url: &str, scratch: &Path, restart_empty: impl FnOnce()) {
+/// Starts the nodes (data dirs under `scratch`) and waits until they are ready.
+async fn start_nodes(client: &reqwest::Client, backend_url: &str, scratch: &Path) -> Vec<Node> {
     let key_path = scratch.join("signing-key.pem");
-    let key = waitroom_token::SigningKey::generate().unwrap();
-    std::fs::write(&key_path, key.to_pkcs8_pem().as_bytes()).unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .unwrap();
+    if !key_path.exists() {
+        let key = waitroom_token::SigningKey::generate().unwrap();
+        std::fs::write(&key_path, key.to_pkcs8_pem().as_bytes()).unwrap();
+    }
     let nodes: Vec<Node> = (0..NODES)
         .map(|i| start_node(backend_url, &key_path, scratch, i))
         .collect();
     assert!(
-        wait_ready(&client, &nodes, READY_WAIT).await,
+        wait_ready(client, &nodes, READY_WAIT).await,
         "the nodes turned ready\n{}",
         log_tails(&nodes)
     );
+    nodes
+}
+
+/// Configures the room through the first node.
+async fn configure(client: &reqwest::Client, nodes: &[Node]) {
     let config = json!({
         "capacity": CAPACITY,
         "waitingIdleTimeoutSeconds": IDLE_TIMEOUT_SECONDS,
@@ -243,27 +250,57 @@ async fn broker_lost_on(backend_url: &str, scratch: &Path, restart_empty: impl F
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    let before = join_in_turn(&client, &nodes, "before the loss").await;
-    wait_agreed(&client, &nodes, CAPACITY, JOINS - CAPACITY).await;
-    for node in &nodes {
-        let counted = metric(&client, &node.url, "waitroom_log_regressions_total").await;
-        assert_eq!(counted, 0.0, "{}: nothing lost yet", node.url);
-    }
+}
 
-    tokio::task::block_in_place(restart_empty);
-
+/// Waits until every node counted the loss, within [`DETECT_WAIT`].
+async fn wait_counted(client: &reqwest::Client, nodes: &[Node]) {
     let deadline = Instant::now() + DETECT_WAIT;
-    for node in &nodes {
-        while metric(&client, &node.url, "waitroom_log_regressions_total").await < 1.0 {
+    for node in nodes {
+        while metric(client, &node.url, "waitroom_log_regressions_total").await < 1.0 {
             assert!(
                 Instant::now() < deadline,
                 "{} did not count the lost log within {DETECT_WAIT:?}\n{}",
                 node.url,
-                log_tails(&nodes)
+                log_tails(nodes)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .unwrap()
+}
+
+/// The room configured and [`JOINS`] people in it, then the broker restarted empty
+/// (`restart_empty`). Returns the nodes and the sessions of the people who joined.
+async fn fleet_then_loss(
+    client: &reqwest::Client,
+    backend_url: &str,
+    scratch: &Path,
+    restart_empty: impl FnOnce(),
+) -> (Vec<Node>, Vec<String>) {
+    let nodes = start_nodes(client, backend_url, scratch).await;
+    configure(client, &nodes).await;
+    let before = join_in_turn(client, &nodes, "before the loss").await;
+    wait_agreed(client, &nodes, CAPACITY, JOINS - CAPACITY).await;
+    for node in &nodes {
+        let counted = metric(client, &node.url, "waitroom_log_regressions_total").await;
+        assert_eq!(counted, 0.0, "{}: nothing lost yet", node.url);
+    }
+    tokio::task::block_in_place(restart_empty);
+    (nodes, before)
+}
+
+/// The scenario of the module documentation. `restart_empty` kills the broker and starts it
+/// again with nothing.
+async fn broker_lost_on(backend_url: &str, scratch: &Path, restart_empty: impl FnOnce()) {
+    let client = client();
+    let (nodes, before) = fleet_then_loss(&client, backend_url, scratch, restart_empty).await;
+    wait_counted(&client, &nodes).await;
     assert!(
         wait_ready(&client, &nodes, READY_WAIT).await,
         "the nodes turned ready again\n{}",
@@ -329,4 +366,55 @@ async fn broker_lost_rabbitmq() {
             .unwrap();
     let url = rabbitmq.url();
     broker_lost_on(&url, scratch.path(), || rabbitmq.restart_empty().unwrap()).await;
+}
+
+/// How long the Kafka test watches the nodes stay unready after the loss.
+const STAYS_UNREADY_FOR: Duration = Duration::from_secs(3);
+
+/// Kafka: the nodes count the loss and stop (unready, joins refused) rather than go on; restarted,
+/// they start on what the brokers hold (nothing: the room is configured again by hand) and place
+/// new joins correctly. See docs/backends/kafka.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_lost_kafka() {
+    use waitroom_log::testkit::kafka::{Storage, TansuServer, require};
+    if require("broker_lost_kafka").is_none() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    // Memory storage: killed and started again, the broker holds nothing.
+    let mut broker = TansuServer::start(&scratch.path().join("tansu"), Storage::Memory).unwrap();
+    let url = broker.url();
+    let client = client();
+    let (nodes, _) = fleet_then_loss(&client, &url, scratch.path(), || {
+        broker.kill_9();
+        broker.restart().unwrap();
+    })
+    .await;
+    wait_counted(&client, &nodes).await;
+    let until = Instant::now() + STAYS_UNREADY_FOR;
+    while Instant::now() < until {
+        for node in &nodes {
+            assert!(
+                !ready(&client, &node.url).await,
+                "{} turned ready on a log that lost what it applied\n{}",
+                node.url,
+                log_tails(&nodes)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, view) = join(&client, &nodes[0].url).await;
+    assert_ne!(status, 201, "a join on a stopped node: {view}");
+    drop(nodes);
+    let nodes = start_nodes(&client, &url, scratch.path()).await;
+    assert!(
+        room(&client, &nodes[0].url).await.is_none(),
+        "the room went with the broker's data"
+    );
+    configure(&client, &nodes).await;
+    join_in_turn(&client, &nodes, "after the restart").await;
+    wait_agreed(&client, &nodes, CAPACITY, JOINS - CAPACITY).await;
+    if std::env::var_os("BROKER_LOST_SHOW_LOGS").is_some() {
+        eprintln!("{}", log_tails(&nodes));
+    }
 }

@@ -111,9 +111,22 @@ pub(crate) async fn run(node: Arc<Node>) {
                                 // Retried until done: the next subscription starts on what the
                                 // backend holds now and would not report the regression again.
                                 let mut attempts = 0usize;
-                                while let Err(why) = regressed(&node, &shard, last).await {
-                                    tracing::error!(shard = %shard, error = %why, "could not rebuild the rooms of a shard that went back; retrying");
-                                    tokio::time::sleep(backoff(&mut attempts)).await;
+                                loop {
+                                    match regressed(&node, &shard, last).await {
+                                        Ok(()) => break,
+                                        Err(waitroom_log::LogError::Corrupt(why)) => {
+                                            // The log refuses to go on (Kafka, once it found
+                                            // the brokers lost records): the rooms stay as they
+                                            // are, unserved, until the node is restarted.
+                                            tracing::error!(shard = %shard, error = %why, "the log refuses to go on after losing entries: this node stays unready; restart it once the backend is back");
+                                            set_unavailable(&node, why);
+                                            break;
+                                        }
+                                        Err(why) => {
+                                            tracing::error!(shard = %shard, error = %why, "could not rebuild the rooms of a shard that went back; retrying");
+                                            tokio::time::sleep(backoff(&mut attempts)).await;
+                                        }
+                                    }
                                 }
                             }
                             // Subscribe again from the lowered checkpoint (below).
@@ -165,11 +178,14 @@ async fn rebuild(node: &Arc<Node>, rooms: &[RoomId]) {
 /// The shard is then dropped from the checkpoint, so the next subscription delivers all of it.
 /// Writers waiting for records the broker lost time out (`503`); those appended after the loss
 /// are applied and answered when the shard is delivered again.
+///
+/// # Errors
+/// The backend's, from loading a snapshot; nothing was changed then.
 async fn regressed(
     node: &Arc<Node>,
     shard: &ShardId,
     last: Option<Position>,
-) -> Result<(), String> {
+) -> Result<(), waitroom_log::LogError> {
     set_unavailable(
         node,
         format!("the log of {shard} went back (the backend lost entries): rebuilding its rooms"),
@@ -183,11 +199,7 @@ async fn regressed(
     let mut usable = Vec::with_capacity(cells.len());
     for cell in &cells {
         let snapshot = match node.options.snapshots {
-            SnapshotMode::On => node
-                .log
-                .load_snapshot(cell.id.as_str())
-                .await
-                .map_err(|e| format!("loading the snapshot of room {}: {e}", cell.id))?,
+            SnapshotMode::On => node.log.load_snapshot(cell.id.as_str()).await?,
             SnapshotMode::Off => None,
         }
         .filter(|snapshot| {
