@@ -18,6 +18,10 @@
 //! `BROKER_LOST_NODE_LOG` sets the nodes' `WAITROOM_LOG` (`warn` by default), and
 //! `BROKER_LOST_SHOW_LOGS=1` prints the end of their logs after a run that passed.
 //!
+//! Kafka and SQS nodes do not rebuild in place: there the test checks that they stop (unready,
+//! refusing joins) instead of going on, and that nodes started again afterwards work (see
+//! [`broker_lost_stopping_on`]).
+//!
 //! One test per backend at the bottom; each skips with a loud line when its server is not
 //! installed (an error with `CI=true`).
 
@@ -39,6 +43,8 @@ const IDLE_TIMEOUT_SECONDS: u64 = 600;
 const READY_WAIT: Duration = Duration::from_secs(60);
 /// Longest every node may take to count the loss once the broker is back.
 const DETECT_WAIT: Duration = Duration::from_secs(30);
+/// How long the tests of backends whose nodes stop watch them stay unready after the loss.
+const STAYS_UNREADY_FOR: Duration = Duration::from_secs(3);
 /// Longest a request of the test waits for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines of each node's log shown when the test fails.
@@ -368,29 +374,33 @@ async fn broker_lost_rabbitmq() {
     broker_lost_on(&url, scratch.path(), || rabbitmq.restart_empty().unwrap()).await;
 }
 
-/// How long the Kafka test watches the nodes stay unready after the loss.
-const STAYS_UNREADY_FOR: Duration = Duration::from_secs(3);
-
-/// Kafka: the nodes count the loss and stop (unready, joins refused) rather than go on; restarted,
-/// they start on what the brokers hold (nothing: the room is configured again by hand) and place
-/// new joins correctly. See docs/backends/kafka.md.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn broker_lost_kafka() {
-    use waitroom_log::testkit::kafka::{Storage, TansuServer, require};
-    if require("broker_lost_kafka").is_none() {
-        return;
-    }
-    let scratch = tempfile::tempdir().unwrap();
-    // Memory storage: killed and started again, the broker holds nothing.
-    let mut broker = TansuServer::start(&scratch.path().join("tansu"), Storage::Memory).unwrap();
-    let url = broker.url();
+/// A backend whose nodes stop after the loss: within [`DETECT_WAIT`] none is ready, and they
+/// stay so for [`STAYS_UNREADY_FOR`], refusing joins; `counted`: they count the loss too. Nodes
+/// restarted afterwards start on what the broker holds (nothing: the room is configured again
+/// by hand) and place new joins correctly.
+async fn broker_lost_stopping_on(
+    backend_url: &str,
+    scratch: &Path,
+    counted: bool,
+    restart_empty: impl FnOnce(),
+) {
     let client = client();
-    let (nodes, _) = fleet_then_loss(&client, &url, scratch.path(), || {
-        broker.kill_9();
-        broker.restart().unwrap();
-    })
-    .await;
-    wait_counted(&client, &nodes).await;
+    let (nodes, _) = fleet_then_loss(&client, backend_url, scratch, restart_empty).await;
+    if counted {
+        wait_counted(&client, &nodes).await;
+    }
+    let deadline = Instant::now() + DETECT_WAIT;
+    for node in &nodes {
+        while ready(&client, &node.url).await {
+            assert!(
+                Instant::now() < deadline,
+                "{} stayed ready on a broker that lost everything\n{}",
+                node.url,
+                log_tails(&nodes)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let until = Instant::now() + STAYS_UNREADY_FOR;
     while Instant::now() < until {
         for node in &nodes {
@@ -406,7 +416,7 @@ async fn broker_lost_kafka() {
     let (status, view) = join(&client, &nodes[0].url).await;
     assert_ne!(status, 201, "a join on a stopped node: {view}");
     drop(nodes);
-    let nodes = start_nodes(&client, &url, scratch.path()).await;
+    let nodes = start_nodes(&client, backend_url, scratch).await;
     assert!(
         room(&client, &nodes[0].url).await.is_none(),
         "the room went with the broker's data"
@@ -417,4 +427,47 @@ async fn broker_lost_kafka() {
     if std::env::var_os("BROKER_LOST_SHOW_LOGS").is_some() {
         eprintln!("{}", log_tails(&nodes));
     }
+}
+
+/// Kafka: the nodes count the loss and stop (unready, joins refused) rather than go on; see
+/// docs/backends/kafka.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_lost_kafka() {
+    use waitroom_log::testkit::kafka::{Storage, TansuServer, require};
+    if require("broker_lost_kafka").is_none() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    // Memory storage: killed and started again, the broker holds nothing.
+    let mut broker = TansuServer::start(&scratch.path().join("tansu"), Storage::Memory).unwrap();
+    let url = broker.url();
+    broker_lost_stopping_on(&url, scratch.path(), true, || {
+        broker.kill_9();
+        broker.restart().unwrap();
+    })
+    .await;
+}
+
+/// SQS on moto, which keeps nothing across a restart (AWS never loses what it acknowledged; this
+/// is a bucket and queues deleted and created again): the intake queue is gone, so appends and
+/// stamping fail and the nodes stop (unready, joins refused) rather than go on. Not counted: no
+/// node can tell a history that started again from one that goes on. See docs/backends/sqs.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg(feature = "sqs")]
+async fn broker_lost_sqs() {
+    use waitroom_log::testkit::moto::{MotoServer, require};
+    let Some(venv) = require("broker_lost_sqs") else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("moto");
+    let mut moto = tokio::task::block_in_place(|| MotoServer::start(&dir, &venv)).unwrap();
+    let url = moto.url();
+    let port = moto.port();
+    broker_lost_stopping_on(&url, scratch.path(), false, || {
+        moto.kill_9();
+        // The launcher creates the test bucket again: only the intake queue stays missing.
+        moto = MotoServer::start_on(port, &dir, &venv).unwrap();
+    })
+    .await;
 }
