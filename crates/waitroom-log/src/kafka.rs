@@ -107,8 +107,9 @@
 //!   the OS had not written; set `flush.messages=1` on the topic to fsync each write batch;
 //! - a broker that keeps nothing on disk (tansu with memory storage) loses everything when it
 //!   stops. A subscription that finds a partition shorter than what it already delivered, or the
-//!   topic gone, fails with [`LogError::Corrupt`] instead of going on, and the store refuses to
-//!   serve a snapshot index that went back: the nodes stop serving (unready), loudly.
+//!   topic gone, says so ([`crate::Event::Regressed`], so that the node counts it) and fails
+//!   with [`LogError::Corrupt`] instead of going on, and the store refuses to serve a snapshot
+//!   index that went back: the nodes stop serving (unready), loudly, until restarted.
 //!
 //! # What bounds the topics
 //! Once a room's snapshot is stored, its partition is trimmed through the lowest position any of

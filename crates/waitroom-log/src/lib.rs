@@ -285,6 +285,18 @@ pub enum Event {
     /// entries up to `through` has a snapshot at or past it (that is what allowed the trim), so
     /// the subscriber restores the shard's rooms that are behind `through` from their snapshots.
     Trimmed { shard: ShardId, through: Position },
+    /// The backend lost entries that this subscription had delivered: the broker came back empty
+    /// (restarted with no persistence, its data wiped) or without its latest writes. Each shard
+    /// named now ends at its position (`None`: it holds nothing this subscription can place
+    /// against what it delivered, e.g. the broker lost everything). Entries delivered next for
+    /// such a shard are those after that position, and theirs may be at or below positions
+    /// delivered before: the subscriber must not skip them as already seen. A node rebuilds the
+    /// shards' rooms from their snapshots at or before the new ends (or from nothing) and
+    /// subscribes again without those shards in its checkpoint. One event names every shard a
+    /// (re)connection found gone back, so the subscriber can handle them at once.
+    Regressed {
+        shards: Vec<(ShardId, Option<Position>)>,
+    },
 }
 
 /// Why a log operation failed.

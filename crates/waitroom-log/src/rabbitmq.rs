@@ -86,7 +86,11 @@
 //!
 //! [`Event::CaughtUp`] follows once the position reached the catch-up target (at once if it was
 //! there already). A checkpoint past the stream's last record (taken on other data, or the broker
-//! lost confirmed records) is [`LogError::Rejected`] on subscribe, and a warning on reconnect.
+//! lost confirmed records) is [`LogError::Rejected`] on subscribe. On a reconnect, the
+//! subscription first creates the log, registry and trim-marker streams if they are gone (a
+//! broker that came back with an empty data dir; the opening marker goes to those it created),
+//! and a stream that ends before what it delivered is [`Event::Regressed`]: it goes on after
+//! the stream's new end.
 //!
 //! When the connection fails (RabbitMQ restarting, a network cut, no heartbeat for
 //! [`SILENCE_MAX`]) or the stream is deleted or moves, the subscription emits

@@ -146,7 +146,17 @@
 //! - RDB snapshots only, or no persistence: everything since the last snapshot is lost.
 //!
 //! Replication is asynchronous: a failover to a replica can lose the latest acknowledged appends
-//! whatever the fsync policy. Run `appendonly yes` with `appendfsync always` where a lost join
+//! whatever the fsync policy.
+//!
+//! # When Redis loses data
+//! A running subscription notices at its next (re)setup, which a Redis restart forces: the key
+//! `{prefix}:epoch` holds a random value the first subscription to find it missing sets (`SET
+//! NX`); a subscription that finds another value (or sets a new one) than it saw before knows
+//! Redis lost everything, and a stream that ends before the id it delivered lost its latest
+//! entries (trimming always keeps a stream's last entry). It says [`crate::Event::Regressed`]
+//! for those streams, reads them again from the start, and makes this log's appends register
+//! their rooms again (the registry went too). An empty or missing stream under an unchanged
+//! epoch is only a warning: a room forgotten and created again looks the same. Run `appendonly yes` with `appendfsync always` where a lost join
 //! matters; `everysec` is a deliberate trade of up to a second of joins for write throughput.
 
 mod appending;
@@ -156,7 +166,7 @@ mod settings;
 mod snapshots;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -178,6 +188,8 @@ pub struct RedisLog {
     commands: Conn,
     /// Rooms this log registered, and when.
     registered: Mutex<HashMap<Arc<str>, Instant>>,
+    /// `Shared::data_lost` when `registered` was last valid: a newer count empties it.
+    registered_since_loss: AtomicU64,
     /// A live subscription uses the bare node name as its group.
     primary_group_taken: Arc<AtomicBool>,
     /// Numbers the other subscriptions' groups (`node.2`, `node.3`, …).
@@ -240,9 +252,11 @@ impl RedisLog {
                 node_generated,
                 keep_history_ms: settings.keep_history_ms,
                 description,
+                data_lost: AtomicU64::new(0),
             }),
             commands,
             registered: Mutex::new(HashMap::new()),
+            registered_since_loss: AtomicU64::new(0),
             primary_group_taken: Arc::new(AtomicBool::new(false)),
             subscriptions: AtomicU64::new(1),
         })
@@ -265,9 +279,17 @@ impl RedisLog {
     fn registered(&self) -> MutexGuard<'_, HashMap<Arc<str>, Instant>> {
         // The map is only a cache of what Redis holds: whatever state a panicking holder left
         // is still a valid cache, so a poisoned lock is used as is.
-        self.registered
+        let mut registered = self
+            .registered
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Redis lost its data (a subscription found out): the registry it held is gone, and a
+        // room not registered again would have its new records read by nobody.
+        let lost = self.shared.data_lost.load(Ordering::Acquire);
+        if self.registered_since_loss.swap(lost, Ordering::AcqRel) != lost {
+            registered.clear();
+        }
+        registered
     }
 }
 

@@ -141,6 +141,16 @@ pub async fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<DumpSummary, 
             Event::Unavailable(why) => {
                 tracing::warn!("{} is unavailable, retrying: {why}", log.describe());
             }
+            Event::Regressed { shards } => {
+                // What follows is each shard as the backend holds it now; say where it went back.
+                for (shard, last) in shards {
+                    let line = json!({
+                        "shard": shard.to_string(),
+                        "wentBackTo": last.map(|last| last.0.to_string()),
+                    });
+                    writeln!(out, "{line}").map_err(write_error)?;
+                }
+            }
             Event::CaughtUp => break,
         }
     }

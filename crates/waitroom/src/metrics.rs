@@ -299,6 +299,9 @@ pub struct Metrics {
     pub rooms_restored_total: Counter,
     pub snapshot_restore_seconds: Histogram,
     pub log_gaps_total: Counter,
+    /// Times a shard of the log was found holding less than this node had applied (the broker
+    /// lost entries: see `node::applier`).
+    pub log_regressions_total: Counter,
     pub rooms_diverged_total: Counter,
     /// Digest checks of other nodes (and its own) compared, by `result`: `agree`, `disagree`,
     /// `unverified` (this node had no digest at that record: restored after it, or another
@@ -337,6 +340,7 @@ impl Default for Metrics {
             rooms_restored_total: Counter::default(),
             snapshot_restore_seconds: latency_histogram(),
             log_gaps_total: Counter::default(),
+            log_regressions_total: Counter::default(),
             rooms_diverged_total: Counter::default(),
             digest_checks_total: Family::default(),
             log_head_reads_total: Counter::default(),
@@ -460,6 +464,12 @@ impl Metrics {
             "log_gaps",
             "Times the log said entries this node had not applied were trimmed",
             m.log_gaps_total.clone(),
+        );
+        registry.register(
+            "log_regressions",
+            "Times a shard of the log was found holding less than this node had applied (the \
+             broker lost entries); the node rebuilt the shard's rooms",
+            m.log_regressions_total.clone(),
         );
         registry.register(
             "rooms_diverged",

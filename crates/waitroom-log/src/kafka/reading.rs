@@ -98,6 +98,7 @@ pub(super) async fn subscribe(
         consumer: None,
         catch_up: None,
         trimmed: Vec::new(),
+        went_back: Vec::new(),
         committed: Vec::new(),
         last_commit: Instant::now(),
         sender,
@@ -137,6 +138,9 @@ struct Subscription {
     catch_up: Option<Vec<(i32, i64)>>,
     /// `Trimmed` events found by the last setup, to send before reading on.
     trimmed: Vec<Event>,
+    /// Partitions found shorter than what this subscription delivered, and where they now end:
+    /// said ([`Event::Regressed`]) just before the subscription fails for good.
+    went_back: Vec<(ShardId, Option<Position>)>,
     /// The positions last committed to the node's group.
     committed: Vec<i64>,
     last_commit: Instant,
@@ -159,6 +163,12 @@ impl Subscription {
                 ))));
             }
             None => {
+                if mode != Setup::Initial {
+                    self.went_back = (0..shared.partitions as usize)
+                        .filter(|index| self.positions[*index] >= 0)
+                        .map(|index| (self.shards[index].clone(), None))
+                        .collect();
+                }
                 return Err(Failure::Fatal(shared.lost(format!(
                     "topic {topic} no longer exists: it was deleted, or the brokers lost it (a \
                      broker that keeps nothing across a restart?)"
@@ -183,6 +193,9 @@ impl Subscription {
                     high[index] - 1,
                     low[index]
                 );
+                if mode != Setup::Initial {
+                    self.went_back = vec![(shard.clone(), ends_at(low[index], high[index]))];
+                }
                 return Err(Failure::Fatal(match mode {
                     Setup::Initial => LogError::Rejected(problem),
                     Setup::Reconnect | Setup::Resync => shared.lost(problem),
@@ -366,6 +379,9 @@ impl Subscription {
             .map_err(|error| Stop::Failed(error.into()))?;
         for (index, high) in high.iter().enumerate() {
             if self.positions[index] >= *high {
+                // The low watermark is not read here: a partition that ends before what was
+                // delivered holds nothing this subscription can place anyway.
+                self.went_back = vec![(self.shards[index].clone(), ends_at(0, *high))];
                 return Err(Stop::Failed(Failure::Fatal(self.shared.lost(format!(
                     "{} ends at offset {}, but this subscription delivered offset {}: the brokers \
                      lost acknowledged records (a broker that keeps nothing across a restart?)",
@@ -427,6 +443,12 @@ impl Subscription {
         loop {
             let why = match failure {
                 Failure::Fatal(error) => {
+                    if !self.went_back.is_empty() {
+                        // The node counts and logs it; this log then refuses every operation,
+                        // so the node stays unready until it is restarted (see `kafka`).
+                        let shards = std::mem::take(&mut self.went_back);
+                        let _ = self.sender.send(Ok(Event::Regressed { shards })).await;
+                    }
                     tracing::error!(log = %self.shared.description, "subscription failed: {error}");
                     // The subscriber may be gone already; the stream ends either way.
                     let _ = self.sender.send(Err(error)).await;
@@ -461,4 +483,9 @@ enum Stop {
     /// Set up again where the trim markers say, without reporting an outage.
     Resync,
     Failed(Failure),
+}
+
+/// Where a partition with watermarks `low` and `high` ends: its last offset, `None` when empty.
+fn ends_at(low: i64, high: i64) -> Option<Position> {
+    (high > low && high > 0).then(|| Position((high - 1) as u128))
 }

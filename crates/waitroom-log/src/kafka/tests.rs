@@ -440,14 +440,24 @@ async fn a_broker_that_lost_acknowledged_records_is_refused_loudly() {
     server.kill_9();
     copy_broker_files(&older, server.dir());
     server.restart().unwrap();
+    let mut regressed = Vec::new();
     let failure = loop {
         match next_result(&mut stream).await {
             Ok(Event::Unavailable(_) | Event::CaughtUp) => {}
+            // Said once, just before the failure, so that the node counts it.
+            Ok(Event::Regressed { shards }) if regressed.is_empty() => regressed = shards,
             Ok(other) => panic!("the subscription went on after the loss: {other:?}"),
             Err(error) => break error,
         }
     };
     assert!(matches!(failure, LogError::Corrupt(_)), "{failure:?}");
+    assert!(
+        !regressed.is_empty()
+            && regressed
+                .iter()
+                .all(|(went_back, _)| node.checkpoint.get(went_back).is_some()),
+        "the partitions that went back are named: {regressed:?}"
+    );
     assert!(
         tokio::time::timeout(WAIT, stream.next())
             .await

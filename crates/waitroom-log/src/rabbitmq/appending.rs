@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::message::{self, message_bytes};
 use super::protocol::{Connection, Publish};
 use super::settings::*;
-use super::{Appender, RabbitMqLog, random_u64};
+use super::{Appender, RabbitMqLog, Shared, random_u64};
 use crate::{Append, LogError};
 
 /// Bytes a record adds to a publish frame besides its payload and room name: publishing id,
@@ -40,6 +40,62 @@ pub(super) fn check_room(room: &str) -> Result<(), LogError> {
 /// Publishes `envelopes` to `stream` through a publisher of its own (named `reference` for
 /// deduplication, with the given publishing ids), in frames of at most the agreed size, and
 /// waits for every confirm. `Ok(false)` when the stream does not exist.
+/// When [`create_streams`] writes the opening markers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Markers {
+    /// To the log and registry streams (a log opening).
+    Always,
+    /// To those of them it created (a subscription that found them gone: see `reading`).
+    WhereCreated,
+}
+
+/// Creates the log, registry and trim-marker streams that are missing, and writes the opening
+/// marker as `markers` says (see "head()" in the module docs). Returns whether it created the
+/// log stream.
+pub(super) async fn create_streams(
+    conn: &Connection,
+    shared: &Shared,
+    markers: Markers,
+) -> Result<bool, LogError> {
+    let settings = &shared.settings;
+    let names = &shared.names;
+    let mut log_arguments = vec![
+        ("max-age", max_age_argument(settings.max_age_ms)),
+        (
+            "stream-max-segment-size-bytes",
+            settings.segment_bytes.to_string(),
+        ),
+    ];
+    if let Some(bytes) = settings.max_bytes {
+        log_arguments.push(("max-length-bytes", bytes.to_string()));
+    }
+    let log_created = conn.create_stream(&names.log, &log_arguments).await?;
+    let rooms_created = conn.create_stream(&names.rooms, &[]).await?;
+    conn.create_stream(
+        &names.trims,
+        &[
+            ("max-length-bytes", TRIMS_STREAM_BYTES.to_string()),
+            (
+                "stream-max-segment-size-bytes",
+                TRIMS_SEGMENT_BYTES.to_string(),
+            ),
+        ],
+    )
+    .await?;
+    let marker = message::marker(u128::from(random_u64()) << 64 | u128::from(random_u64()));
+    for (stream, created) in [(&names.log, log_created), (&names.rooms, rooms_created)] {
+        if markers == Markers::WhereCreated && !created {
+            continue;
+        }
+        if !publish_all(conn, stream, None, &[(0, &[&marker])]).await? {
+            return Err(LogError::Unavailable(format!(
+                "stream {stream} disappeared while the log opened"
+            )));
+        }
+    }
+    Ok(log_created)
+}
+
 pub(super) async fn publish_all(
     conn: &Connection,
     stream: &str,
@@ -77,40 +133,8 @@ impl RabbitMqLog {
     /// Creates the log, registry and trim-marker streams if they are missing, and writes the
     /// opening marker to the log and registry streams (see "head()" in the module docs).
     pub(super) async fn create_streams(&self) -> Result<(), LogError> {
-        let settings = &self.shared.settings;
-        let names = &self.shared.names;
         let conn = self.store_connection().await?;
-        let mut log_arguments = vec![
-            ("max-age", max_age_argument(settings.max_age_ms)),
-            (
-                "stream-max-segment-size-bytes",
-                settings.segment_bytes.to_string(),
-            ),
-        ];
-        if let Some(bytes) = settings.max_bytes {
-            log_arguments.push(("max-length-bytes", bytes.to_string()));
-        }
-        conn.create_stream(&names.log, &log_arguments).await?;
-        conn.create_stream(&names.rooms, &[]).await?;
-        conn.create_stream(
-            &names.trims,
-            &[
-                ("max-length-bytes", TRIMS_STREAM_BYTES.to_string()),
-                (
-                    "stream-max-segment-size-bytes",
-                    TRIMS_SEGMENT_BYTES.to_string(),
-                ),
-            ],
-        )
-        .await?;
-        let marker = message::marker(u128::from(random_u64()) << 64 | u128::from(random_u64()));
-        for stream in [&names.log, &names.rooms] {
-            if !publish_all(&conn, stream, None, &[(0, &[&marker])]).await? {
-                return Err(LogError::Unavailable(format!(
-                    "stream {stream} disappeared while the log opened"
-                )));
-            }
-        }
+        create_streams(&conn, &self.shared, Markers::Always).await?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
+use super::appending::Markers;
 use super::message::{self, Body};
 use super::protocol::{self, Chunk, Connection, Delivery, OffsetSpec};
 use super::settings::*;
@@ -192,7 +193,37 @@ impl Subscription {
                 self.next = marker + 1;
             }
         }
+        if mode == Setup::Reconnect
+            && super::appending::create_streams(&conn, &self.shared, Markers::WhereCreated).await?
+        {
+            // The broker lost the log stream (it came back with an empty data dir, or the
+            // stream was deleted): created again, so that the fleet can go on; what this
+            // subscription delivered is gone (below).
+            tracing::error!(
+                log = %self.shared.description,
+                "the log stream {} was gone: RabbitMQ lost its data; created it again",
+                names.log
+            );
+        }
         let last = last_record(&conn, &names.log).await?;
+        if mode == Setup::Reconnect
+            && let Some(seen) = self.next.checked_sub(1)
+            && last.is_none_or(|last| seen > last)
+        {
+            tracing::error!(
+                log = %self.shared.description,
+                "the log stream ends at {last:?}, before offset {seen} that this subscription \
+                 delivered: RabbitMQ lost confirmed records (see Durability in the log::rabbitmq \
+                 docs)"
+            );
+            self.pending.push(Event::Regressed {
+                shards: vec![(
+                    self.shared.shard.clone(),
+                    last.map(|l| Position(u128::from(l))),
+                )],
+            });
+            self.next = last.map_or(0, |last| last + 1);
+        }
         if let Some(seen) = self.next.checked_sub(1)
             && last.is_none_or(|last| seen > last)
         {

@@ -164,6 +164,9 @@ pub(super) struct Shared {
     pub(super) node_generated: bool,
     pub(super) keep_history_ms: u64,
     pub(super) description: String,
+    /// Counts the times a subscription of this log found that Redis lost its data (the epoch
+    /// key changed): appends then register their rooms again (see `appending`).
+    pub(super) data_lost: std::sync::atomic::AtomicU64,
 }
 
 #[expect(

@@ -233,6 +233,7 @@ impl RedisLog {
             events_unacked: Vec::new(),
             catch_up: None,
             trimmed: Vec::new(),
+            epoch: None,
             last_read_at: Instant::now(),
             sender,
         };
@@ -296,8 +297,10 @@ struct Subscription {
     /// Until `CaughtUp` is delivered: the last entry each stream had at (re)start, for the
     /// streams not yet read that far.
     catch_up: Option<BTreeMap<Arc<str>, StreamId>>,
-    /// `Trimmed` events found by the last setup, to send before reading on.
+    /// `Regressed` and `Trimmed` events found by the last setup, to send before reading on.
     trimmed: Vec<Event>,
+    /// The epoch key's value when this subscription last (re)started.
+    epoch: Option<String>,
     /// When the last read round was sent (see [`READ_STALL_RESYNC`]).
     last_read_at: Instant,
     sender: mpsc::Sender<Result<Event, LogError>>,
@@ -314,6 +317,7 @@ impl Subscription {
     async fn setup(&mut self, mode: Setup) -> Result<(), Failure> {
         self.conn = None;
         let conn = self.shared.read_connection().await?;
+        let mut regressed = self.check_epoch(&conn).await?;
         let keys = &self.shared.keys;
         let events_key: Arc<str> = keys.events.as_str().into();
         let events_last = last_ids(&conn, std::slice::from_ref(&events_key))
@@ -346,9 +350,22 @@ impl Subscription {
         let stream_keys: Vec<Arc<str>> = streams.keys().cloned().collect();
         let lasts = last_ids(&conn, &stream_keys).await?;
         let mut targets = BTreeMap::new();
-        for ((key, state), last) in streams.iter().zip(lasts) {
+        for ((key, state), last) in streams.iter_mut().zip(lasts) {
             let last = last.unwrap_or(StreamId::ZERO);
-            if state.position > last {
+            if mode != Setup::Initial && state.position > last && last > StreamId::ZERO {
+                // Trimming always keeps a stream's last entry, so a stream that ends before what
+                // this subscription delivered lost entries (an empty one may be a room forgotten
+                // and registered again: left to the warning below).
+                tracing::error!(
+                    log = %self.shared.description,
+                    shard = %state.shard,
+                    "the stream ends at {last}, before {} that this subscription delivered: Redis \
+                     lost acknowledged entries (see Durability in the log::redis docs)",
+                    state.position
+                );
+                regressed.push((state.shard.clone(), Some(last.position())));
+                state.position = last;
+            } else if state.position > last {
                 let problem = format!(
                     "position {} of {key} is past the stream's last entry {last}: the \
                      checkpoint was taken on other data, or Redis lost acknowledged entries \
@@ -362,6 +379,11 @@ impl Subscription {
             } else if last > state.position {
                 targets.insert(Arc::clone(key), last);
             }
+        }
+        if !regressed.is_empty() {
+            // Before any `Trimmed`: the subscriber rebuilds the shards, then subscribes again.
+            self.trimmed
+                .insert(0, Event::Regressed { shards: regressed });
         }
         let mut commands = Vec::new();
         group_reset(&mut commands, &events_key, &self.group, events_last);
@@ -377,6 +399,54 @@ impl Subscription {
         }
         self.last_read_at = Instant::now();
         Ok(())
+    }
+
+    /// Reads the epoch key (setting it first if Redis holds none). If it is not the one this
+    /// subscription saw before, Redis lost its data (restarted with no persistence, its data
+    /// wiped, `FLUSHALL`): returns every stream this subscription had delivered from, as gone
+    /// back to nothing, forgets their positions (so their streams are read from the start
+    /// again) and has this log's appends register their rooms again.
+    async fn check_epoch(
+        &mut self,
+        conn: &Conn,
+    ) -> Result<Vec<(ShardId, Option<crate::Position>)>, Failure> {
+        let key = &self.shared.keys.epoch;
+        let mut set = redis::cmd("SET");
+        set.arg(key)
+            .arg(format!("{:016x}", super::connection::random_u64()))
+            .arg("NX");
+        let mut get = redis::cmd("GET");
+        get.arg(key);
+        let replies =
+            query_per_slot(conn, vec![(key.clone(), set), (key.clone(), get)], false).await?;
+        let epoch = match replies.last() {
+            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            other => return Err(Failure::Reply(format!("GET {key} answered {other:?}"))),
+        };
+        let known = self.epoch.replace(epoch.clone());
+        if known.is_none_or(|known| known == epoch) {
+            return Ok(Vec::new());
+        }
+        tracing::error!(
+            log = %self.shared.description,
+            "Redis lost its data (its epoch key {key} changed): it restarted with no persistence, \
+             or its data was wiped; the rooms this node applied are rebuilt from what Redis holds"
+        );
+        self.shared.data_lost.fetch_add(1, Ordering::AcqRel);
+        let mut regressed = Vec::new();
+        for state in self.streams.values() {
+            if state.position > StreamId::ZERO {
+                regressed.push((state.shard.clone(), None));
+            }
+        }
+        for (key, position) in &self.from {
+            if !self.streams.contains_key(key) && *position > StreamId::ZERO {
+                regressed.push((ShardId(Arc::clone(key)), None));
+            }
+        }
+        self.streams.clear();
+        self.from.clear();
+        Ok(regressed)
     }
 
     /// Moves every stream whose entries after its position were trimmed (the snapshot hash's

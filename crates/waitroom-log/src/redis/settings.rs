@@ -145,6 +145,9 @@ pub(super) struct Keys {
     pub(super) prefix: String,
     pub(super) rooms: String,
     pub(super) events: String,
+    /// A random value set once by the first subscription to find it missing: if it changes or
+    /// vanishes, Redis lost its data (see "When Redis loses data" in the module documentation).
+    pub(super) epoch: String,
 }
 
 impl Keys {
@@ -153,6 +156,7 @@ impl Keys {
             prefix: prefix.to_owned(),
             rooms: format!("{{{prefix}}}:rooms"),
             events: format!("{{{prefix}}}:rooms:events"),
+            epoch: format!("{{{prefix}}}:epoch"),
         }
     }
 

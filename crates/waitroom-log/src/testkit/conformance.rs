@@ -279,6 +279,10 @@ impl Reader {
                     self.checkpoint.advance(&shard, through);
                     self.trims.push((shard, through, self.mine.len()));
                 }
+                Event::Regressed { shards } => panic!(
+                    "{}: the log went back ({shards:?}), but no broker lost anything",
+                    self.tag
+                ),
             }
         }
     }

@@ -320,6 +320,20 @@ impl RabbitMqServer {
         self.spawn()
     }
 
+    /// Kills the broker (SIGKILL) and starts it again on the same ports with an empty data dir
+    /// (its `mnesia` directory wiped): a broker that lost everything, streams and all.
+    ///
+    /// # Errors
+    /// The data dir could not be wiped, or as [`RabbitMqServer::start`].
+    pub fn restart_empty(&mut self) -> Result<(), String> {
+        self.kill_now();
+        let mnesia = self.dir.join("mnesia");
+        std::fs::remove_dir_all(&mnesia)
+            .and_then(|()| std::fs::create_dir_all(&mnesia))
+            .map_err(|e| format!("wiping {}: {e}", mnesia.display()))?;
+        self.spawn()
+    }
+
     /// Leaves the node running after this handle is gone (for `waitroom-servers`, whose caller
     /// stops it by PID); returns the PIDs of the broker and of its `epmd`.
     pub fn detach(mut self) -> (Option<u32>, Option<u32>) {

@@ -121,6 +121,9 @@ impl Node {
                     self.checkpoint.advance(&shard, through);
                     self.trimmed.push((shard, through));
                 }
+                Event::Regressed { shards } => {
+                    panic!("the log went back ({shards:?}): a broker lost entries")
+                }
             }
         }
     }

@@ -21,6 +21,10 @@ use crate::limits::APPLY_RECORDS_PER_LOCK_MAX;
 /// Backoff between resubscriptions after a subscription failed.
 const RESUBSCRIBE_BACKOFF_MS: [u64; 6] = [50, 100, 250, 500, 1_000, 2_000];
 
+/// Attempts to append a room's configuration again after its history was lost (see
+/// `regressed`), [`RESUBSCRIBE_BACKOFF_MS`] apart: about 4 s in all.
+const RECONFIGURE_ATTEMPTS_MAX: usize = 6;
+
 fn backoff(failures: &mut usize) -> Duration {
     let ms = RESUBSCRIBE_BACKOFF_MS[(*failures).min(RESUBSCRIBE_BACKOFF_MS.len() - 1)];
     *failures += 1;
@@ -91,6 +95,43 @@ pub(crate) async fn run(node: Arc<Node>) {
                             node.progress
                                 .send_modify(|p| p.applied.advance(&shard, through));
                         }
+                        Ok(Event::Regressed { shards }) => {
+                            for (shard, last) in shards {
+                                node.metrics.log_regressions_total.inc();
+                                let applied = node.progress.borrow().applied.get(&shard);
+                                tracing::error!(
+                                    shard = %shard,
+                                    applied = ?applied.map(|p| p.0),
+                                    now_ends_at = ?last.map(|p| p.0),
+                                    "the log went back: the backend lost entries this node had \
+                                     applied (a broker restarted empty, or without its latest \
+                                     writes); rebuilding the shard's rooms from their snapshots \
+                                     and the log"
+                                );
+                                // Retried until done: the next subscription starts on what the
+                                // backend holds now and would not report the regression again.
+                                let mut attempts = 0usize;
+                                loop {
+                                    match regressed(&node, &shard, last).await {
+                                        Ok(()) => break,
+                                        Err(waitroom_log::LogError::Corrupt(why)) => {
+                                            // The log refuses to go on (Kafka, once it found
+                                            // the brokers lost records): the rooms stay as they
+                                            // are, unserved, until the node is restarted.
+                                            tracing::error!(shard = %shard, error = %why, "the log refuses to go on after losing entries: this node stays unready; restart it once the backend is back");
+                                            set_unavailable(&node, why);
+                                            break;
+                                        }
+                                        Err(why) => {
+                                            tracing::error!(shard = %shard, error = %why, "could not rebuild the rooms of a shard that went back; retrying");
+                                            tokio::time::sleep(backoff(&mut attempts)).await;
+                                        }
+                                    }
+                                }
+                            }
+                            // Subscribe again from the lowered checkpoint (below).
+                            break;
+                        }
                         Err(e) => {
                             set_unavailable(&node, e.to_string());
                             break;
@@ -120,6 +161,117 @@ async fn rebuild(node: &Arc<Node>, rooms: &[RoomId]) {
             tracing::error!(room = %room, error = %why, "could not rebuild the room");
         }
     }
+}
+
+/// After `Regressed { shard, last }`: the backend lost entries of `shard` this node had applied
+/// (a broker that came back empty, or without its latest writes). Entries appended since may
+/// carry positions this node already applied, which the applier would skip as delivered twice,
+/// and the node's rooms of the shard hold records no other node (nor any node started from now
+/// on) will ever see. So the node counts it, logs an error, turns unready, and rebuilds each room
+/// of the shard from what the backend still holds: its snapshot if that is at or before `last`
+/// (the log still has what follows it), else nothing. A room that existed here and has no such
+/// snapshot (the broker lost its snapshots too) lost its whole history: the node appends its
+/// last configuration again, so the room goes on existing on every node (and on nodes started
+/// later) with the configuration it had; the people in its line are gone, and rejoin (their
+/// polls answer `404`). Every node that finds the regression does the same, so the room gets a
+/// configuration record per node: the same configuration, applied in log order everywhere.
+/// The shard is then dropped from the checkpoint, so the next subscription delivers all of it.
+/// Writers waiting for records the broker lost time out (`503`); those appended after the loss
+/// are applied and answered when the shard is delivered again.
+///
+/// # Errors
+/// The backend's, from loading a snapshot; nothing was changed then.
+async fn regressed(
+    node: &Arc<Node>,
+    shard: &ShardId,
+    last: Option<Position>,
+) -> Result<(), waitroom_log::LogError> {
+    set_unavailable(
+        node,
+        format!("the log of {shard} went back (the backend lost entries): rebuilding its rooms"),
+    );
+    let cells: Vec<_> = node
+        .rooms()
+        .into_iter()
+        .filter(|cell| cell.log.lock().shard.as_ref() == Some(shard))
+        .collect();
+    // First every fallible read, so that a failure (retried) leaves the rooms untouched.
+    let mut usable = Vec::with_capacity(cells.len());
+    for cell in &cells {
+        let snapshot = match node.options.snapshots {
+            SnapshotMode::On => node.log.load_snapshot(cell.id.as_str()).await?,
+            SnapshotMode::Off => None,
+        }
+        .filter(|snapshot| {
+            snapshot.shard == *shard && last.is_some_and(|last| snapshot.position <= last)
+        });
+        usable.push(snapshot);
+    }
+    let mut reconfigure = Vec::new();
+    for (cell, snapshot) in cells.into_iter().zip(usable) {
+        if let Some(snapshot) = snapshot {
+            match snapshots::restore_room(node, snapshot).await {
+                Ok(()) => continue,
+                Err(why) => {
+                    tracing::error!(room = %cell.id, error = %why, "could not restore the room from its snapshot")
+                }
+            }
+        }
+        let config = {
+            let mut state = cell.state.write();
+            let mut log = cell.log.lock();
+            let config = state.config().cloned();
+            *state = waitroom_core::Room::new(cell.id.clone());
+            *log = super::RoomLog {
+                shard: Some(shard.clone()),
+                ..super::RoomLog::default()
+            };
+            config
+        };
+        tracing::error!(room = %cell.id, shard = %shard, "the backend holds no snapshot of this room that its log still continues: the room's line is lost; its configuration is appended again");
+        node.metrics.rooms_diverged_total.inc();
+        if let Some(config) = config {
+            reconfigure.push((cell.id.clone(), config));
+        }
+    }
+    node.floors
+        .lock()
+        .retain(|_, (floor_shard, _)| floor_shard != shard);
+    node.replaying.lock().remove(shard);
+    node.trimmed.lock().0.remove(shard);
+    node.progress.send_modify(|p| {
+        p.applied.0.remove(shard);
+    });
+    for (room, config) in reconfigure {
+        let node = Arc::clone(node);
+        tokio::spawn(async move {
+            // A broker that just came back may fail the first commands on connections opened
+            // before: retried a few times. One record, appended once or more (each node may
+            // append it): the same configuration every time.
+            let mut attempts = 0usize;
+            loop {
+                let command = Command::ConfigureRoomSeeded {
+                    config: config.clone(),
+                    draw_seed: crate::ids::new_draw_seed(),
+                };
+                match node.write_unwaited(&room, command).await {
+                    Ok(()) => {
+                        tracing::warn!(room = %room, "appended the room's configuration again");
+                        return;
+                    }
+                    Err(why) if attempts + 1 >= RECONFIGURE_ATTEMPTS_MAX => {
+                        tracing::error!(room = %room, error = %why, "could not append the room's configuration again: configure it through the API");
+                        return;
+                    }
+                    Err(why) => {
+                        tracing::warn!(room = %room, error = %why, "appending the room's configuration again failed; retrying");
+                        tokio::time::sleep(backoff(&mut attempts)).await;
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn set_unavailable(node: &Node, why: String) {

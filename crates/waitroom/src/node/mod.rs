@@ -12,6 +12,14 @@
 //! - `snapshots`: takes room snapshots (by records, bytes or time since the last), stores them,
 //!   trims the history they make unneeded, and restores rooms from them.
 //!
+//! # A log that went back
+//! When the backend says a shard lost entries this node had applied (`Event::Regressed`: a
+//! broker restarted empty, or without its latest writes), the applier counts it
+//! (`waitroom_log_regressions_total`), logs an error, turns the node unready, rebuilds the
+//! shard's rooms from snapshots the log still continues (or from nothing, appending a room's last
+//! configuration again when its snapshot is gone too), and reads the shard again from its start:
+//! see `applier::regressed`.
+//!
 //! # Snapshots
 //! Every room carries, beside its state, where it stands in its shard ([`RoomLog`]): the last
 //! entry applied, the newest snapshot known to be stored, and what was applied since. A starting

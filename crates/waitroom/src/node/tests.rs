@@ -703,3 +703,245 @@ async fn a_record_appended_twice_is_applied_once_and_counted() {
     drop(state);
     tasks.abort_all();
 }
+
+/// A memory log standing for a broker that can lose entries: [`RegressingLog::go_back`] swaps in
+/// another memory log (the broker as it came back) and tells every live subscription that the
+/// log went back, as a backend that notices it does ([`waitroom_log::Event::Regressed`]).
+struct RegressingLog {
+    current: parking_lot::RwLock<MemoryLog>,
+    went_back: tokio::sync::watch::Sender<Option<Option<waitroom_log::Position>>>,
+}
+
+impl RegressingLog {
+    fn new(log: MemoryLog) -> Self {
+        Self {
+            current: parking_lot::RwLock::new(log),
+            went_back: tokio::sync::watch::Sender::new(None),
+        }
+    }
+
+    fn log(&self) -> MemoryLog {
+        self.current.read().clone()
+    }
+
+    /// From now on the log is `now`, which ends at `last`.
+    fn go_back(&self, now: MemoryLog, last: Option<waitroom_log::Position>) {
+        *self.current.write() = now;
+        self.went_back.send_replace(Some(last));
+    }
+}
+
+#[async_trait::async_trait]
+impl Log for RegressingLog {
+    async fn append(&self, batch: Vec<waitroom_log::Append>) -> Result<(), waitroom_log::LogError> {
+        self.log().append(batch).await
+    }
+    async fn subscribe(
+        &self,
+        from: waitroom_log::Checkpoint,
+    ) -> Result<
+        futures::stream::BoxStream<'static, Result<waitroom_log::Event, waitroom_log::LogError>>,
+        waitroom_log::LogError,
+    > {
+        use futures::StreamExt;
+        let mut inner = self.log().subscribe(from).await?;
+        let mut went_back = self.went_back.subscribe();
+        went_back.mark_unchanged();
+        let shard = ShardId::new(waitroom_log::memory::SHARD_NAME);
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = inner.next() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                    changed = went_back.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let last = went_back.borrow().flatten();
+                        let event = waitroom_log::Event::Regressed { shards: vec![(shard, last)] };
+                        let _ = sender.send(Ok(event)).await;
+                        return;
+                    }
+                };
+                if sender.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(
+            futures::stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|event| (event, receiver))
+            })
+            .boxed(),
+        )
+    }
+    async fn head(&self) -> Result<waitroom_log::Checkpoint, waitroom_log::LogError> {
+        self.log().head().await
+    }
+    async fn forget_room(
+        &self,
+        room: &str,
+        last: waitroom_log::Position,
+    ) -> Result<bool, waitroom_log::LogError> {
+        self.log().forget_room(room, last).await
+    }
+    async fn store_snapshot(
+        &self,
+        snapshot: waitroom_log::Snapshot,
+    ) -> Result<bool, waitroom_log::LogError> {
+        self.log().store_snapshot(snapshot).await
+    }
+    async fn load_snapshot(
+        &self,
+        room: &str,
+    ) -> Result<Option<waitroom_log::Snapshot>, waitroom_log::LogError> {
+        self.log().load_snapshot(room).await
+    }
+    async fn snapshot_info(
+        &self,
+        room: &str,
+    ) -> Result<Option<waitroom_log::SnapshotInfo>, waitroom_log::LogError> {
+        self.log().snapshot_info(room).await
+    }
+    async fn list_snapshots(
+        &self,
+    ) -> Result<Vec<waitroom_log::SnapshotInfo>, waitroom_log::LogError> {
+        self.log().list_snapshots().await
+    }
+    async fn trim(
+        &self,
+        shard: &ShardId,
+        through: waitroom_log::Position,
+    ) -> Result<(), waitroom_log::LogError> {
+        self.log().trim(shard, through).await
+    }
+    async fn trimmed(&self) -> Result<waitroom_log::Checkpoint, waitroom_log::LogError> {
+        self.log().trimmed().await
+    }
+    fn describe(&self) -> String {
+        "memory log that can go back".to_owned()
+    }
+}
+
+/// Every entry `log` holds, in order.
+async fn entries_of(log: &MemoryLog) -> Vec<waitroom_log::Entry> {
+    use futures::StreamExt;
+    let mut events = log
+        .subscribe(waitroom_log::Checkpoint::start())
+        .await
+        .unwrap();
+    let mut entries = Vec::new();
+    loop {
+        match events.next().await.unwrap().unwrap() {
+            waitroom_log::Event::Entries(batch) => entries.extend(batch),
+            waitroom_log::Event::CaughtUp => return entries,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// The broker lost its latest entries but kept the room's snapshot: the node counts it, restores
+/// the room from that snapshot, replays what the log still holds after it, and then applies (not
+/// skips) the records appended at positions it had applied before, answering their writers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_went_back_is_rebuilt_from_the_snapshot_it_still_continues() {
+    // Nothing is dropped by trimming, so the log can be copied from its start.
+    let kept = MemoryLogOptions {
+        keep_history_ms: 3_600_000,
+    };
+    let before = MemoryLog::with_options(kept);
+    let log = Arc::new(RegressingLog::new(before.clone()));
+    let mut tasks = JoinSet::new();
+    let node = Node::start(log.clone(), snapshotting(), &mut tasks);
+    node.wait_ready(WAIT).await.unwrap();
+    let room = RoomId::new("went-back").unwrap();
+    busy_room(&node, &room, 60).await;
+    let mut snapshot = None;
+    until("a snapshot of the room", || {
+        snapshot = futures::executor::block_on(before.load_snapshot(room.as_str())).unwrap();
+        snapshot.is_some()
+    })
+    .await;
+    let snapshot = snapshot.unwrap();
+    // More records after it, which the broker will lose.
+    for _ in 0..20 {
+        node.write(
+            &room,
+            Command::Join {
+                session: PublicSessionId::generate(&room).session,
+                idempotency_key: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let entries = entries_of(&before).await;
+    let applied = node.progress().applied.get(&snapshot.shard).unwrap();
+    // The broker as it came back: everything up to a few entries after the snapshot, and the
+    // snapshot; the rest (the node applied it) is gone.
+    let kept_entries: Vec<_> = entries
+        .iter()
+        .filter(|entry| entry.position <= waitroom_log::Position(snapshot.position.0 + 3))
+        .collect();
+    let last = kept_entries.last().unwrap().position;
+    assert!(
+        last < applied,
+        "the node applied past what the broker keeps"
+    );
+    let after = MemoryLog::with_options(kept);
+    for entry in &kept_entries {
+        after
+            .append(vec![waitroom_log::Append {
+                room: Arc::from(room.as_str()),
+                payload: entry.payload.clone(),
+            }])
+            .await
+            .unwrap();
+    }
+    assert_eq!(entries_of(&after).await.last().unwrap().position, last);
+    assert!(after.store_snapshot(snapshot.clone()).await.unwrap());
+    log.go_back(after.clone(), Some(last));
+
+    until("the node counts the log that went back", || {
+        node.metrics.log_regressions_total.get() == 1
+    })
+    .await;
+    node.wait_ready(WAIT).await.unwrap();
+    // Restored from the snapshot the broker kept: the room lost no history of its own.
+    assert_eq!(node.metrics.rooms_restored_total.get(), 1);
+    assert_eq!(node.metrics.rooms_diverged_total.get(), 0);
+    // A node started on what the broker holds now has the same room.
+    let (fresh, mut fresh_tasks) = started(&after, snapshotting()).await;
+    let digest = |node: &Node| node.room_digest(&room).map(|(digest, _)| digest);
+    until("the nodes agree on the room", || {
+        digest(&node) == digest(&fresh)
+    })
+    .await;
+    // New records take positions the node had applied before the loss: applied, and answered.
+    for _ in 0..5 {
+        let outcome = node
+            .write(
+                &room,
+                Command::Join {
+                    session: PublicSessionId::generate(&room).session,
+                    idempotency_key: None,
+                },
+            )
+            .await
+            .expect("a join after the loss is applied and answered");
+        assert!(
+            matches!(outcome, waitroom_core::Outcome::Joined { .. }),
+            "{outcome:?}"
+        );
+    }
+    assert!(node.progress().applied.get(&snapshot.shard).unwrap() < applied);
+    until("the nodes agree on the room again", || {
+        digest(&node) == digest(&fresh)
+    })
+    .await;
+    tasks.abort_all();
+    fresh_tasks.abort_all();
+}
