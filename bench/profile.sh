@@ -138,7 +138,7 @@ for name, share in sorted(totals.items(), key=lambda kv: -kv[1]):
 PY
   echo
   echo "the node's 30 busiest symbols (perf report --no-children --sort dso,sym):"
-  sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+/ /g' "$bench_scratch/perf.txt" | head -n 30
+  sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+/ /g; 30q' "$bench_scratch/perf.txt"
   local pid
   for pid in "${bench_pids[@]}"; do bench_stop "$pid"; done
   if [ "${#bench_server_pids[@]}" -gt 0 ]; then
