@@ -63,15 +63,20 @@ pub enum QueueingMethod {
     /// New joins are refused (`Rejection::JoinsRefused`); sessions already in the room carry on,
     /// and people already waiting are admitted first come, first served.
     Reject,
+    /// Invite-only: a join without a pass is refused (`Rejection::PassRequired`); a join with a
+    /// valid pass is admitted at once, as in every room (see `Room`, "Passes"), so nobody waits:
+    /// there is no line to order. People already waiting are admitted first come, first served.
+    InviteOnly,
 }
 
 impl QueueingMethod {
     /// Every method, in index order.
-    pub const ALL: [QueueingMethod; 4] = [
+    pub const ALL: [QueueingMethod; 5] = [
         QueueingMethod::Fifo,
         QueueingMethod::Random,
         QueueingMethod::Passthrough,
         QueueingMethod::Reject,
+        QueueingMethod::InviteOnly,
     ];
 
     /// The API's name (`fifo`, `random`, `passthrough`, `reject`).
@@ -81,6 +86,7 @@ impl QueueingMethod {
             QueueingMethod::Random => "random",
             QueueingMethod::Passthrough => "passthrough",
             QueueingMethod::Reject => "reject",
+            QueueingMethod::InviteOnly => "inviteOnly",
         }
     }
 
@@ -359,7 +365,7 @@ mod tests {
             assert_eq!(QueueingMethod::from_index(i as u8), Some(method));
             assert_eq!(postcard::to_allocvec(&method).unwrap(), [i as u8]);
         }
-        assert_eq!(QueueingMethod::from_index(4), None);
+        assert_eq!(QueueingMethod::from_index(5), None);
     }
 
     #[test]

@@ -118,3 +118,17 @@ const _: () = assert!(
         <= SNAPSHOT_ROOM_BYTES_MAX,
     "the fixed part: room id, target URL, two windows of 60 buckets, and the rest"
 );
+
+/// Passes one `IssuePasses` record (one `POST …/rooms/{id}/passes`) issues: 1..=10 000. A pass
+/// is 16 bytes in the record (its hash) plus a byte of length: a full batch stays near 160 KiB,
+/// like a full heartbeat batch.
+pub const PASSES_PER_RECORD_MAX: usize = 10_000;
+const _: () = assert!(PASSES_PER_RECORD_MAX * 17 + 1024 < RECORD_BYTES_MAX);
+/// Unused, unexpired passes one room holds (about 60 bytes each: 6 MB at most); an issue that
+/// would go past it is refused whole. Expired and used passes are forgotten at once.
+pub const PASSES_PER_ROOM_MAX: usize = 100_000;
+const _: () = assert!(PASSES_PER_RECORD_MAX <= PASSES_PER_ROOM_MAX);
+/// A pass expires at most this long after the time of the record that issued it (31 days: the
+/// API offers 30, so a record that reaches the log after its node's clock is never refused), and
+/// later than that time.
+pub const PASS_LIFETIME_MS_MAX: u64 = 31 * 24 * 60 * 60 * 1000;

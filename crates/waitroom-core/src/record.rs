@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{QueueingMethod, RoomConfig};
 use crate::digest::DrawSeed;
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
-use crate::limits::{HEARTBEAT_BATCH_SESSIONS_MAX, RECORD_BYTES_MAX};
+use crate::limits::{HEARTBEAT_BATCH_SESSIONS_MAX, PASSES_PER_RECORD_MAX, RECORD_BYTES_MAX};
+use crate::pass::PassHash;
 
 /// First byte of every encoded record: cheap detection of bytes that are not a record at all.
 pub const MAGIC: u8 = b'W';
@@ -110,6 +111,22 @@ pub enum Command {
         draw_seed: DrawSeed,
         queueing_method: QueueingMethod,
     },
+    /// An operator issues single-use passes (`POST …/rooms/{id}/passes`): the hashes of their
+    /// codes (`PassHash`, the codes themselves drawn by the node and never written to the log),
+    /// valid until `expires_at_ms`. Refused whole (`Rejection::InvalidPasses`) when the count is
+    /// outside 1..=`PASSES_PER_RECORD_MAX`, the expiry not within `PASS_LIFETIME_MS_MAX` after
+    /// the record's time, or the room would hold more than `PASSES_PER_ROOM_MAX`.
+    IssuePasses {
+        passes: Vec<PassHash>,
+        expires_at_ms: u64,
+    },
+    /// `Join` carrying a pass (by hash): admitted at once if the pass is outstanding, which the
+    /// same record uses up; else refused (`Rejection::InvalidPass`), nothing changed.
+    JoinWithPass {
+        session: SessionId,
+        idempotency_key: Option<IdempotencyKey>,
+        pass: PassHash,
+    },
 }
 
 impl Command {
@@ -193,6 +210,8 @@ impl Command {
             | Command::ConfigureRoomFromFileSeeded { .. }
             | Command::ConfigureRoomFromFileQueued { .. } => "configure_room_from_file",
             Command::CheckDigest { .. } => "check_digest",
+            Command::IssuePasses { .. } => "issue_passes",
+            Command::JoinWithPass { .. } => "join",
         }
     }
 }
@@ -257,6 +276,14 @@ impl Record {
             return Err(DecodeError::Malformed(format!(
                 "heartbeat batch of {} sessions (at most {HEARTBEAT_BATCH_SESSIONS_MAX})",
                 sessions.len()
+            )));
+        }
+        if let Command::IssuePasses { passes, .. } = &self.command
+            && passes.len() > PASSES_PER_RECORD_MAX
+        {
+            return Err(DecodeError::Malformed(format!(
+                "{} passes in one record (at most {PASSES_PER_RECORD_MAX})",
+                passes.len()
             )));
         }
         Ok(())
@@ -362,6 +389,20 @@ mod tests {
                 draw_seed: DrawSeed::from_u64(98),
                 queueing_method: QueueingMethod::Reject,
             },
+            Command::IssuePasses {
+                passes: vec![[1; 16], [2; 16]],
+                expires_at_ms: 1_790_000_000_000,
+            },
+            Command::JoinWithPass {
+                session: SessionId::from_u128(8),
+                idempotency_key: Some(IdempotencyKey::new("retry-2").unwrap()),
+                pass: [5; 16],
+            },
+            Command::ConfigureRoomQueued {
+                config: RoomConfig::with_capacity(8),
+                draw_seed: DrawSeed::from_u64(97),
+                queueing_method: QueueingMethod::InviteOnly,
+            },
         ]
         .into_iter()
         .enumerate()
@@ -394,6 +435,58 @@ mod tests {
         expected.push(1);
         assert_eq!(record.encode(), expected);
         assert_eq!(Record::decode(&expected), Ok(record));
+    }
+
+    /// Pins the pass commands' bytes: tags 13 and 14, after every earlier command's; the
+    /// `inviteOnly` method is index 4.
+    #[test]
+    fn pass_commands_are_stable() {
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::IssuePasses {
+                passes: vec![[7; 16]],
+                expires_at_ms: 300,
+            },
+        );
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 13, 1]); // room "r"; command tag 13; one pass
+        expected.extend([7; 16]);
+        expected.extend([0xac, 0x02]); // expiry 300
+        assert_eq!(record.encode(), expected);
+        assert_eq!(Record::decode(&expected), Ok(record));
+
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::JoinWithPass {
+                session: SessionId::from_u128(2),
+                idempotency_key: None,
+                pass: [9; 16],
+            },
+        );
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 14, 2]); // room "r"; command tag 14; session 2
+        expected.extend([0; 15]);
+        expected.push(0); // no key
+        expected.extend([9; 16]);
+        assert_eq!(record.encode(), expected);
+        assert_eq!(Record::decode(&expected), Ok(record));
+
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::ConfigureRoomQueued {
+                config: RoomConfig::with_capacity(5),
+                draw_seed: DrawSeed::from_u64(0),
+                queueing_method: QueueingMethod::InviteOnly,
+            },
+        );
+        let encoded = record.encode();
+        assert_eq!(encoded.last(), Some(&4));
+        assert_eq!(Record::decode(&encoded), Ok(record));
     }
 
     /// Pins the appended command's bytes: its tag follows every earlier command's, so records
@@ -641,7 +734,7 @@ mod tests {
             Command::configure(random, seed),
         )
         .encode();
-        *bytes.last_mut().unwrap() = 4;
+        *bytes.last_mut().unwrap() = 5;
         assert!(matches!(
             Record::decode(&bytes),
             Err(DecodeError::Malformed(_))

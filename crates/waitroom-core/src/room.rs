@@ -35,9 +35,24 @@
 //!   acts at once (admission runs after every command): the line itself is always in join order,
 //!   so `random` to `fifo` serves the people waiting by join order. Records from before methods
 //!   existed (every configuring command but the `…Queued` ones) configure a `fifo` room.
+//! - **Passes** (`IssuePasses`, `JoinWithPass`): an operator's single-use passes, held as hashes
+//!   (`PassHash`: the node hashes each code with the room id; codes never reach the log) with an
+//!   expiry. A `JoinWithPass` whose pass the room holds is admitted at once (the pass is used by
+//!   the same record): past `capacity`, the token bucket, a pause, `opensAt` and every method,
+//!   `reject` and `inviteOnly` included; it never waits, so it is ahead of the whole line without
+//!   taking anyone's place in it, and the line is served again once the active count is below
+//!   `capacity`. A pass the room does not hold (never issued, used, expired: a pass expiring
+//!   exactly `now` has expired) is `InvalidPass`, and nothing changes. Duplicates and idempotent
+//!   replays are answered before the pass is looked at, so a retry with the same key replays
+//!   though its pass is used. `inviteOnly` refuses a join without a pass (`PassRequired`).
+//!   Passes are forgotten when used or expired (at the start of every record, like sessions) and
+//!   all at a close. An issue is all or nothing (`InvalidPasses`): 1..=`PASSES_PER_RECORD_MAX`
+//!   passes, an expiry later than `now` and within `PASS_LIFETIME_MS_MAX`, at most
+//!   `PASSES_PER_ROOM_MAX` outstanding. `IssuePasses` records are remembered by id like
+//!   configurations (redelivered, one would bring back a used pass).
 //! - **Duplicates**: a join whose session id is known is a duplicate; configure, close and
 //!   heartbeat records, and every rejected record, are remembered by id for
-//!   `RECORD_DEDUP_WINDOW_MS`; accepted leaves and evictions and all ticks are idempotent by
+//!   `RECORD_DEDUP_WINDOW_MS` (so are pass issues); accepted leaves and evictions and all ticks are idempotent by
 //!   nature (a second leave finds the session ended; a stale tick finds nothing due).
 //! - **Rooms files**: `ConfigureRoomFromFile` configures the room like `ConfigureRoom` and
 //!   remembers the file entry's digest; a later one with the digest last applied changes nothing
@@ -77,6 +92,7 @@ use crate::digest::{
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
 use crate::line::{Line, Prequeue};
+use crate::pass::{PassHash, Passes};
 use crate::rate::{RateWindow, TokenBucket};
 use crate::record::{Command, LeaveReason, Record};
 use crate::view::*;
@@ -345,6 +361,8 @@ pub struct Room {
     /// brought one (the public `legacy_draw_seed` then). Kept through closes, like the file entry
     /// digest; in snapshots, but not in the digest (see `digest`).
     pub(crate) draw_seed: Option<DrawSeed>,
+    /// Outstanding passes (see "Passes"): cleared by a close, in the digest and snapshots.
+    pub(crate) passes: Passes,
 }
 
 /// Written out rather than derived so that `clone_from` copies each table into the target's
@@ -380,6 +398,7 @@ impl Clone for Room {
             expired_total,
             file_entry_digest,
             draw_seed,
+            passes,
         } = self;
         Room {
             id: id.clone(),
@@ -408,6 +427,7 @@ impl Clone for Room {
             expired_total: *expired_total,
             file_entry_digest: *file_entry_digest,
             draw_seed: *draw_seed,
+            passes: passes.clone(),
         }
     }
 
@@ -439,6 +459,7 @@ impl Clone for Room {
             expired_total,
             file_entry_digest,
             draw_seed,
+            passes,
         } = source;
         self.id.clone_from(id);
         self.now_ms = *now_ms;
@@ -466,6 +487,7 @@ impl Clone for Room {
         self.expired_total = *expired_total;
         self.file_entry_digest = *file_entry_digest;
         self.draw_seed = *draw_seed;
+        self.passes.clone_from(passes);
     }
 }
 
@@ -499,6 +521,7 @@ impl Room {
             expired_total: ExpiredTotals::default(),
             file_entry_digest: None,
             draw_seed: None,
+            passes: Passes::default(),
         }
     }
 
@@ -600,7 +623,16 @@ impl Room {
             Command::Join {
                 session,
                 idempotency_key,
-            } => self.join(*session, idempotency_key.as_ref()),
+            } => self.join(*session, idempotency_key.as_ref(), None),
+            Command::JoinWithPass {
+                session,
+                idempotency_key,
+                pass,
+            } => self.join(*session, idempotency_key.as_ref(), Some(pass)),
+            Command::IssuePasses {
+                passes,
+                expires_at_ms,
+            } => self.issue_passes(passes, *expires_at_ms),
             Command::Heartbeat { sessions } => self.heartbeat(sessions),
             Command::Leave { session, reason } => self.leave(session, *reason),
             Command::Evict { session } => self.evict(session),
@@ -622,6 +654,7 @@ impl Room {
                 | Command::ConfigureRoomFromFileQueued { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
+                | Command::IssuePasses { .. }
         );
         if remembered || matches!(outcome, Outcome::Rejected(_)) {
             self.recent_records.insert(record.id, self.now_ms);
@@ -643,6 +676,7 @@ impl Room {
             self.admit();
         }
         self.forget_ended();
+        self.passes.expire(self.now_ms);
         self.recent_records.purge(self.now_ms);
     }
 
@@ -883,12 +917,18 @@ impl Room {
         self.keys.clear();
         self.key_of_slot.clear();
         self.key_text_bytes = 0;
+        self.passes.clear();
         self.exists = false;
         self.bucket = None;
         Outcome::Closed { ended }
     }
 
-    fn join(&mut self, session: SessionId, key: Option<&IdempotencyKey>) -> Outcome {
+    fn join(
+        &mut self,
+        session: SessionId,
+        key: Option<&IdempotencyKey>,
+        pass: Option<&PassHash>,
+    ) -> Outcome {
         if !self.exists {
             return Outcome::Rejected(Rejection::UnknownRoom);
         }
@@ -900,16 +940,30 @@ impl Room {
                 session: self.slots[i as usize].id,
             };
         }
-        if self.config.queueing_method == QueueingMethod::Reject {
-            return Outcome::Rejected(Rejection::JoinsRefused);
-        }
-        let waiting = self.line.len() + self.prequeue.len();
-        let waiting_max = self.config.max_waiting.unwrap_or(MAX_WAITING_MAX);
-        if waiting >= waiting_max || self.index.len() >= SESSIONS_PER_ROOM_MAX as usize {
-            return Outcome::Rejected(Rejection::RoomFull);
+        if let Some(pass) = pass {
+            if !self.passes.contains(pass) {
+                return Outcome::Rejected(Rejection::InvalidPass);
+            }
+            if self.index.len() >= SESSIONS_PER_ROOM_MAX as usize {
+                return Outcome::Rejected(Rejection::RoomFull);
+            }
+            self.passes.take(pass);
+        } else {
+            match self.config.queueing_method {
+                QueueingMethod::Reject => return Outcome::Rejected(Rejection::JoinsRefused),
+                QueueingMethod::InviteOnly => return Outcome::Rejected(Rejection::PassRequired),
+                _ => {}
+            }
+            let waiting = self.line.len() + self.prequeue.len();
+            let waiting_max = self.config.max_waiting.unwrap_or(MAX_WAITING_MAX);
+            if waiting >= waiting_max || self.index.len() >= SESSIONS_PER_ROOM_MAX as usize {
+                return Outcome::Rejected(Rejection::RoomFull);
+            }
         }
         let i = self.allocate(session);
-        let open = self.is_open();
+        // A pass admits at once (see "Passes"): through the line's tail, so the session is
+        // admitted by the same steps as any other.
+        let open = self.is_open() || pass.is_some();
         let slot = &mut self.slots[i as usize];
         if open {
             slot.state = SlotState::Waiting;
@@ -926,7 +980,31 @@ impl Room {
             self.key_of_slot.insert(i, key.clone());
             self.key_text_bytes += key.as_str().len();
         }
+        if pass.is_some() {
+            let seq = self.slots[i as usize].aux;
+            self.admit_one(seq);
+        }
         Outcome::Joined { session }
+    }
+
+    fn issue_passes(&mut self, passes: &[PassHash], expires_at_ms: u64) -> Outcome {
+        if !self.exists {
+            return Outcome::Rejected(Rejection::UnknownRoom);
+        }
+        let lifetime_ms = expires_at_ms.saturating_sub(self.now_ms);
+        if passes.is_empty()
+            || passes.len() > PASSES_PER_RECORD_MAX
+            || lifetime_ms == 0
+            || lifetime_ms > PASS_LIFETIME_MS_MAX
+            || self.passes.len() + passes.len() > PASSES_PER_ROOM_MAX
+        {
+            return Outcome::Rejected(Rejection::InvalidPasses);
+        }
+        let mut issued = 0;
+        for hash in passes {
+            issued += u32::from(self.passes.insert(*hash, expires_at_ms));
+        }
+        Outcome::PassesIssued { issued }
     }
 
     fn allocate(&mut self, session: SessionId) -> u32 {
@@ -1095,7 +1173,7 @@ impl Room {
     /// estimate).
     fn newcomer_wait_seconds(&self) -> Option<u64> {
         let ahead = match self.config.queueing_method {
-            QueueingMethod::Reject => return None,
+            QueueingMethod::Reject | QueueingMethod::InviteOnly => return None,
             QueueingMethod::Random if self.line.len() > 0 => u64::from(self.line.len() / 2),
             _ => u64::from(self.line.len()),
         };
@@ -1245,6 +1323,13 @@ impl Room {
         if c.queueing_method != QueueingMethod::Fifo {
             d.u64(8).u64(u64::from(c.queueing_method.index()));
         }
+        // Only when some are outstanding, so a room that never had passes keeps its digest.
+        if !self.passes.is_empty() {
+            d.u64(9).u64(self.passes.len() as u64);
+            for (at_ms, hash) in self.passes.iter() {
+                d.u64(at_ms).bytes(&hash);
+            }
+        }
         d.finish()
     }
 
@@ -1263,6 +1348,7 @@ impl Room {
             + index
             + self.line.heap_bytes()
             + self.prequeue.heap_bytes()
+            + self.passes.heap_bytes()
             + self.active_by_admission.len() * btree_entry
             // Each key: one shared allocation (the text and two reference counts) and an entry
             // in each of the two maps.

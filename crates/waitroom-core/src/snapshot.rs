@@ -15,7 +15,7 @@
 //! format (restore recomputes it and compares): a change to the digest is a format change, and
 //! the new version must still restore snapshots carrying the old digest.
 //!
-//! This build writes versions 2 and 3 and reads versions 1 to 3. Version 2 is version 1 plus the
+//! This build writes versions 2 to 4 and reads versions 1 to 4. Version 2 is version 1 plus the
 //! room's secret draw seed (flag bit 7, and 8 bytes after the configuration); a version 1
 //! snapshot is of a room with no seed (it was written before seeds existed), and restores to the
 //! room it was, whose version 2 encoding is the same bytes with the version byte 2 (and the
@@ -23,7 +23,11 @@
 //! the seed: its index, `QueueingMethod::index`), and is written only for a room whose method is
 //! not `fifo`: a `fifo` room is written as version 2, byte for byte as before queueing methods
 //! (so builds from before read it), and versions 1 and 2 restore as `fifo` rooms. A version 3
-//! snapshot of a `fifo` room is refused. Within a version every state has exactly one encoding.
+//! snapshot of a `fifo` room is refused. Version 4 is version 3 with the queueing method always
+//! present (`fifo` included) and, after the remembered record ids, the room's outstanding passes
+//! (13.: their count, at least 1, then per pass in expiry then hash order `expiry - now` and the
+//! 16-byte hash); it is written only for a room holding passes, so a room without passes is
+//! written as before passes. Within a version every state has exactly one encoding.
 //!
 //! Integers are unsigned LEB128 varints in their shortest form ("varint"), so each state has
 //! exactly one encoding; times are varints of their distance back from an anchor (usually the
@@ -75,6 +79,7 @@ use crate::digest::{DrawSeed, SessionHasherBuilder};
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
 use crate::line::{Line, Prequeue};
+use crate::pass::Passes;
 use crate::rate::{RateWindow, TokenBucket};
 use crate::room::{KeysBySlot, List, NEVER, NIL, RecentRecords, Room, Slot, SlotState};
 use crate::view::{ExpiredReason, ExpiredTotals};
@@ -83,7 +88,9 @@ use crate::view::{ExpiredReason, ExpiredTotals};
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"WRSN";
 /// The newest snapshot format version this build writes (it reads this one and every earlier
 /// one); it writes a `fifo` room as version 2 (see the module documentation).
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
+/// The format of rooms that are not `fifo` and hold no passes (version 4 without the passes).
+const SNAPSHOT_FORMAT_VERSION_3: u8 = 3;
 /// The first snapshot format version, still read: rooms without a draw seed.
 const SNAPSHOT_FORMAT_VERSION_1: u8 = 1;
 /// The format of `fifo` rooms (version 3 without the queueing method).
@@ -201,11 +208,14 @@ impl Room {
         let mut w = Writer(Vec::with_capacity(estimate));
         w.bytes(&SNAPSHOT_MAGIC);
         let method = self.config.queueing_method;
-        w.u8(if method == QueueingMethod::Fifo {
-            SNAPSHOT_FORMAT_VERSION_2
-        } else {
+        let version = if !self.passes.is_empty() {
             SNAPSHOT_FORMAT_VERSION
-        });
+        } else if method != QueueingMethod::Fifo {
+            SNAPSHOT_FORMAT_VERSION_3
+        } else {
+            SNAPSHOT_FORMAT_VERSION_2
+        };
+        w.u8(version);
         w.bytes(&self.digest_with(keys.clone()));
         let id = self.id.as_str().as_bytes();
         w.u8(id.len() as u8);
@@ -255,7 +265,7 @@ impl Room {
         if let Some(seed) = self.draw_seed {
             w.bytes(&seed.to_u64().to_le_bytes());
         }
-        if method != QueueingMethod::Fifo {
+        if version >= SNAPSHOT_FORMAT_VERSION_3 {
             w.u8(method.index());
         }
         w.varint(back(self.created_at_ms));
@@ -332,6 +342,14 @@ impl Room {
         for (at_ms, id) in recent {
             w.varint(back(*at_ms));
             w.bytes(&id.0);
+        }
+        if version == SNAPSHOT_FORMAT_VERSION {
+            w.varint(self.passes.len() as u64);
+            for (at_ms, hash) in self.passes.iter() {
+                // Expired passes are forgotten as time moves: every expiry is after the clock.
+                w.varint(at_ms.saturating_sub(now));
+                w.bytes(&hash);
+            }
         }
         let crc = crc32c::crc32c(&w.0);
         w.bytes(&crc.to_le_bytes());
@@ -457,10 +475,12 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
         None
     };
     let mut config = config;
-    if version >= SNAPSHOT_FORMAT_VERSION {
+    if version >= SNAPSHOT_FORMAT_VERSION_3 {
         config.queueing_method = match QueueingMethod::from_index(r.u8()?) {
             None => return malformed("unknown queueing method"),
-            Some(QueueingMethod::Fifo) => return malformed("a fifo room in format version 3"),
+            Some(QueueingMethod::Fifo) if version == SNAPSHOT_FORMAT_VERSION_3 => {
+                return malformed("a fifo room in format version 3");
+            }
             Some(method) => method,
         };
     }
@@ -682,6 +702,36 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
         recent_records.order.push_back((at_ms, id));
     }
 
+    let mut passes = Passes::default();
+    if version == SNAPSHOT_FORMAT_VERSION {
+        let count = r.varint()?;
+        if count == 0 {
+            return malformed("no passes in format version 4");
+        }
+        if count > PASSES_PER_ROOM_MAX as u64 {
+            return malformed("more passes than a room holds");
+        }
+        if count > (r.0.len() / 17) as u64 {
+            return Err(SnapshotError::Truncated);
+        }
+        let mut previous = (0, [0; 16]);
+        for n in 0..count {
+            let ahead = r.varint()?;
+            if ahead == 0 || ahead > PASS_LIFETIME_MS_MAX {
+                return malformed("a pass expiry out of range");
+            }
+            let pass = (now + ahead, r.array()?);
+            if n > 0 && pass <= previous {
+                return malformed("passes out of order");
+            }
+            previous = pass;
+            passes.insert(pass.1, pass.0);
+        }
+        if passes.len() as u64 != count {
+            return malformed("a pass is held twice");
+        }
+    }
+
     let room = Room {
         id,
         now_ms: now,
@@ -709,6 +759,7 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
         expired_total,
         file_entry_digest,
         draw_seed,
+        passes,
     };
     Ok((room, digest))
 }
@@ -1500,7 +1551,7 @@ mod tests {
 
         for (method, why) in [
             (0, "a fifo room in format version 3"),
-            (4, "unknown queueing method"),
+            (5, "unknown queueing method"),
         ] {
             let mut bad = bytes.clone();
             bad[method_at] = method;
@@ -1515,6 +1566,64 @@ mod tests {
     }
 
     const PINNED_V3_CRC: [u8; 4] = [194, 244, 196, 153];
+
+    /// Version 4: version 3's body with the method byte whatever the method (`fifo` here), and
+    /// the passes after the remembered record ids; written only for a room holding passes.
+    #[test]
+    fn version_4_is_stable() {
+        let mut v2 = tiny();
+        v2.draw_seed = Some(DrawSeed::from_u64(0x0807_0605_0403_0201));
+        let v2_bytes = v2.encode_snapshot();
+        let mut room = v2.clone();
+        room.passes.insert([0xaa; 16], room.now_ms + 300);
+        room.passes.insert([0xbb; 16], room.now_ms + 5);
+        let bytes = room.encode_snapshot();
+        let method_at = FLAGS_AT_IN_TINY + 1 + 7 + 3 + 1 + 9 + 16 + 8;
+        let mut expected = v2_bytes[..v2_bytes.len() - TRAILER_BYTES].to_vec();
+        expected[4] = 4;
+        expected[HEADER_BYTES..HEADER_BYTES + 16].copy_from_slice(&room.digest());
+        expected.insert(method_at, 0); // fifo
+        expected.push(2); // two passes, by expiry
+        expected.push(5);
+        expected.extend([0xbb; 16]);
+        expected.extend([0xac, 0x02]); // 300
+        expected.extend([0xaa; 16]);
+        let crc = crc32c::crc32c(&expected);
+        assert_eq!(crc.to_le_bytes(), PINNED_V4_CRC);
+        expected.extend(PINNED_V4_CRC);
+        assert_eq!(bytes, expected);
+        assert_ne!(room.digest(), v2.digest(), "the digest covers the passes");
+        let restored = Room::restore_snapshot(&bytes).unwrap();
+        assert_same(&room, &restored, "pinned");
+        assert_eq!(restored.passes, room.passes);
+
+        // Out of order, expired, or none at all: refused.
+        let count_at = bytes.len() - TRAILER_BYTES - (1 + 16 + 2 + 16) - 1;
+        let mut bad = bytes.clone();
+        bad[count_at + 1] = 0; // an expiry at the clock
+        reseal(&mut bad);
+        assert_eq!(
+            error(&bad),
+            Some(SnapshotError::Malformed("a pass expiry out of range"))
+        );
+        let mut bad = bytes.clone();
+        bad[count_at + 2..count_at + 18].copy_from_slice(&[0xaa; 16]); // the second's hash
+        reseal(&mut bad);
+        assert_eq!(
+            error(&bad),
+            Some(SnapshotError::Malformed("a pass is held twice"))
+        );
+        let mut bad = bytes[..count_at].to_vec();
+        bad.push(0);
+        bad.extend([0; 4]);
+        reseal(&mut bad);
+        assert_eq!(
+            error(&bad),
+            Some(SnapshotError::Malformed("no passes in format version 4"))
+        );
+    }
+
+    const PINNED_V4_CRC: [u8; 4] = [72, 228, 15, 190];
 
     /// Pins version 2's bytes: `tiny()` with a draw seed, which takes flag bit 7 and 8 bytes
     /// after the file entry's digest. If this changes, snapshots written by this build no longer

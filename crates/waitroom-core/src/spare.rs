@@ -313,6 +313,7 @@ fn copy_parts(buffers: &mut Buffers, source: &Room) {
         expired_total,
         file_entry_digest,
         draw_seed,
+        passes,
     } = source;
     // The id and configuration own strings: copied only when they changed (derived `clone_from`
     // allocates afresh).
@@ -350,6 +351,7 @@ fn copy_parts(buffers: &mut Buffers, source: &Room) {
     copy.expired_total = *expired_total;
     copy.file_entry_digest = *file_entry_digest;
     copy.draw_seed = *draw_seed;
+    copy.passes.clone_from(passes);
 }
 
 /// Empties `buffer` and gives it room for `needed` elements, with every page written.

@@ -144,6 +144,8 @@ pub enum Outcome {
     Ended { session: SessionId },
     /// The session had already ended; nothing changed.
     AlreadyEnded { session: SessionId },
+    /// This many passes were issued (a hash already outstanding is not counted).
+    PassesIssued { issued: u32 },
     /// Time moved forward.
     Ticked,
     /// The record (or the join's session id, or the rooms-file entry of a
@@ -170,6 +172,13 @@ pub enum Rejection {
     WrongRoom,
     /// A join while the room's queueing method is `reject`.
     JoinsRefused,
+    /// A join without a pass while the room is `inviteOnly`.
+    PassRequired,
+    /// A join with a pass the room does not hold: never issued for this room, used, or expired.
+    InvalidPass,
+    /// Passes not issued: a count outside 1..=`PASSES_PER_RECORD_MAX`, an expiry not within
+    /// `PASS_LIFETIME_MS_MAX` ahead, or more than `PASSES_PER_ROOM_MAX` outstanding.
+    InvalidPasses,
 }
 
 impl fmt::Display for Rejection {
@@ -182,6 +191,11 @@ impl fmt::Display for Rejection {
             Rejection::InvalidConfig(e) => write!(f, "invalid configuration: {e}"),
             Rejection::WrongRoom => f.write_str("record addressed to another room"),
             Rejection::JoinsRefused => f.write_str("the room refuses joins"),
+            Rejection::PassRequired => f.write_str("the room is invite-only: a pass is required"),
+            Rejection::InvalidPass => {
+                f.write_str("the pass is not valid here (unknown, used, or expired)")
+            }
+            Rejection::InvalidPasses => f.write_str("passes out of range"),
         }
     }
 }

@@ -36,6 +36,12 @@
 //! room's seed, so the real room must admit exactly the sessions the model does, on both
 //! replicas.
 //!
+//! Passes are in the mix (`IssuePasses` from a small set of hashes, some out of range;
+//! `JoinWithPass` with held, used, expired and never-issued passes; the `inviteOnly` method):
+//! a join with a held pass is admitted at once, so it is exempt from 1 (one more than capacity
+//! allows, and nobody else admitted in that step) and from 2 (it never waited: it has no place
+//! in the line); every other invariant holds as it is.
+//!
 //! Failing cases shrink and are saved under `proptest-regressions/` (commit them).
 //! `PROPTEST_CASES` sets the number of cases (default 3 000, which CI runs).
 
@@ -45,7 +51,8 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use waitroom_core::limits::{
-    ETA_WINDOW_MS, RATE_BUCKET_MS, RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
+    ETA_WINDOW_MS, PASS_LIFETIME_MS_MAX, PASSES_PER_RECORD_MAX, PASSES_PER_ROOM_MAX,
+    RATE_BUCKET_MS, RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
 };
 use waitroom_core::*;
 
@@ -111,6 +118,8 @@ struct Model {
     file_digest: Option<[u8; 16]>,
     /// The secret seed of the pre-queue draw.
     draw_seed: Option<DrawSeed>,
+    /// Outstanding passes: hash and expiry.
+    passes: Vec<(PassHash, u64)>,
     /// Every record applied, with its timestamp.
     history: Vec<(Record, u64)>,
     next_id: u128,
@@ -136,6 +145,7 @@ impl Model {
             next_line_seq: 0,
             file_digest: None,
             draw_seed: None,
+            passes: vec![],
             history: vec![],
             next_id: 1,
         }
@@ -224,6 +234,7 @@ impl Model {
         });
         self.recent
             .retain(|(at, _)| at + RECORD_DEDUP_WINDOW_MS > now);
+        self.passes.retain(|&(_, at)| at > now);
     }
 
     fn seed_bits(&self) -> u64 {
@@ -406,6 +417,7 @@ impl Model {
                         }
                     }
                     self.sessions.iter_mut().for_each(|s| s.key = None);
+                    self.passes.clear();
                     self.exists = false;
                     self.bucket = None;
                 }
@@ -421,7 +433,10 @@ impl Model {
                     .is_some_and(|k| self.sessions.iter().any(|s| s.key.as_ref() == Some(k)));
                 let known = self.find(session).is_some();
                 let full = self.config.max_waiting.is_some_and(|m| waiting as u32 >= m);
-                let refused = self.config.queueing_method == QueueingMethod::Reject;
+                let refused = matches!(
+                    self.config.queueing_method,
+                    QueueingMethod::Reject | QueueingMethod::InviteOnly
+                );
                 if self.exists && !known && !replay && !full && !refused {
                     let open = self.open();
                     let line_seq = open.then(|| {
@@ -481,6 +496,60 @@ impl Model {
                 }
             },
             Command::Tick | Command::CheckDigest { .. } => true,
+            Command::IssuePasses {
+                passes,
+                expires_at_ms,
+            } => {
+                let lifetime = expires_at_ms.saturating_sub(self.now);
+                let valid = self.exists
+                    && !passes.is_empty()
+                    && passes.len() <= PASSES_PER_RECORD_MAX
+                    && lifetime > 0
+                    && lifetime <= PASS_LIFETIME_MS_MAX
+                    && self.passes.len() + passes.len() <= PASSES_PER_ROOM_MAX;
+                if valid {
+                    for hash in passes {
+                        if !self.passes.iter().any(|(h, _)| h == hash) {
+                            self.passes.push((*hash, *expires_at_ms));
+                        }
+                    }
+                }
+                valid
+            }
+            Command::JoinWithPass {
+                session,
+                idempotency_key,
+                pass,
+            } => {
+                let replay = idempotency_key
+                    .as_ref()
+                    .is_some_and(|k| self.sessions.iter().any(|s| s.key.as_ref() == Some(k)));
+                let known = self.find(session).is_some();
+                let held = self.passes.iter().position(|(h, _)| h == pass);
+                if !self.exists {
+                    false
+                } else if known || replay {
+                    true
+                } else if let Some(k) = held {
+                    // Admitted at once, whatever the line, capacity, rate, pause or opening.
+                    self.passes.remove(k);
+                    self.sessions.push(MSession {
+                        id: *session,
+                        state: MState::Active,
+                        joined: self.now,
+                        seen: self.now,
+                        admitted: Some(self.now),
+                        key: idempotency_key.clone(),
+                        line_seq: None,
+                    });
+                    self.all_ids.push(*session);
+                    self.admitted_total += 1;
+                    self.admissions.push(self.now);
+                    true
+                } else {
+                    false
+                }
+            }
         };
         let remembered = matches!(
             record.command,
@@ -492,6 +561,7 @@ impl Model {
                 | Command::ConfigureRoomFromFileQueued { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
+                | Command::IssuePasses { .. }
         );
         if remembered || !accepted {
             self.recent.push((self.now, record.id));
@@ -610,7 +680,10 @@ impl Model {
                     && self.exists
                     && !self.config.paused
                     && self.open();
-                if self.config.queueing_method == QueueingMethod::Reject {
+                if matches!(
+                    self.config.queueing_method,
+                    QueueingMethod::Reject | QueueingMethod::InviteOnly
+                ) {
                     None
                 } else if at_once {
                     Some(0)
@@ -652,6 +725,7 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
             2 => Just(QueueingMethod::Random),
             1 => Just(QueueingMethod::Passthrough),
             1 => Just(QueueingMethod::Reject),
+            1 => Just(QueueingMethod::InviteOnly),
         ],
     )
         .prop_map(
@@ -739,6 +813,23 @@ impl ReferenceStateMachine for RoomModel {
             }),
             1 => pick.prop_map(|session| Command::Evict { session }),
             4 => Just(Command::Tick),
+            // Passes from a small set of hashes, so that used, expired and never-issued ones come
+            // up; now and then an issue out of range (empty, or an expiry not ahead).
+            2 => (prop::collection::vec(0u8..6, 0..4), prop_oneof![
+                8 => 1u64..60_000,
+                1 => Just(0u64),
+                1 => Just(PASS_LIFETIME_MS_MAX + 1),
+            ]).prop_map(move |(passes, lifetime)| Command::IssuePasses {
+                passes: passes.into_iter().map(|b| [b; 16]).collect(),
+                expires_at_ms: now + lifetime,
+            }),
+            4 => (0u8..6, prop::option::weighted(0.3, 0u8..4)).prop_map(move |(pass, key)| {
+                Command::JoinWithPass {
+                    session: SessionId::from_u128(next_id),
+                    idempotency_key: key.map(|k| IdempotencyKey::new(format!("key-{k}")).unwrap()),
+                    pass: [pass; 16],
+                }
+            }),
             1 => (0u64..4, prop::array::uniform16(prop::num::u8::ANY)).prop_map(
                 |(interval, digest)| Command::CheckDigest { every_ms: 60_000, interval, digest }
             ),
@@ -881,11 +972,24 @@ impl StateMachineTest for RoomModel {
         //    with no more active than the old capacity allowed.
         //    A `passthrough` room is not bounded by capacity; once it is no longer
         //    `passthrough`, it is like a room whose capacity was lowered.
+        //    A join with a pass is admitted at once, past capacity: one more than the line alone
+        //    could have made it.
+        let passed = u64::from(
+            matches!(step.record.command, Command::JoinWithPass { .. })
+                && matches!(outcome_a, Outcome::Joined { .. }),
+        );
         if let Some(config) = room.config()
             && config.queueing_method != QueueingMethod::Passthrough
         {
             let capacity = u64::from(config.capacity);
-            if room.active_count() > capacity {
+            if room.active_count() > capacity && passed == 1 {
+                // The pass holder aside, the line pushed nobody past capacity (admissions due
+                // before the join, while a slot was free, are fine).
+                assert!(
+                    room.active_count() - 1 <= capacity.max(before_active),
+                    "the line was admitted past capacity beside a pass"
+                );
+            } else if room.active_count() > capacity {
                 let reconfigured =
                     step.record.command.room_config().is_some() && outcome_a != Outcome::Duplicate;
                 assert!(

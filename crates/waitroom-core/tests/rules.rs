@@ -1252,3 +1252,206 @@ fn random_then_fifo_keeps_join_order() {
     assert_eq!(t.status(waiting[0]), Status::Active);
     assert_eq!(t.view(waiting[1]).position, Some(0));
 }
+
+// Passes.
+
+fn issue(t: &mut Timeline, ts: u64, passes: &[u8], expires_at_ms: u64) -> Outcome {
+    t.at(
+        ts,
+        Command::IssuePasses {
+            passes: passes.iter().map(|&b| [b; 16]).collect(),
+            expires_at_ms,
+        },
+    )
+}
+
+fn join_with_pass(t: &mut Timeline, ts: u64, n: u128, pass: u8) -> Outcome {
+    t.at(
+        ts,
+        Command::JoinWithPass {
+            session: SessionId::from_u128(n),
+            idempotency_key: None,
+            pass: [pass; 16],
+        },
+    )
+}
+
+/// Nothing observable changed but time: views of `sessions`, counts and the digest at `ts`.
+fn state(t: &Timeline, sessions: &[SessionId]) -> (Vec<Option<SessionView>>, u64, u64) {
+    (
+        sessions.iter().map(|s| t.room.view(s)).collect(),
+        t.room.waiting_count(),
+        t.room.active_count(),
+    )
+}
+
+#[test]
+fn a_pass_admits_at_once_ahead_of_the_line() {
+    let mut t = Timeline::new(config(1));
+    let a = t.join(T0, 1);
+    let b = t.join(T0, 2);
+    assert_eq!(t.status(a), Status::Active);
+    assert_eq!(t.view(b).position, Some(0));
+    let outcome = issue(&mut t, T0 + 1, &[7, 8], T0 + 3600 * SECOND);
+    assert_eq!(outcome, Outcome::PassesIssued { issued: 2 });
+    let session = SessionId::from_u128(3);
+    assert_eq!(
+        join_with_pass(&mut t, T0 + 2, 3, 7),
+        Outcome::Joined { session }
+    );
+    // Admitted at once, past the full room; the line did not move and is served next.
+    assert_eq!(t.status(session), Status::Active);
+    assert_eq!(t.room.active_count(), 2);
+    assert_eq!(t.view(b).position, Some(0));
+    t.complete(T0 + 3, a);
+    assert_eq!(t.status(b), Status::Waiting, "two active, capacity 1");
+    t.complete(T0 + 4, session);
+    assert_eq!(t.status(b), Status::Active);
+}
+
+#[test]
+fn used_expired_and_unknown_passes_are_refused_and_change_nothing() {
+    let mut t = Timeline::new(config(1));
+    let a = t.join(T0, 1);
+    let b = t.join(T0, 2);
+    issue(&mut t, T0, &[7, 8], T0 + 10 * SECOND);
+    assert_eq!(
+        join_with_pass(&mut t, T0 + 1, 3, 7),
+        Outcome::Joined {
+            session: SessionId::from_u128(3)
+        }
+    );
+    let sessions = [a, b, SessionId::from_u128(3), SessionId::from_u128(4)];
+    let before = state(&t, &sessions);
+    let digest_before = t.room.digest();
+    // Used.
+    assert_eq!(
+        join_with_pass(&mut t, T0 + 1, 4, 7),
+        Outcome::Rejected(Rejection::InvalidPass)
+    );
+    // Never issued (a pass of another room is one this room never issued: hashes include the
+    // room id).
+    assert_eq!(
+        join_with_pass(&mut t, T0 + 1, 4, 9),
+        Outcome::Rejected(Rejection::InvalidPass)
+    );
+    assert_eq!(state(&t, &sessions), before);
+    assert_ne!(
+        t.room.digest(),
+        digest_before,
+        "rejected records are remembered"
+    );
+    // Expired: exactly at its expiry, a pass has expired.
+    assert_eq!(
+        join_with_pass(&mut t, T0 + 10 * SECOND, 4, 8),
+        Outcome::Rejected(Rejection::InvalidPass)
+    );
+    assert_eq!(t.room.view(&SessionId::from_u128(4)), None);
+    assert_eq!(t.view(b).position, Some(0));
+}
+
+#[test]
+fn pass_issues_out_of_range_are_refused() {
+    let mut t = Timeline::new(config(1));
+    let month = limits::PASS_LIFETIME_MS_MAX;
+    assert_eq!(
+        issue(&mut t, T0, &[], T0 + SECOND),
+        Outcome::Rejected(Rejection::InvalidPasses)
+    );
+    assert_eq!(
+        issue(&mut t, T0, &[1], T0),
+        Outcome::Rejected(Rejection::InvalidPasses)
+    );
+    assert_eq!(
+        issue(&mut t, T0, &[1], T0 + month + 1),
+        Outcome::Rejected(Rejection::InvalidPasses)
+    );
+    assert_eq!(
+        issue(&mut t, T0, &[1], T0 + month),
+        Outcome::PassesIssued { issued: 1 }
+    );
+    let mut unknown = Timeline::new(config(1));
+    unknown.at(T0, Command::CloseRoom);
+    assert_eq!(
+        issue(&mut unknown, T0, &[1], T0 + SECOND),
+        Outcome::Rejected(Rejection::UnknownRoom)
+    );
+}
+
+#[test]
+fn invite_only_refuses_joins_without_a_pass() {
+    let mut t = method_timeline(1, QueueingMethod::InviteOnly);
+    let refused = t.at(
+        T0,
+        Command::Join {
+            session: SessionId::from_u128(1),
+            idempotency_key: None,
+        },
+    );
+    assert_eq!(refused, Outcome::Rejected(Rejection::PassRequired));
+    assert_eq!(t.room.waiting_count(), 0);
+    issue(&mut t, T0, &[7], T0 + SECOND);
+    assert_eq!(
+        join_with_pass(&mut t, T0, 2, 7),
+        Outcome::Joined {
+            session: SessionId::from_u128(2)
+        }
+    );
+    assert_eq!(t.status(SessionId::from_u128(2)), Status::Active);
+}
+
+#[test]
+fn a_pass_join_replays_by_idempotency_key_and_closing_forgets_passes() {
+    let mut t = Timeline::new(config(1));
+    issue(&mut t, T0, &[7, 8], T0 + 60 * SECOND);
+    let key = IdempotencyKey::new("k").unwrap();
+    let join = |n: u128| Command::JoinWithPass {
+        session: SessionId::from_u128(n),
+        idempotency_key: Some(key.clone()),
+        pass: [7; 16],
+    };
+    assert_eq!(
+        t.at(T0, join(1)),
+        Outcome::Joined {
+            session: SessionId::from_u128(1)
+        }
+    );
+    // A retry with a new session id: the key answers, though the pass is used.
+    assert_eq!(
+        t.at(T0 + 1, join(2)),
+        Outcome::Replayed {
+            session: SessionId::from_u128(1)
+        }
+    );
+    t.at(T0 + 2, Command::CloseRoom);
+    t.at(T0 + 3, Command::configure(config(1), SEED));
+    assert_eq!(
+        join_with_pass(&mut t, T0 + 4, 3, 8),
+        Outcome::Rejected(Rejection::InvalidPass)
+    );
+}
+
+#[test]
+fn passes_survive_a_snapshot_and_change_the_digest() {
+    let mut t = Timeline::new(config(1));
+    let plain = t.room.encode_snapshot();
+    assert_eq!(plain[4], 2, "a room without passes is written as before");
+    issue(&mut t, T0 + 1, &[7, 8], T0 + 60 * SECOND);
+    let bytes = t.room.encode_snapshot();
+    assert_eq!(bytes[4], SNAPSHOT_FORMAT_VERSION);
+    let restored = Room::restore_snapshot(&bytes).expect("a room's own snapshot");
+    assert_eq!(restored.digest(), t.room.digest());
+    let mut r = Timeline {
+        room: restored,
+        next_id: 1000,
+    };
+    assert_eq!(
+        join_with_pass(&mut r, T0 + 2, 3, 8),
+        Outcome::Joined {
+            session: SessionId::from_u128(3)
+        }
+    );
+    // Once the passes expire, the room is written as before passes again.
+    t.at(T0 + 60 * SECOND, Command::Tick);
+    assert_eq!(t.room.encode_snapshot()[4], 2);
+}

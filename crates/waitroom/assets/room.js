@@ -21,6 +21,12 @@
   /** `?preview` (the operator's console links to it): the page shows how a place in line looks,
    *  with example figures, and sends nothing: no join, no heartbeat, nothing stored. */
   const PREVIEW = new URLSearchParams(window.location.search).has("preview");
+  /** `?pass=<code>`: a pass the operator handed out (docs/api.md#passes); the join carries it, and
+   * a valid one is admitted at once. Anything but 1 to 64 characters is ignored. */
+  const PASS = (() => {
+    const pass = new URLSearchParams(window.location.search).get("pass");
+    return pass !== null && pass.length >= 1 && pass.length <= 64 ? pass : null;
+  })();
   /** The example place shown in a preview. */
   const PREVIEW_VIEW = { position: 41, waitingCount: 120, estimatedWaitSeconds: 540, heartbeatIntervalSeconds: 10 };
   /** Query parameter that carries the admission token to the protected service. */
@@ -293,7 +299,7 @@
   const api = {
     join: (room, idempotencyKey) =>
       request("POST", SESSIONS_PATH, {
-        body: { roomId: room },
+        body: PASS === null ? { roomId: room } : { roomId: room, pass: PASS },
         headers: { "Idempotency-Key": idempotencyKey },
       }),
     get: (id) => request("GET", sessionPath(id)),

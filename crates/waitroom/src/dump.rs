@@ -216,6 +216,20 @@ pub fn record_line(entry: &Entry, record: &Record) -> Value {
             },
         }),
         Command::Evict { session } => json!({ "session": session_text(room, *session) }),
+        // Pass hashes are shown by count only: they identify passes, and say nothing useful.
+        Command::JoinWithPass {
+            session,
+            idempotency_key,
+            ..
+        } => json!({
+            "session": session_text(room, *session),
+            "idempotencyKey": idempotency_key.as_ref().map(|key| key.as_str()),
+            "pass": true,
+        }),
+        Command::IssuePasses {
+            passes,
+            expires_at_ms,
+        } => json!({ "passes": passes.len(), "expiresAtMs": expires_at_ms }),
         // The draw seed, secret, is left out (see the module documentation).
         Command::ConfigureRoom(config) | Command::ConfigureRoomSeeded { config, .. } => {
             json!({ "config": config })

@@ -949,7 +949,7 @@ async fn queueing_methods_over_http() {
         let detail = problem["detail"].as_str().unwrap();
         assert!(
             detail
-                .contains(r#"queueingMethod must be "fifo", "random", "passthrough" or "reject""#),
+                .contains(r#"queueingMethod must be "fifo", "random", "passthrough", "reject" or "inviteOnly""#),
             "{bad}: {problem}"
         );
     }
@@ -1062,5 +1062,207 @@ async fn queueing_methods_over_http() {
         "tokens are still issued"
     );
     assert_eq!(server.room("q").await["stats"]["activeCount"], 6);
+    server.stop().await;
+}
+
+/// Passes: `POST …/rooms/{id}/passes` answers the codes once; a join with one is admitted at
+/// once past a full room and uses it; a used, unknown, or other room's pass is a `403`
+/// `pass-invalid` that changes nothing; an `inviteOnly` room refuses joins without a pass
+/// (`403` `pass-required`); a keyed join with a pass replays; every error of the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_over_http() {
+    let server = TestServer::start().await;
+    let issue = |room: &str, body: Value| {
+        server
+            .client
+            .post(server.url(&format!("/api/waiting-room/rooms/{room}/passes")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+    };
+    let join = |room: &str, pass: &str| {
+        server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .json(&json!({ "roomId": room, "pass": pass }))
+    };
+    server.put_room("p", json!({ "capacity": 1 })).await;
+    server.put_room("other", json!({ "capacity": 1 })).await;
+    let (_, first) = server.join("p").await;
+    assert_eq!(first["status"], "ACTIVE");
+    let (_, second) = server.join("p").await;
+    assert_eq!(second["position"], 0);
+
+    let response = issue("p", json!({ "count": 3, "expiresInSeconds": 3600 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["roomId"], "p");
+    let codes: Vec<String> = body["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(codes.len(), 3);
+    assert!(codes.iter().all(|c| c.len() == 22));
+    let expires = body["expiresAt"].as_str().unwrap();
+    assert!(expires.ends_with('Z'), "{expires}");
+
+    // Admitted at once, past the full room; the line is untouched.
+    let response = join("p", &codes[0]).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(view["status"], "ACTIVE", "{view}");
+    assert!(view["admissionToken"].is_string());
+    let (_, still) = server.session(&id(&second)).await;
+    assert_eq!(still["position"], 0);
+    let room = server.room("p").await;
+    assert_eq!(room["stats"]["activeCount"], 2);
+
+    // Used, unknown, another room's: 403 pass-invalid, and nothing changes.
+    for (room, pass) in [
+        ("p", codes[0].as_str()),
+        ("p", "not-a-pass"),
+        ("other", codes[1].as_str()),
+    ] {
+        let problem = assert_problem(join(room, pass).send().await.unwrap(), 403).await;
+        assert_eq!(
+            problem["type"],
+            "https://waitroom.dev/problems/pass-invalid"
+        );
+    }
+    let room = server.room("p").await;
+    assert_eq!(
+        (
+            room["stats"]["activeCount"].as_u64(),
+            room["stats"]["waitingCount"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    // A malformed pass: 400.
+    let problem = assert_problem(join("p", "").send().await.unwrap(), 400).await;
+    assert!(problem["detail"].as_str().unwrap().contains("pass"));
+
+    // A keyed join with a pass replays, though the pass is used.
+    let keyed = || {
+        server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .header("idempotency-key", "pass-key")
+            .json(&json!({ "roomId": "p", "pass": codes[1] }))
+    };
+    let response = keyed().send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let response = keyed().send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let replayed: Value = response.json().await.unwrap();
+    assert_eq!(id(&replayed), id(&created));
+
+    // Invite-only: no join without a pass; with one, admitted.
+    let body = server
+        .put_room(
+            "p",
+            json!({ "capacity": 1, "queueingMethod": "inviteOnly" }),
+        )
+        .await;
+    assert_eq!(body["config"]["queueingMethod"], "inviteOnly");
+    let response = server
+        .client
+        .post(server.url("/api/waiting-room/sessions"))
+        .json(&json!({ "roomId": "p" }))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, 403).await;
+    assert_eq!(
+        problem["type"],
+        "https://waitroom.dev/problems/pass-required"
+    );
+    let response = join("p", &codes[2]).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+
+    // The endpoint's errors.
+    let problem = assert_problem(
+        issue("p", json!({ "count": 0, "expiresInSeconds": 60 }))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(problem["detail"].as_str().unwrap().contains("count"));
+    for body in [
+        json!({ "count": 10001, "expiresInSeconds": 60 }),
+        json!({ "count": 1, "expiresInSeconds": 0 }),
+        json!({ "count": 1, "expiresInSeconds": 2592001 }),
+        json!({ "count": 1 }),
+        json!({ "count": 1, "expiresInSeconds": 60, "extra": 1 }),
+    ] {
+        assert_problem(issue("p", body).send().await.unwrap(), 400).await;
+    }
+    assert_problem(
+        issue("nope", json!({ "count": 1, "expiresInSeconds": 60 }))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    assert_problem(
+        issue("bad room!", json!({ "count": 1, "expiresInSeconds": 60 }))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    let response = server
+        .client
+        .post(server.url("/api/waiting-room/rooms/p/passes"))
+        .json(&json!({ "count": 1, "expiresInSeconds": 60 }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 401).await;
+    let response = server
+        .client
+        .get(server.url("/api/waiting-room/rooms/p/passes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 405).await;
+    let response = server
+        .client
+        .post(server.url("/api/waiting-room/rooms/p/passes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("count=1")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 415).await;
+    // Up to the room's limit, then 409 too-many-passes.
+    for _ in 0..10 {
+        let response = issue("p", json!({ "count": 10000, "expiresInSeconds": 60 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let problem = assert_problem(
+        issue("p", json!({ "count": 1, "expiresInSeconds": 60 }))
+            .send()
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    assert_eq!(
+        problem["type"],
+        "https://waitroom.dev/problems/too-many-passes"
+    );
     server.stop().await;
 }

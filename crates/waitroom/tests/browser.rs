@@ -392,6 +392,45 @@ async fn the_prequeue_then_a_turn_without_a_target() {
     .await;
 }
 
+/// `?pass=<code>`: the page's join carries the pass, and a valid one is admitted at once, past a
+/// full room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_in_the_link_is_admitted_at_once() {
+    with_browser(|browser| async move {
+        let server = TestServer::start().await;
+        let room = "browser-pass";
+        server.put_room(room, room_config(1, None, None)).await;
+        let (status, first) = server.join(room).await;
+        assert_eq!((status, first["status"].as_str()), (201, Some("ACTIVE")));
+        let issued: Value = server
+            .client
+            .post(server.url(&format!("/api/waiting-room/rooms/{room}/passes")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "count": 1, "expiresInSeconds": 600 }))
+            .send()
+            .await
+            .expect("POST passes")
+            .json()
+            .await
+            .expect("passes body");
+        let code = issued["passes"][0].as_str().expect("a code").to_string();
+        browser
+            .goto(&server.url(&format!("/room/{room}?pass={code}")))
+            .await;
+        browser.wait_for_state("active").await;
+        let stats = &server.room(room).await["stats"];
+        assert_eq!(
+            (
+                stats["activeCount"].as_u64(),
+                stats["waitingCount"].as_u64()
+            ),
+            (Some(2), Some(0))
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
 /// `?preview` (the console's link): the page shows an example place in line and says it is a
 /// preview, and joins nothing, stores nothing, sends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -385,6 +385,42 @@ async fn an_operator_watches_and_steers_a_sale_from_the_console() {
             json!("fifo")
         );
 
+        // Issue passes: the codes are shown once, with a copy button and a download; each is
+        // this room's (another room refuses it, and nothing changes there).
+        type_into(&browser, "passes-count", "3").await;
+        type_into(&browser, "passes-hours", "2").await;
+        browser.click("issue-passes").await;
+        browser
+            .wait_for("the codes", "return !document.getElementById('passes-result').hidden;")
+            .await;
+        let message = browser.text("passes-message").await;
+        assert!(message.starts_with(&format!("Issued 3 passes for {SALE}")), "{message}");
+        let codes = browser
+            .js("return document.getElementById('passes-codes').value;")
+            .await
+            .expect("the codes");
+        let codes: Vec<String> = codes
+            .as_str()
+            .expect("text")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(codes.len(), 3, "{codes:?}");
+        assert!(codes.iter().all(|c| c.len() == 22), "{codes:?}");
+        let download = browser
+            .js("return document.getElementById('passes-download').getAttribute('href');")
+            .await
+            .expect("the download");
+        assert!(download.as_str().expect("href").starts_with("blob:"), "{download}");
+        let foreign = server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .json(&json!({ "roomId": OTHER, "pass": codes[0] }))
+            .send()
+            .await
+            .expect("POST join");
+        assert_eq!(foreign.status(), 403);
+
         // The charts of the last hour: a line per series, drawn from the samples of this tab.
         let charts = format!(
             "const ready = (id, lines) => Number(document.getElementById(id).dataset.samples) >= {CHART_SAMPLES_MIN}

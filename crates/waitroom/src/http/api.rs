@@ -160,6 +160,13 @@ pub struct JoinRequest {
         max_length = 64
     )]
     pub room_id: String,
+    /// A pass issued for this room (`POST /api/waiting-room/rooms/{roomId}/passes`): the
+    /// session is admitted at once, ahead of the line and even when the room is full, paused,
+    /// not open yet or `reject`; the pass is then used. An unknown, used or expired pass, or one
+    /// of another room, is a `403` (type `pass-invalid`) and changes nothing.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, example = "Jd0XzqX3b0m0YgK1W2aA8Q")]
+    pub pass: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -430,8 +437,9 @@ fn queueing_method<'de, D: serde::Deserializer<'de>>(
         Some("random") => Ok(QueueingMethodBody::Random),
         Some("passthrough") => Ok(QueueingMethodBody::Passthrough),
         Some("reject") => Ok(QueueingMethodBody::Reject),
+        Some("inviteOnly") => Ok(QueueingMethodBody::InviteOnly),
         _ => Err(serde::de::Error::custom(format!(
-            "queueingMethod must be \"fifo\", \"random\", \"passthrough\" or \"reject\", not {value}"
+            "queueingMethod must be \"fifo\", \"random\", \"passthrough\", \"reject\" or \"inviteOnly\", not {value}"
         ))),
     }
 }
@@ -446,17 +454,21 @@ fn queueing_method<'de, D: serde::Deserializer<'de>>(
 ///   (a pause and `opensAt` still do); the room still counts sessions and issues tokens.
 /// - `reject`: joins are refused (`403`, type `joins-refused`); sessions already in the room
 ///   carry on, people already waiting are admitted first come, first served.
+/// - `inviteOnly`: a join without a `pass` is refused (`403`, type `pass-required`); a join with
+///   a valid pass is admitted at once (as in every room), so nobody waits; people already waiting
+///   are admitted first come, first served.
 ///
 /// A change applies at once: to `passthrough` admits everyone waiting; from `random` to `fifo`
 /// keeps join order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "camelCase")]
 pub enum QueueingMethodBody {
     #[default]
     Fifo,
     Random,
     Passthrough,
     Reject,
+    InviteOnly,
 }
 
 impl From<QueueingMethodBody> for QueueingMethod {
@@ -466,6 +478,7 @@ impl From<QueueingMethodBody> for QueueingMethod {
             QueueingMethodBody::Random => QueueingMethod::Random,
             QueueingMethodBody::Passthrough => QueueingMethod::Passthrough,
             QueueingMethodBody::Reject => QueueingMethod::Reject,
+            QueueingMethodBody::InviteOnly => QueueingMethod::InviteOnly,
         }
     }
 }
@@ -477,6 +490,7 @@ impl From<QueueingMethod> for QueueingMethodBody {
             QueueingMethod::Random => QueueingMethodBody::Random,
             QueueingMethod::Passthrough => QueueingMethodBody::Passthrough,
             QueueingMethod::Reject => QueueingMethodBody::Reject,
+            QueueingMethod::InviteOnly => QueueingMethodBody::InviteOnly,
         }
     }
 }

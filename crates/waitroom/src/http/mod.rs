@@ -6,6 +6,7 @@
 //! - `problem`: errors as `application/problem+json`.
 //! - `sessions`: client endpoints (join, status, heartbeat, leave, complete) and evict.
 //! - `rooms`: admin endpoints.
+//! - `passes`: issuing passes (admin), their codes and hashes.
 //! - `ops`: health, readiness, metrics, JWKS, OpenAPI.
 //! - `page`: the waiting page and its assets.
 //! - `console`: the operator's console (`GET /admin`).
@@ -19,6 +20,7 @@ mod limits;
 mod openapi;
 mod ops;
 mod page;
+mod passes;
 pub mod problem;
 mod rooms;
 mod sessions;
@@ -82,6 +84,10 @@ pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
         .route(
             "/api/waiting-room/rooms/{room_id}",
             put(rooms::put).get(rooms::get).delete(rooms::close),
+        )
+        .route(
+            "/api/waiting-room/rooms/{room_id}/passes",
+            post(passes::issue),
         )
         .route("/api/waiting-room/openapi.json", get(openapi::document))
         .route("/.well-known/jwks.json", get(ops::jwks))

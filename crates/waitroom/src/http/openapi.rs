@@ -8,7 +8,7 @@ use http::header;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{api, console, ops, page, problem, rooms, sessions};
+use super::{api, console, ops, page, passes, problem, rooms, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +16,7 @@ use super::{api, console, ops, page, problem, rooms, sessions};
     paths(
         sessions::join, sessions::get_session, sessions::leave, sessions::heartbeat,
         sessions::complete, sessions::evict,
-        rooms::put, rooms::get, rooms::list, rooms::close,
+        rooms::put, rooms::get, rooms::list, rooms::close, passes::issue,
         ops::healthz, ops::readyz, ops::metrics, ops::jwks, page::room_page,
         console::console_page,
     ),
@@ -24,6 +24,7 @@ use super::{api, console, ops, page, problem, rooms, sessions};
         api::JoinRequest, api::SessionBody, api::StatusBody, api::ExpiredReasonBody,
         api::RoomConfigBody, api::RoomBody, api::RoomStatsBody, api::ExpiredTotalBody,
         api::RoomListBody, api::QueueingMethodBody, problem::ProblemBody,
+        passes::IssuePassesRequest, passes::PassesBody,
     )),
     modifiers(&Security),
 )]
@@ -137,10 +138,10 @@ mod tests {
                 "{field}"
             );
         }
-        // The queueing methods: the four, `fifo` the default.
+        // The queueing methods: the five, `fifo` the default.
         assert_eq!(
             schemas["QueueingMethodBody"]["enum"],
-            serde_json::json!(["fifo", "random", "passthrough", "reject"])
+            serde_json::json!(["fifo", "random", "passthrough", "reject", "inviteOnly"])
         );
         assert_eq!(
             config["queueingMethod"]["$ref"],
@@ -148,7 +149,7 @@ mod tests {
         );
         assert_eq!(
             waitroom_core::QueueingMethod::ALL.map(|m| m.as_str()),
-            ["fifo", "random", "passthrough", "reject"]
+            ["fifo", "random", "passthrough", "reject", "inviteOnly"]
         );
         let max_length = |schema: &Value| schema["maxLength"].as_u64().map(|n| n as usize);
         assert_eq!(

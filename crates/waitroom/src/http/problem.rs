@@ -110,6 +110,26 @@ impl Problem {
         )
     }
 
+    /// A join without a pass in an invite-only room (`queueingMethod` `inviteOnly`).
+    pub fn pass_required(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "pass-required",
+            "This waiting room is invite-only",
+            detail,
+        )
+    }
+
+    /// A join with a pass the room does not hold: never issued for it, used, or expired.
+    pub fn pass_invalid(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "pass-invalid",
+            "The pass is not valid",
+            detail,
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

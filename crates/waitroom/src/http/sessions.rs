@@ -16,6 +16,7 @@ use waitroom_core::{
 };
 
 use super::api::{JoinRequest, SessionBody};
+use super::passes::pass_hash;
 use super::problem::{PROBLEM_JSON, Problem, ProblemBody};
 use super::{AppState, bearer, json_body, require_admin};
 use crate::connections::PeerAddr;
@@ -153,7 +154,7 @@ fn last_forwarded_ip(headers: &HeaderMap, name: &http::HeaderName) -> Option<IpA
                 ("leave" = (operation_id = "leave", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
             )),
         (status = 400, description = "Malformed body, room id or key", body = ProblemBody, content_type = PROBLEM_JSON),
-        (status = 403, description = "The room refuses joins (`queueingMethod` `reject`; type `joins-refused`, no `Retry-After`)", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 403, description = "The room refuses joins (`queueingMethod` `reject`; type `joins-refused`, no `Retry-After`), is invite-only and the join has no pass (type `pass-required`), or the pass is unknown, used, expired or another room's (type `pass-invalid`)", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 404, description = "Unknown room", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 405, description = "A method other than POST", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
         (status = 413, description = "Body over 4 KiB", body = ProblemBody, content_type = PROBLEM_JSON),
@@ -169,6 +170,10 @@ pub(crate) async fn join(
     body: Body,
 ) -> Result<Response, Problem> {
     let request: JoinRequest = json_body(&headers, body).await?;
+    let pass = request.pass;
+    if pass.as_ref().is_some_and(|p| p.is_empty() || p.len() > 64) {
+        return Err(Problem::bad_request("pass: 1 to 64 characters"));
+    }
     let room_id =
         RoomId::new(request.room_id).map_err(|e| Problem::bad_request(format!("roomId: {e}")))?;
     let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
@@ -224,13 +229,17 @@ pub(crate) async fn join(
                 view,
             ));
         }
-        if room
-            .config()
-            .is_some_and(|c| c.queueing_method == QueueingMethod::Reject)
-        {
+        // A pass is checked by the state machine alone (it may be used by a record not yet
+        // applied here); a join without one is refused from memory when the room says so.
+        let method = room.config().map(|c| c.queueing_method);
+        if pass.is_none() && method == Some(QueueingMethod::Reject) {
             return Err(joins_refused(&room_id));
         }
-        if let Some(max) = room.config().and_then(|c| c.max_waiting)
+        if pass.is_none() && method == Some(QueueingMethod::InviteOnly) {
+            return Err(pass_required(&room_id));
+        }
+        if pass.is_none()
+            && let Some(max) = room.config().and_then(|c| c.max_waiting)
             && room.waiting_count() >= u64::from(max)
         {
             return Err(Problem::room_full(format!(
@@ -240,9 +249,16 @@ pub(crate) async fn join(
     }
     let id = PublicSessionId::generate(&room_id);
     let keyed = key.is_some();
-    let command = Command::Join {
-        session: id.session,
-        idempotency_key: key,
+    let command = match &pass {
+        None => Command::Join {
+            session: id.session,
+            idempotency_key: key,
+        },
+        Some(code) => Command::JoinWithPass {
+            session: id.session,
+            idempotency_key: key,
+            pass: pass_hash(&room_id, code),
+        },
     };
     match state.node.write(&room_id, command).await {
         Ok(Outcome::Joined { .. }) => Ok(current(&state, &cell, &id, StatusCode::CREATED)),
@@ -255,6 +271,10 @@ pub(crate) async fn join(
             Err(Problem::room_full(format!("room {room_id} is full")))
         }
         Ok(Outcome::Rejected(Rejection::JoinsRefused)) => Err(joins_refused(&room_id)),
+        Ok(Outcome::Rejected(Rejection::PassRequired)) => Err(pass_required(&room_id)),
+        Ok(Outcome::Rejected(Rejection::InvalidPass)) => Err(Problem::pass_invalid(format!(
+            "the pass is not one room {room_id} holds: never issued for it, already used, or expired"
+        ))),
         Ok(other) => {
             tracing::error!(outcome = ?other, "unexpected outcome of a join");
             Err(Problem::internal())
@@ -269,6 +289,13 @@ pub(crate) async fn join(
             Err(error.into())
         }
     }
+}
+
+/// The answer to a join without a pass while the room is `inviteOnly`.
+fn pass_required(room_id: &RoomId) -> Problem {
+    Problem::pass_required(format!(
+        "room {room_id} is invite-only: join with a pass (\"pass\" in the body)"
+    ))
 }
 
 /// The answer to a join while the room's queueing method is `reject`.

@@ -159,6 +159,7 @@
       return { text: 'Pre-queue', kind: 'prequeue' };
     }
     if (room.config.queueingMethod === 'reject') return { text: 'Refusing joins', kind: 'paused' };
+    if (room.config.queueingMethod === 'inviteOnly') return { text: 'Invite-only', kind: 'paused' };
     if (room.config.queueingMethod === 'passthrough') return { text: 'Passthrough', kind: 'open' };
     if (room.stats.activeCount >= room.config.capacity) return { text: 'Full', kind: 'full' };
     return { text: 'Admitting', kind: 'open' };
@@ -534,6 +535,64 @@
     }
   }
 
+  // Passes: the codes are in the answer only (the node keeps their hashes), so they are shown
+  // once, here, with a copy button and a download; nothing keeps them after this page.
+  let passesUrl = null;
+
+  function clearPasses() {
+    $('passes-codes').value = '';
+    $('passes-result').hidden = true;
+    if (passesUrl) URL.revokeObjectURL(passesUrl);
+    passesUrl = null;
+  }
+
+  async function issuePasses(event) {
+    event.preventDefault();
+    const id = currentRoom();
+    message('passes-message', '');
+    clearPasses();
+    const count = Number($('passes-count').value);
+    const hours = Number($('passes-hours').value);
+    if (!Number.isInteger(count) || count < 1 || count > 10000) {
+      message('passes-message', 'How many: a whole number from 1 to 10,000.', 'error');
+      return;
+    }
+    if (!Number.isInteger(hours) || hours < 1 || hours > 720) {
+      message('passes-message', 'Valid for: a whole number of hours from 1 to 720.', 'error');
+      return;
+    }
+    const button = $('issue-passes');
+    button.disabled = true;
+    try {
+      const body = await api('POST', `/rooms/${encodeURIComponent(id)}/passes`, {
+        count,
+        expiresInSeconds: hours * 3600,
+      });
+      const text = body.passes.join('\n') + '\n';
+      $('passes-codes').value = text;
+      passesUrl = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
+      $('passes-download').href = passesUrl;
+      $('passes-download').download = `passes-${id}.txt`;
+      $('passes-result').hidden = false;
+      message('passes-message', `Issued ${body.passes.length} passes for ${id}, valid until ${body.expiresAt}. They are not shown again.`, 'ok');
+    } catch (e) {
+      failed('passes-message', e, 'No passes issued');
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function copyPasses() {
+    const codes = $('passes-codes');
+    try {
+      await navigator.clipboard.writeText(codes.value);
+      message('passes-message', 'Copied.', 'ok');
+    } catch (e) {
+      codes.select();
+      message('passes-message', 'Select the codes and copy them (the browser refused the clipboard).', 'error');
+    }
+  }
+
   function openClose() {
     const id = currentRoom();
     const room = id && rooms.get(id);
@@ -739,6 +798,9 @@
     });
     $('pause').addEventListener('click', togglePause);
     $('evict-form').addEventListener('submit', evict);
+    $('passes-form').addEventListener('submit', issuePasses);
+    $('passes-copy').addEventListener('click', copyPasses);
+    window.addEventListener('hashchange', clearPasses);
     $('close-room').addEventListener('click', openClose);
     $('close-cancel').addEventListener('click', () => $('close-dialog').close());
     $('close-confirm-input').addEventListener('input', () => {
