@@ -1109,6 +1109,18 @@ async fn passes_over_http() {
     assert!(codes.iter().all(|c| c.len() == 22));
     let expires = body["expiresAt"].as_str().unwrap();
     assert!(expires.ends_with('Z'), "{expires}");
+    // JSON has one kind of number: 1.0 and 60.0 are the integers 1 and 60 (JSON Schema's
+    // `integer`); a fraction is a 400.
+    let response = issue("other", json!({ "count": 1.0, "expiresInSeconds": 60.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let response = issue("other", json!({ "count": 1, "expiresInSeconds": 60.5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
 
     // Admitted at once, past the full room; the line is untouched.
     let response = join("p", &codes[0]).send().await.unwrap();

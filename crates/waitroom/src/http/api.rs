@@ -497,7 +497,7 @@ impl From<QueueingMethod> for QueueingMethodBody {
 
 /// Integers of a JSON body: JSON has one kind of number, so `60.0` (or `6e1`) is the integer 60
 /// as JSON Schema's `integer` says; a fraction or a value out of range is refused.
-mod integral {
+pub(crate) mod integral {
     use serde::Deserializer;
     use serde::de::{Error, Unexpected, Visitor};
 
@@ -527,7 +527,7 @@ mod integral {
         }
     }
 
-    pub(super) fn u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    pub(crate) fn u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
         deserializer.deserialize_u32(U32)
     }
 

@@ -66,9 +66,11 @@ pub fn pass_hash(room: &RoomId, code: &str) -> PassHash {
 pub struct IssuePassesRequest {
     /// How many passes: 1..=10000.
     #[schema(minimum = 1, maximum = 10000, example = 20)]
+    #[serde(deserialize_with = "super::api::integral::u32")]
     pub count: u32,
     /// Each pass is valid for this long: 1..=2592000 (30 days).
     #[schema(minimum = 1, maximum = 2592000, example = 86400)]
+    #[serde(deserialize_with = "super::api::integral::u32")]
     pub expires_in_seconds: u32,
 }
 
