@@ -46,6 +46,9 @@ pub const INITDB_WAIT: Duration = Duration::from_secs(120);
 /// Longest a server may take to stop after SIGINT (a fast shutdown: sessions are ended and a
 /// checkpoint is written) before it and its backends are killed.
 pub const STOP_WAIT: Duration = Duration::from_secs(30);
+/// Starts after a crash ([`PostgresServer::start_again`]) while a killed backend still held the
+/// shared memory.
+const START_AGAIN_ATTEMPTS_MAX: u32 = 5;
 
 /// Connections the server takes (PostgreSQL's default is 100): several tests share one server,
 /// each with a pool of its own.
@@ -320,8 +323,17 @@ impl PostgresServer {
         if let Some(mut child) = self.child.take() {
             // The server leads its process group (`process_group(0)`), and its backends are in it.
             // An error only says they have all exited already.
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let group = Pid::from_raw(child.id() as i32);
+            let _ = killpg(group, Signal::SIGKILL);
             let _ = child.wait();
+            // The backends die with the server but are not its to wait for; one still exiting
+            // keeps the cluster's shared memory attached, and a server started meanwhile refuses
+            // to start ("pre-existing shared memory block is still in use"). Wait until the
+            // group is gone (signal 0 finds nobody), within STOP_WAIT.
+            let deadline = Instant::now() + STOP_WAIT;
+            while killpg(group, None).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -359,7 +371,21 @@ impl PostgresServer {
     /// As [`PostgresServer::start`].
     pub fn start_again(&mut self) -> Result<(), String> {
         self.kill_9();
-        self.spawn()
+        // A killed backend may hold the shared memory a little longer than the group shows
+        // (a zombie's exit): the server refuses to start then, and is started again.
+        let mut attempt = 1;
+        loop {
+            match self.spawn() {
+                Err(why)
+                    if why.contains("pre-existing shared memory block")
+                        && attempt < START_AGAIN_ATTEMPTS_MAX =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                started => return started,
+            }
+        }
     }
 
     /// Leaves the server running after this handle is gone (for `waitroom-servers`, whose
