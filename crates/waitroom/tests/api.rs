@@ -1122,6 +1122,13 @@ async fn passes_over_http() {
         .unwrap();
     assert_eq!(response.status(), 400);
 
+    // 64 characters of more than one byte each are a well-formed pass (the document counts
+    // characters), just not a known one.
+    let response = join("p", &"é".repeat(64)).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    let response = join("p", &"é".repeat(65)).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+
     // Admitted at once, past the full room; the line is untouched.
     let response = join("p", &codes[0]).send().await.unwrap();
     assert_eq!(response.status(), 201);

@@ -171,7 +171,12 @@ pub(crate) async fn join(
 ) -> Result<Response, Problem> {
     let request: JoinRequest = json_body(&headers, body).await?;
     let pass = request.pass;
-    if pass.as_ref().is_some_and(|p| p.is_empty() || p.len() > 64) {
+    // Characters, as the document's maxLength counts them (not bytes): any such text is a
+    // well-formed pass, known or not.
+    if pass
+        .as_ref()
+        .is_some_and(|p| p.is_empty() || p.chars().count() > 64)
+    {
         return Err(Problem::bad_request("pass: 1 to 64 characters"));
     }
     let room_id =
