@@ -92,6 +92,7 @@ impl Fixture {
                 join_rate_limit: JoinRateLimit::new(1_000_000, 1_000_000),
                 client_ip_header: Some(HeaderName::from_static("x-forwarded-for")),
                 registry: node.metrics_registry(),
+                held_reads: tokio::sync::Semaphore::new(waitroom::limits::HELD_READS_MAX),
             });
             (router(state), tasks)
         });
