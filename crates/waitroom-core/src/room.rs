@@ -1212,6 +1212,7 @@ impl Room {
                 .map_or(0, |joined| self.now_ms.saturating_sub(joined) / 1000),
             newcomer_wait_seconds: self.newcomer_wait_seconds(),
             remembered_ended_count: u64::from(self.ended.len),
+            passes_outstanding: self.passes.len() as u64,
         }
     }
 

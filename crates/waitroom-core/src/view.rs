@@ -125,6 +125,8 @@ pub struct RoomStats {
     pub newcomer_wait_seconds: Option<u64>,
     /// Ended sessions still remembered (answering GETs with their reason).
     pub remembered_ended_count: u64,
+    /// Passes issued for the room and neither used nor expired.
+    pub passes_outstanding: u64,
 }
 
 /// What applying one record did.

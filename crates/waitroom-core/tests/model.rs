@@ -696,6 +696,7 @@ impl Model {
                 .iter()
                 .filter(|s| matches!(s.state, MState::Ended(_)))
                 .count() as u64,
+            passes_outstanding: self.passes.len() as u64,
         }
     }
 }

@@ -1107,6 +1107,7 @@ async fn passes_over_http() {
         .collect();
     assert_eq!(codes.len(), 3);
     assert!(codes.iter().all(|c| c.len() == 22));
+    assert_eq!(server.room("p").await["stats"]["passesOutstanding"], 3);
     let expires = body["expiresAt"].as_str().unwrap();
     assert!(expires.ends_with('Z'), "{expires}");
     // JSON has one kind of number: 1.0 and 60.0 are the integers 1 and 60 (JSON Schema's
@@ -1139,6 +1140,7 @@ async fn passes_over_http() {
     assert_eq!(still["position"], 0);
     let room = server.room("p").await;
     assert_eq!(room["stats"]["activeCount"], 2);
+    assert_eq!(room["stats"]["passesOutstanding"], 2, "the pass was used");
 
     // Used, unknown, another room's: 403 pass-invalid, and nothing changes.
     for (room, pass) in [

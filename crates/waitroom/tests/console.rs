@@ -420,6 +420,8 @@ async fn an_operator_watches_and_steers_a_sale_from_the_console() {
             .await
             .expect("POST join");
         assert_eq!(foreign.status(), 403);
+        // The room's figures count them until they are used.
+        browser.wait_for_text("fig-passes", "3").await;
 
         // The charts of the last hour: a line per series, drawn from the samples of this tab.
         let charts = format!(

@@ -635,6 +635,8 @@ pub struct RoomStatsBody {
     /// The estimated wait of someone joining now (0: admitted at once); `null` when no estimate
     /// is possible (paused, before opening, a full room with no slot freed lately).
     pub newcomer_wait_seconds: Option<u64>,
+    /// Passes issued for the room (`POST …/rooms/{roomId}/passes`) and neither used nor expired.
+    pub passes_outstanding: u64,
 }
 
 impl From<&RoomStats> for RoomStatsBody {
@@ -654,6 +656,7 @@ impl From<&RoomStats> for RoomStatsBody {
             admissions_per_minute: s.admissions_per_minute,
             oldest_waiting_seconds: s.oldest_waiting_seconds,
             newcomer_wait_seconds: s.newcomer_wait_seconds,
+            passes_outstanding: s.passes_outstanding,
         }
     }
 }

@@ -347,6 +347,7 @@
     setText('fig-apm', fmt(stats.admissionsPerMinute));
     setText('fig-oldest', duration(stats.oldestWaitingSeconds));
     setText('fig-newcomer', duration(stats.newcomerWaitSeconds));
+    setText('fig-passes', fmt(stats.passesOutstanding));
     setText('fig-admitted', fmt(stats.admittedTotal));
     setText('fig-expired', expiredText(stats, REASONS));
     setText('pause', config.paused ? 'Resume admissions' : 'Pause admissions');
