@@ -19,6 +19,11 @@
 # status and its rate, the Redis commands executed during the run (INFO commandstats, before and
 # after) and the node's head reads of the log (waitroom_log_head_reads_total).
 #
+# The flooder stands for a client on another machine: on a machine of two cores or more it runs on
+# a core of its own (the last), and everything else (Redis, the node, the crowd) on the others, so
+# that what the flood costs legitimate users is the node's work for it, not the flooder's own CPU
+# (PIN=0: no pinning, as in bench/results/2026-12-06/flood).
+#
 #   bench/flood.sh                                    # 100 000 per flood, 5 000 users, 60 s runs
 #   FLOOD=20000 USERS=1000 RUN_SECONDS=30 bench/flood.sh
 #   OUT=dir bench/flood.sh                            # also keep the load tool's reports in dir
@@ -37,6 +42,15 @@ CAPACITY="${CAPACITY:-50}"
 SEED="${SEED:-1}"
 out="${OUT:-$bench_scratch/flood}"
 mkdir -p "$out"
+flood_pin=()
+pinning="none (PIN=0 or one core)"
+if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  last_cpu=$(( $(nproc) - 1 ))
+  # This shell and everything it starts from here on inherit the first cores.
+  taskset -pc "0-$(( last_cpu - 1 ))" $$ >/dev/null
+  flood_pin=(taskset -c "$last_cpu")
+  pinning="the flooder on CPU $last_cpu; Redis, the node and the crowd on CPUs 0-$(( last_cpu - 1 ))"
+fi
 
 bench_build --bin waitroom
 bench_build_servers
@@ -66,6 +80,7 @@ echo "#   --capacity $CAPACITY --hold-seconds 5..30 --poll-interval-ms 2000"
 echo "#   --heartbeat-interval-seconds 10 --duration-max-seconds $RUN_SECONDS --seed $SEED"
 echo "# flood: $FLOOD requests over $CONNECTIONS keep-alive connections, from X-Forwarded-For"
 echo "#   203.0.113.7, starting $FLOOD_AFTER s into the crowd's run"
+echo "# pinning: $pinning"
 echo "# load average at start: $(bench_loadavg)"
 echo "# busiest processes at start (top, over one second: %CPU, command):"
 top -b -n 2 -d 1 -o %CPU | awk '/^top -/ {n++} n == 2 && /^ *[0-9]/ {print $9, $12}' | head -n 8 | sed 's/^/#   /'
@@ -74,7 +89,7 @@ bench_sample_loadavg "$bench_scratch/loadavg"
 # flooder KIND ROOM RESULT_FILE: sends FLOOD requests of KIND (joins | unknown) and writes
 # {"statuses": {...}, "seconds": ...} to RESULT_FILE.
 flooder() {
-  python3 - "$url" "$1" "$2" "$FLOOD" "$CONNECTIONS" "$3" <<'PY' &
+  "${flood_pin[@]}" python3 - "$url" "$1" "$2" "$FLOOD" "$CONNECTIONS" "$3" <<'PY' &
 import asyncio, base64, json, os, sys, time, urllib.request
 url, kind, room, total, connections, result_path = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 host, port = url.removeprefix("http://").split(":")

@@ -59,8 +59,12 @@
   const HEARTBEAT_MAX_SECONDS = 300;
   /** Screen readers hear position changes at most this often, not on every poll. */
   const ANNOUNCE_INTERVAL_MS = 30000;
-  /** "It's your turn" stays on screen this long before the redirect, so it is seen and announced. */
-  const REDIRECT_DELAY_MS = 1500;
+  /** "It's your turn" is on screen at least this long before the redirect starts: long enough to be
+   *  seen as the page changes, short enough that the turn reaches the sale within half a second of
+   *  the slot freeing (the browser keeps showing this page until the target's first paint, so it
+   *  stays up for the target's load time too; the target's own title is what a screen reader then
+   *  announces). */
+  const REDIRECT_DELAY_MS = 300;
   /** After redirecting once, a page loaded again within this window does not redirect again by
    *  itself (a protected service that bounces people back must not cause a redirect loop). */
   const REDIRECT_LOOP_GUARD_MS = 20000;
