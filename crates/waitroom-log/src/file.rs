@@ -69,7 +69,7 @@ mod writer;
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -112,10 +112,10 @@ pub struct FileLog {
     options: FileLogOptions,
     /// The byte budget of the writer's queue (see [`APPEND_QUEUE_BYTES_MAX`]).
     queue_bytes: Arc<Semaphore>,
-    /// `None` only while dropping.
-    requests: Option<mpsc::Sender<Request>>,
-    /// `None` only while dropping.
-    writer: Option<JoinHandle<()>>,
+    /// The writer's queue; `None` once closed (`Log::close`, or dropping).
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    /// The writer thread; `None` once closed.
+    writer: Mutex<Option<JoinHandle<()>>>,
     snapshots: Arc<SnapshotStore>,
 }
 
@@ -235,8 +235,8 @@ impl FileLog {
             shared,
             options,
             queue_bytes: Arc::new(Semaphore::new(APPEND_QUEUE_BYTES_MAX)),
-            requests: Some(requests),
-            writer: Some(writer),
+            requests: Mutex::new(Some(requests)),
+            writer: Mutex::new(Some(writer)),
             snapshots: Arc::new(snapshots),
         })
     }
@@ -346,16 +346,36 @@ impl Shared {
     }
 }
 
+impl FileLog {
+    /// Closes the writer's queue and takes the writer thread, if still open. Closing the queue
+    /// ends the writer once it has written (and, under `Interval`, synced) everything queued;
+    /// joining the thread then waits for that and for the lock's release.
+    fn take_writer(&self) -> Option<JoinHandle<()>> {
+        drop(
+            self.requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn writer_panicked(&self) {
+        tracing::error!(dir = %self.shared.dir.display(), "the file log's writer thread panicked");
+    }
+}
+
 impl Drop for FileLog {
     fn drop(&mut self) {
-        // Closing the queue ends the writer once it has written (and, under `Interval`, synced)
-        // everything queued. Waiting for it releases the lock before the drop returns, so the
-        // directory can be reopened at once. It takes at most one group commit.
-        drop(self.requests.take());
-        if let Some(writer) = self.writer.take()
+        // Waiting for the writer releases the lock before the drop returns, so the directory can
+        // be reopened at once. It takes at most one group commit.
+        if let Some(writer) = self.take_writer()
             && writer.join().is_err()
         {
-            tracing::error!(dir = %self.shared.dir.display(), "the file log's writer thread panicked");
+            self.writer_panicked();
         }
     }
 }
@@ -389,8 +409,11 @@ impl Log for FileLog {
             ack,
             _queue_slot: queue_slot,
         };
-        let requests = self.requests.as_ref().ok_or_else(|| self.stopped())?;
-        requests.send(request).map_err(|_| self.stopped())?;
+        {
+            let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let requests = requests.as_ref().ok_or_else(|| self.stopped())?;
+            requests.send(request).map_err(|_| self.stopped())?;
+        }
         acked.await.map_err(|_| self.stopped())?
     }
 
@@ -547,6 +570,22 @@ impl Log for FileLog {
             checkpoint.advance(&self.shared.shard, Position(last_frame.into()));
         }
         Ok(checkpoint)
+    }
+
+    /// Writes and syncs what is queued, stops the writer and releases the data directory's lock,
+    /// so that the directory can be opened again as soon as this returns (a node stopped and
+    /// started again in one process), however long other holders keep this value; appends after
+    /// it fail (`Unavailable`). Waits for at most one group commit.
+    async fn close(&self) {
+        let Some(writer) = self.take_writer() else {
+            return;
+        };
+        if !matches!(
+            tokio::task::spawn_blocking(move || writer.join()).await,
+            Ok(Ok(()))
+        ) {
+            self.writer_panicked();
+        }
     }
 
     fn describe(&self) -> String {

@@ -136,6 +136,31 @@ async fn a_locked_dir_cannot_be_opened_twice() {
     open(temp.path());
 }
 
+/// `close` writes what was acknowledged and releases the lock while other holders still keep the
+/// log (a node's detached tasks, as it stops): the dir opens again at once, with the records,
+/// and appends through the closed log fail rather than write behind the new owner's back.
+#[tokio::test]
+async fn a_closed_log_releases_its_dir_while_still_held() {
+    let temp = tempfile::tempdir().unwrap();
+    let first = Arc::new(open(temp.path()));
+    append_records(&first, 0..3).await;
+    let written = first.head().await.unwrap();
+    let holder = Arc::clone(&first);
+    first.close().await;
+    first.close().await; // closing twice is harmless
+    let second = open(temp.path());
+    assert!(matches!(
+        holder.append(vec![record("late")]).await,
+        Err(LogError::Unavailable(_))
+    ));
+    assert_eq!(
+        second.head().await.unwrap(),
+        written,
+        "what was appended is there"
+    );
+    drop((first, holder));
+}
+
 #[tokio::test]
 async fn positions_are_byte_offsets_across_segments() {
     let temp = tempfile::tempdir().unwrap();

@@ -58,10 +58,14 @@ impl TestServer {
             )
             .await
         });
-        let (url, node) = tokio::time::timeout(Duration::from_secs(10), started_rx)
+        let (url, node) = match tokio::time::timeout(Duration::from_secs(10), started_rx)
             .await
             .expect("server started in time")
-            .expect("server started");
+        {
+            Ok(started) => started,
+            // The server stopped before it started: say why.
+            Err(_) => panic!("the server did not start: {:?}", task.await),
+        };
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .timeout(Duration::from_secs(20))
