@@ -132,3 +132,8 @@ const _: () = assert!(PASSES_PER_RECORD_MAX <= PASSES_PER_ROOM_MAX);
 /// API offers 30, so a record that reaches the log after its node's clock is never refused), and
 /// later than that time.
 pub const PASS_LIFETIME_MS_MAX: u64 = 31 * 24 * 60 * 60 * 1000;
+
+/// `challengeDifficultyBits`: 0 (no challenge) or 1..=28 leading zero bits of SHA-256. At 28 bits
+/// a browser needs minutes per join (2^28 ≈ 268 million hashes on average): more is never useful
+/// against bots and would lock people out.
+pub const CHALLENGE_DIFFICULTY_BITS_MAX: u8 = 28;
