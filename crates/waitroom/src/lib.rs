@@ -9,6 +9,8 @@
 //!   read-your-writes waits.
 //! - `http`: the axum API of `docs/api.md`, the waiting page, metrics, OpenAPI.
 //! - `tokens`: admission tokens (EdDSA JWTs) and the JWKS.
+//! - `challenge`: join challenges (a proof of work a room can ask for), HMAC-signed with a key
+//!   derived from the token signing key.
 //! - `ids`: the text form of session ids (which carries the room's tag).
 //! - `limits`: every limit of the node and the HTTP layer, tied to the log's and the core's.
 //! - `metrics`: Prometheus metrics.
@@ -19,6 +21,7 @@
 //!   page that verifies admission tokens.
 //! - `dump`: `waitroom log dump` — a room's records as JSON lines, from any backend (audit).
 
+pub mod challenge;
 pub mod connections;
 pub mod demo;
 pub mod dump;

@@ -159,3 +159,22 @@ pub const JWKS_MAX_AGE_S: u64 = 300;
 
 // The signing key, the next one and the retired ones all fit one verifier of the token crate.
 const _: () = assert!(2 + RETIRED_SIGNING_KEYS_MAX <= waitroom_token::limits::VERIFIER_KEYS_MAX);
+
+/// A join challenge (`POST …/rooms/{roomId}/challenge`) is accepted until this long after it was
+/// issued: time for a browser to solve one at the highest difficulty now and then (about two
+/// minutes on average at 28 bits, see docs/api.md), and short enough that a solved challenge
+/// cannot be replayed into a second place (below).
+pub const CHALLENGE_LIFETIME_MS: u64 = 10 * 60 * 1000;
+/// What the node allows for between its clock, another node's, and the log's timestamps (skew
+/// both ways and an append's delay).
+pub const CHALLENGE_CLOCK_ALLOWANCE_MS: u64 = 2 * 60 * 1000;
+// A replayed solution is a join with the session id derived from the challenge: while the room
+// remembers that session it is a duplicate, so the replay gets the same session back, never a
+// second place. The room remembers a session while it lives and for `SESSION_RETENTION_MS` after
+// it ends (never forgotten early: a room at `SESSIONS_PER_ROOM_MAX` refuses joins instead), so
+// the challenge must expire, clocks and append delay allowed for, before that can end.
+const _: () = assert!(
+    CHALLENGE_LIFETIME_MS + CHALLENGE_CLOCK_ALLOWANCE_MS
+        <= waitroom_core::limits::SESSION_RETENTION_MS,
+    "a challenge outlives the memory of the session it bought"
+);

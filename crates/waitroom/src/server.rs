@@ -359,26 +359,34 @@ fn signing_key(
 }
 
 /// The keys published besides the signing key (`--next-signing-key`, `--retired-signing-key`).
+/// Those given as private keys also sign join challenges the node accepts (`crate::challenge`).
 fn other_keys(options: &ServeOptions) -> Result<OtherKeys, String> {
-    let read = |flag: &str, given: &str| -> Result<waitroom_token::Jwk, String> {
+    let mut challenge_keys = Vec::new();
+    let mut read = |flag: &str, given: &str| -> Result<waitroom_token::Jwk, String> {
         let pem = if given.trim_start().starts_with("-----BEGIN") {
             given.to_owned()
         } else {
             fs::read_to_string(given).map_err(|e| format!("cannot read {flag} {given}: {e}"))?
         };
+        if let Ok(private) = waitroom_token::SigningKey::from_pkcs8_pem(&pem) {
+            challenge_keys.push(private);
+        }
         waitroom_token::public_jwk_from_pem(&pem).map_err(|e| format!("{flag}: {e}"))
     };
+    let next = options
+        .next_signing_key
+        .as_deref()
+        .map(|given| read("--next-signing-key", given))
+        .transpose()?;
+    let retired = options
+        .retired_signing_keys
+        .iter()
+        .map(|given| read("--retired-signing-key", given))
+        .collect::<Result<_, _>>()?;
     Ok(OtherKeys {
-        next: options
-            .next_signing_key
-            .as_deref()
-            .map(|given| read("--next-signing-key", given))
-            .transpose()?,
-        retired: options
-            .retired_signing_keys
-            .iter()
-            .map(|given| read("--retired-signing-key", given))
-            .collect::<Result<_, _>>()?,
+        next,
+        retired,
+        challenge_keys,
     })
 }
 
