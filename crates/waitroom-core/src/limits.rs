@@ -137,3 +137,9 @@ pub const PASS_LIFETIME_MS_MAX: u64 = 31 * 24 * 60 * 60 * 1000;
 /// a browser needs minutes per join (2^28 ≈ 268 million hashes on average): more is never useful
 /// against bots and would lock people out.
 pub const CHALLENGE_DIFFICULTY_BITS_MAX: u8 = 28;
+/// The difficulty the console suggests and the docs and figures measure: a browser solves it in
+/// about 1.6 s (median: ln 2 × 2^22 hashes at the 1.8 million a second headless Chromium does on
+/// one core of the machine the figures were taken on), a native solver several times faster
+/// (bench/results/2026-12-07/challenge/).
+pub const CHALLENGE_DIFFICULTY_BITS_SUGGESTED: u8 = 22;
+const _: () = assert!(CHALLENGE_DIFFICULTY_BITS_SUGGESTED <= CHALLENGE_DIFFICULTY_BITS_MAX);
