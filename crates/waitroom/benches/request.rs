@@ -63,6 +63,7 @@ fn polls(c: &mut Criterion) {
             client_ip_header: None,
             registry: node.metrics_registry(),
             held_reads: tokio::sync::Semaphore::new(waitroom::limits::HELD_READS_MAX),
+            join_verifier: None,
         });
         std::mem::forget(tasks);
         (

@@ -11,6 +11,7 @@
 //! - `tokens`: admission tokens (EdDSA JWTs) and the JWKS.
 //! - `challenge`: join challenges (a proof of work a room can ask for), HMAC-signed with a key
 //!   derived from the token signing key.
+//! - `verifier`: the external join verifier (`--join-verifier-url`).
 //! - `ids`: the text form of session ids (which carries the room's tag).
 //! - `limits`: every limit of the node and the HTTP layer, tied to the log's and the core's.
 //! - `metrics`: Prometheus metrics.
@@ -32,5 +33,6 @@ pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod tokens;
+pub mod verifier;
 
 pub use server::{ServeOptions, run};

@@ -178,3 +178,17 @@ const _: () = assert!(
         <= waitroom_core::limits::SESSION_RETENTION_MS,
     "a challenge outlives the memory of the session it bought"
 );
+
+/// `--join-verifier-timeout-ms`: 1..=5 000, default 300. A join waits this long at most for the
+/// external verifier; past it the join goes on or is refused as `--join-verifier-fails` says. Five
+/// seconds is already far longer than a person should wait to join; the write's own wait comes
+/// on top.
+pub const JOIN_VERIFIER_TIMEOUT_MS_MAX: u64 = 5_000;
+pub const JOIN_VERIFIER_TIMEOUT_MS_DEFAULT: u64 = 300;
+/// The verifier's answer is read up to this many bytes (`{"allow": false, "reason": "…"}`).
+pub const JOIN_VERIFIER_ANSWER_BYTES_MAX: usize = 4096;
+/// A deny's `reason` is shown in the problem's detail up to this many characters.
+pub const JOIN_VERIFIER_REASON_CHARS_MAX: usize = 200;
+/// Joins waiting for the verifier at once; one past it is treated as a verifier failure (open or
+/// closed), so a slow verifier cannot pile up requests in the node.
+pub const JOIN_VERIFIER_IN_FLIGHT_MAX: usize = 1024;

@@ -1620,3 +1620,169 @@ async fn challenges_over_http() {
     problem(response, 429, "rate-limited").await;
     server.stop().await;
 }
+
+/// The external join verifier (`--join-verifier-url`) against a real HTTP server on 127.0.0.1:
+/// it gets the join's room, address, user agent and headers; an allow lets the join in, a deny
+/// is a `403` `join-denied`; a verifier slower than the timeout (or down) lets joins in when the
+/// node fails open and refuses them (`503` `join-verifier-unavailable`) when it fails closed; a
+/// join with a pass is not asked about; every outcome is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_verifier_allows_denies_and_fails_open_or_closed() {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let record = |seen: Arc<Mutex<Vec<Value>>>, answer: Value, delay_ms: u64| {
+        move |axum::Json(body): axum::Json<Value>| {
+            let seen = seen.clone();
+            let answer = answer.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                axum::Json(answer)
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/allow",
+            post(record(seen.clone(), json!({ "allow": true }), 0)),
+        )
+        .route(
+            "/deny",
+            post(record(
+                seen.clone(),
+                json!({ "allow": false, "reason": "known bot network" }),
+                0,
+            )),
+        )
+        .route(
+            "/slow",
+            post(record(seen.clone(), json!({ "allow": true }), 3_000)),
+        )
+        .route("/garbage", post(|| async { "not json" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let verifier = format!("http://{}", listener.local_addr().unwrap());
+    let verifier_task = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let start = |path: &str, fails: waitroom::verifier::FailMode| {
+        let url = format!("{verifier}{path}");
+        TestServer::start_with(move |options| {
+            options.join_verifier_url = Some(url);
+            options.join_verifier_timeout_ms = 300;
+            options.join_verifier_fails = fails;
+        })
+    };
+    let join = |server: &TestServer, body: Value| {
+        server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .header("user-agent", "verifier-test/1.0")
+            .header("accept-language", "en-GB")
+            .json(&body)
+            .send()
+    };
+    let metric = |text: &str, result: &str| -> u64 {
+        let prefix = format!("waitroom_join_verifier_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}in {text}"))
+    };
+    let metrics = |server: &TestServer| {
+        let request = server.client.get(server.url("/metrics")).send();
+        async move { request.await.unwrap().text().await.unwrap() }
+    };
+    use waitroom::verifier::FailMode::{Closed, Open};
+
+    // Allow: the join goes on; the verifier saw the join's data.
+    let server = start("/allow", Closed).await;
+    server.put_room("v", json!({ "capacity": 1 })).await;
+    let response = join(&server, json!({ "roomId": "v" })).await.unwrap();
+    assert_eq!(response.status(), 201);
+    let asked = seen.lock().unwrap().pop().expect("the verifier was asked");
+    assert_eq!(asked["roomId"], "v");
+    assert_eq!(asked["clientIp"], "127.0.0.1");
+    assert_eq!(asked["userAgent"], "verifier-test/1.0");
+    assert_eq!(asked["headers"]["accept-language"], "en-GB");
+    assert!(asked["headers"]["referer"].is_null(), "{asked}");
+    assert_eq!(metric(&metrics(&server).await, "allow"), 1);
+    server.stop().await;
+
+    // Deny: a 403 with the reason; nothing joined. A join with a pass is not asked about.
+    let server = start("/deny", Open).await;
+    server.put_room("v", json!({ "capacity": 1 })).await;
+    let response = join(&server, json!({ "roomId": "v" })).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "https://waitroom.dev/problems/join-denied");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("known bot network")
+    );
+    assert_eq!(server.room("v").await["stats"]["waitingCount"], 0);
+    assert_eq!(server.room("v").await["stats"]["activeCount"], 0);
+    let passes: Value = server
+        .client
+        .post(server.url("/api/waiting-room/rooms/v/passes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "count": 1, "expiresInSeconds": 60 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let asked_before = seen.lock().unwrap().len();
+    let response = join(
+        &server,
+        json!({ "roomId": "v", "pass": passes["passes"][0] }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        asked_before,
+        "a pass is not asked about"
+    );
+    assert_eq!(metric(&metrics(&server).await, "deny"), 1);
+    server.stop().await;
+
+    // Slower than the timeout, or an unreadable answer: open lets the join in (in about the
+    // timeout, not the verifier's 3 s)...
+    for path in ["/slow", "/garbage"] {
+        let server = start(path, Open).await;
+        server.put_room("v", json!({ "capacity": 1 })).await;
+        let started = std::time::Instant::now();
+        let response = join(&server, json!({ "roomId": "v" })).await.unwrap();
+        assert_eq!(response.status(), 201, "{path}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2_500),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(metric(&metrics(&server).await, "failed_open"), 1, "{path}");
+        server.stop().await;
+    }
+    // ...closed refuses it.
+    let server = start("/slow", Closed).await;
+    server.put_room("v", json!({ "capacity": 1 })).await;
+    let response = join(&server, json!({ "roomId": "v" })).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://waitroom.dev/problems/join-verifier-unavailable"
+    );
+    assert_eq!(server.room("v").await["stats"]["activeCount"], 0);
+    assert_eq!(metric(&metrics(&server).await, "failed_closed"), 1);
+    server.stop().await;
+    verifier_task.abort();
+}

@@ -64,6 +64,7 @@ pub(crate) async fn issue(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let id = RoomId::new(&raw).map_err(|e| Problem::bad_request(format!("roomId: {e}")))?;
+    let peer = peer.map(|Extension(ConnectInfo(PeerAddr(addr)))| addr);
     check_join_rate(&state, &headers, peer)?;
     let cell = state
         .node

@@ -58,6 +58,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Permits of held status reads (`--held-reads-max`; see `sessions::get_session`).
     pub held_reads: tokio::sync::Semaphore,
+    /// The external join verifier (`--join-verifier-url`), if any.
+    pub join_verifier: Option<crate::verifier::JoinVerifier>,
 }
 
 /// The whole API.

@@ -181,6 +181,29 @@ impl Problem {
         )
     }
 
+    /// A join the external verifier denied (`--join-verifier-url`).
+    pub fn join_denied(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "join-denied",
+            "The join was refused",
+            detail,
+        )
+    }
+
+    /// A join while the external verifier gives no usable answer and the node fails closed.
+    pub fn join_verifier_unavailable(detail: impl Into<String>) -> Self {
+        Self {
+            retry_after_s: Some(RETRY_AFTER_UNAVAILABLE_S),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "join-verifier-unavailable",
+                "Joins cannot be checked right now",
+                detail,
+            )
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

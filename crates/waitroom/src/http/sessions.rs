@@ -24,6 +24,7 @@ use crate::connections::PeerAddr;
 use crate::ids::{PathIdError, PublicSessionId};
 use crate::metrics::ResultLabels;
 use crate::node::{RoomCell, WriteError};
+use crate::verifier::{FORWARDED_HEADERS, FailMode, JoinVerifier, Verdict, VerifierRequest};
 
 const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// `challenge` in a join body: 1 to 128 characters (a challenge is 72; any such text is well
@@ -142,14 +143,10 @@ fn last_forwarded_ip(headers: &HeaderMap, name: &http::HeaderName) -> Option<IpA
 pub(crate) fn check_join_rate(
     state: &AppState,
     headers: &HeaderMap,
-    peer: Option<Extension<ConnectInfo<PeerAddr>>>,
+    peer: Option<SocketAddr>,
 ) -> Result<(), Problem> {
     if let Some(limit) = &state.join_rate_limit
-        && let Some(ip) = client_ip(
-            state,
-            headers,
-            peer.map(|Extension(ConnectInfo(PeerAddr(addr)))| addr),
-        )
+        && let Some(ip) = client_ip(state, headers, peer)
         && let Err(wait_s) = limit.check(ip)
     {
         state.node.metrics.join_rate_limited_total.inc();
@@ -188,13 +185,13 @@ pub(crate) fn check_join_rate(
                 ("leave" = (operation_id = "leave", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
             )),
         (status = 400, description = "Malformed body, room id or key", body = ProblemBody, content_type = PROBLEM_JSON),
-        (status = 403, description = "The room refuses joins (`queueingMethod` `reject`; type `joins-refused`, no `Retry-After`), is invite-only and the join has no pass (type `pass-required`), or the pass is unknown, used, expired or another room's (type `pass-invalid`). In a room with `challengeDifficultyBits`, a join without a pass carries no `challenge` or `solution` (type `challenge-required`), a challenge not of this service (type `challenge-invalid`), another room's (type `challenge-wrong-room`), an expired one (type `challenge-expired`), or a solution short of the difficulty (type `challenge-insufficient-work`)", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 403, description = "The room refuses joins (`queueingMethod` `reject`; type `joins-refused`, no `Retry-After`), is invite-only and the join has no pass (type `pass-required`), or the pass is unknown, used, expired or another room's (type `pass-invalid`). In a room with `challengeDifficultyBits`, a join without a pass carries no `challenge` or `solution` (type `challenge-required`), a challenge not of this service (type `challenge-invalid`), another room's (type `challenge-wrong-room`), an expired one (type `challenge-expired`), or a solution short of the difficulty (type `challenge-insufficient-work`); or the deployment's external verifier refused the join (type `join-denied`)", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 404, description = "Unknown room", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 405, description = "A method other than POST", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
         (status = 413, description = "Body over 4 KiB", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 415, description = "Not JSON", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 429, description = "Over the per-IP join rate", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
-        (status = 503, description = "Room full (maxWaiting) or backend unavailable", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "Room full (maxWaiting), backend unavailable, or the external join verifier gave no usable answer and the node fails closed (type `join-verifier-unavailable`)", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn join(
@@ -237,6 +234,7 @@ pub(crate) async fn join(
                 })?,
         ),
     };
+    let peer = peer.map(|Extension(ConnectInfo(PeerAddr(addr)))| addr);
     check_join_rate(&state, &headers, peer)?;
     let cell = state
         .node
@@ -306,6 +304,11 @@ pub(crate) async fn join(
             )));
         }
     }
+    if pass.is_none()
+        && let Some(verifier) = &state.join_verifier
+    {
+        verify_join(&state, verifier, &room_id, &headers, peer).await?;
+    }
     let id = match challenged {
         Some(session) => PublicSessionId::new(&room_id, session),
         None => PublicSessionId::generate(&room_id),
@@ -362,6 +365,61 @@ pub(crate) async fn join(
             }
             Err(error.into())
         }
+    }
+}
+
+/// Asks the external verifier about a join (see `crate::verifier`): `Ok` to go on.
+async fn verify_join(
+    state: &AppState,
+    verifier: &JoinVerifier,
+    room_id: &RoomId,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<(), Problem> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request = VerifierRequest {
+        room_id: room_id.as_str(),
+        client_ip: client_ip(state, headers, peer).map(|ip| ip.to_string()),
+        user_agent: header("user-agent"),
+        headers: FORWARDED_HEADERS
+            .iter()
+            .map(|&name| (name, header(name)))
+            .collect(),
+    };
+    let count = |result: &'static str| {
+        state
+            .node
+            .metrics
+            .join_verifier_total
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    };
+    match verifier.verify(&request).await {
+        Verdict::Allow => {
+            count("allow");
+            Ok(())
+        }
+        Verdict::Deny(reason) => {
+            count("deny");
+            Err(Problem::join_denied(match reason {
+                Some(reason) => format!("this join was refused: {reason}"),
+                None => "this join was refused".to_string(),
+            }))
+        }
+        Verdict::Failed(why) => match verifier.fails() {
+            FailMode::Open => {
+                count("failed_open");
+                tracing::warn!(%why, "the join verifier gave no answer; the join goes on (--join-verifier-fails open)");
+                Ok(())
+            }
+            FailMode::Closed => {
+                count("failed_closed");
+                tracing::warn!(%why, "the join verifier gave no answer; the join is refused (--join-verifier-fails closed)");
+                Err(Problem::join_verifier_unavailable(
+                    "joins cannot be checked right now: retry after the time in Retry-After",
+                ))
+            }
+        },
     }
 }
 
@@ -931,6 +989,7 @@ mod tests {
             client_ip_header: None,
             registry: node.metrics_registry(),
             held_reads: tokio::sync::Semaphore::new(crate::limits::HELD_READS_MAX),
+            join_verifier: None,
         }));
 
         // Another thread holds the room's state, so the applier cannot apply the join in time.
