@@ -1786,3 +1786,58 @@ async fn the_join_verifier_allows_denies_and_fails_open_or_closed() {
     server.stop().await;
     verifier_task.abort();
 }
+
+/// `waitroom load` joins a room that asks for a challenge: each simulated user gets one, solves
+/// it natively and joins with it, as the waiting page does; everyone gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_solves_challenges_to_join() {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: waitroom_load::Args,
+    }
+    let server = TestServer::start().await;
+    server
+        .put_room(
+            "load-ch",
+            json!({ "capacity": 5, "challengeDifficultyBits": 10, "heartbeatIntervalSeconds": 1 }),
+        )
+        .await;
+    let url = server.url("");
+    let options = Cli::try_parse_from([
+        "load",
+        "--url",
+        url.as_str(),
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--room",
+        "load-ch",
+        "--no-configure",
+        "--users",
+        "20",
+        "--hold-seconds",
+        "0.02..0.1",
+        "--seed",
+        "1",
+        "--duration-max-seconds",
+        "60",
+    ])
+    .unwrap()
+    .args
+    .to_options()
+    .unwrap();
+    let report = waitroom_load::run(options, &waitroom_load::NoProgress)
+        .await
+        .unwrap();
+    let users = &report.metrics.users;
+    assert_eq!(
+        (users.joined, users.admitted),
+        (20, 20),
+        "{}",
+        report.summary()
+    );
+    let stats = &server.room("load-ch").await["stats"];
+    assert_eq!(stats["admittedTotal"], 20);
+    server.stop().await;
+}
