@@ -57,7 +57,7 @@
 //!   snapshot format version 5), so every node enforces the same; it changes no rule here. Like
 //!   the queueing method it is not in the digest. A replayed solution gets no second place: the
 //!   node derives the join's session id from the challenge, so the replay is a duplicate of a
-//!   session the room still remembers (see `waitroom::http::challenge`).
+//!   session the room still remembers (see `waitroom::challenge`).
 //! - **Duplicates**: a join whose session id is known is a duplicate; configure, close and
 //!   heartbeat records, and every rejected record, are remembered by id for
 //!   `RECORD_DEDUP_WINDOW_MS` (so are pass issues); accepted leaves and evictions and all ticks are idempotent by
