@@ -53,7 +53,7 @@ const CHALLENGE_BYTES: usize = PAYLOAD_BYTES + MAC_BYTES;
 /// The length of a challenge's text: 54 bytes in base64url without padding.
 pub const CHALLENGE_CHARS: usize = 72;
 const _: () =
-    assert!(CHALLENGE_BYTES.div_ceil(3) * 4 == CHALLENGE_CHARS && CHALLENGE_BYTES % 3 == 0);
+    assert!(CHALLENGE_BYTES.is_multiple_of(3) && CHALLENGE_BYTES / 3 * 4 == CHALLENGE_CHARS);
 
 type HmacSha256 = Hmac<Sha256>;
 
