@@ -439,7 +439,7 @@ pub struct RoomConfigBody {
     /// The proof of work every join must carry: that many leading zero bits of
     /// SHA-256(challenge ‖ solution), the challenge from
     /// `POST /api/waiting-room/rooms/{roomId}/challenge`. 0 (the default): none. 22 takes a
-    /// browser about 1.6 s (docs/api.md, "Challenges"); each bit doubles it.
+    /// browser about a second (docs/api.md, "Challenges"); each bit doubles it.
     #[serde(default, deserialize_with = "integral::u32")]
     #[schema(default = 0, minimum = 0, maximum = 28, example = 22)]
     pub challenge_difficulty_bits: u32,
