@@ -177,16 +177,6 @@ fn records() -> Vec<(&'static str, Record)> {
     let session = SessionId::from_u128(7);
     let commands = [
         ("configure", Command::ConfigureRoom(config(100))),
-        (
-            "configure_challenged",
-            Command::configure(
-                RoomConfig {
-                    challenge_difficulty_bits: 22,
-                    ..config(100)
-                },
-                DrawSeed::from_u64(9),
-            ),
-        ),
         ("close", Command::CloseRoom),
         (
             "join",
@@ -265,6 +255,16 @@ fn records() -> Vec<(&'static str, Record)> {
                 },
                 config(100).digest(),
                 DrawSeed::from_u64(0x5eed_5eed),
+            ),
+        ),
+        (
+            "configure_challenged",
+            Command::configure(
+                RoomConfig {
+                    challenge_difficulty_bits: 22,
+                    ..config(100)
+                },
+                DrawSeed::from_u64(9),
             ),
         ),
     ];
