@@ -533,11 +533,19 @@
   }
 
   /** Gets a challenge and solves it in a Web Worker (assets/challenge-worker.js), telling the
-   *  person what is going on meanwhile: `{challenge, solution}`. */
+   *  person what is going on meanwhile: `{challenge, solution}`, or null when the room no longer
+   *  asks for one. */
   async function solveChallenge(gen) {
-    const issued = await withRetry(() => api.challenge(roomId), (error) => {
-      if (gen === generation) setNotice(noticeFor(error, true));
-    });
+    let issued;
+    try {
+      issued = await withRetry(() => api.challenge(roomId), (error) => {
+        if (gen === generation) setNotice(noticeFor(error, true));
+      });
+    } catch (error) {
+      // The room stopped asking for one meanwhile: join without.
+      if (error instanceof ApiError && error.kind === "challenge-not-required") return null;
+      throw error;
+    }
     setNotice("challenge");
     el.main.dataset.challenge = "working";
     const started = Date.now();

@@ -274,17 +274,25 @@ export async function join(roomId, options = {}) {
   }
 }
 
-/** Gets a challenge for `roomId` and solves it: the join body's `{challenge, solution}`. */
+/** Gets a challenge for `roomId` and solves it: the join body's `{challenge, solution}` (null when
+ *  the room no longer asks for one). */
 async function solveRoomChallenge(fetchImpl, baseUrl, roomId, options) {
-  const issued = await withRetry(
-    () =>
-      request(fetchImpl, "POST", `${baseUrl}${ROOMS_PATH}/${encodeURIComponent(roomId)}/challenge`, {
-        signal: options.signal,
-        isAnswer: (data) =>
-          data !== null && typeof data === "object" && typeof data.challenge === "string" && Number.isInteger(data.difficultyBits),
-      }),
-    { attemptsMax: options.attemptsMax, signal: options.signal, onRetry: options.onRetry },
-  );
+  let issued;
+  try {
+    issued = await withRetry(
+      () =>
+        request(fetchImpl, "POST", `${baseUrl}${ROOMS_PATH}/${encodeURIComponent(roomId)}/challenge`, {
+          signal: options.signal,
+          isAnswer: (data) =>
+            data !== null && typeof data === "object" && typeof data.challenge === "string" && Number.isInteger(data.difficultyBits),
+        }),
+      { attemptsMax: options.attemptsMax, signal: options.signal, onRetry: options.onRetry },
+    );
+  } catch (error) {
+    // The room stopped asking for one meanwhile: join without.
+    if (error instanceof WaitroomError && error.type === "challenge-not-required") return null;
+    throw error;
+  }
   if (options.onChallenge) options.onChallenge({ difficultyBits: issued.difficultyBits, expiresAt: issued.expiresAt });
   const found = await solveChallenge(issued.challenge, issued.difficultyBits, {
     yieldTries: LIMITS.challengeYieldTries,
