@@ -93,6 +93,7 @@ impl Fixture {
                 client_ip_header: Some(HeaderName::from_static("x-forwarded-for")),
                 registry: node.metrics_registry(),
                 held_reads: tokio::sync::Semaphore::new(waitroom::limits::HELD_READS_MAX),
+                join_verifier: None,
             });
             (router(state), tasks)
         });

@@ -4,7 +4,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { LIMITS, WaitroomError, follow, join, leave, resume } from "@waitroom/client";
+import { createHash } from "node:crypto";
+import { createRequire } from "node:module";
+
+import { LIMITS, WaitroomError, follow, join, leave, resume, solveChallenge } from "@waitroom/client";
 
 import { eventually, missingWaitroom, startWaitroom } from "../testkit/waitroom.js";
 
@@ -53,6 +56,23 @@ describe("@waitroom/client against a real node", { skip }, () => {
     // resume(): a page reloaded with the id only.
     const resumed = await resume(second.id, { baseUrl: node.url });
     assert.equal(resumed.view.status, "WAITING");
+  });
+
+  test("join solves the challenge a room asks for, once, and gets its place", async () => {
+    const roomId = await room("js-challenge", { capacity: 1, challengeDifficultyBits: 12 });
+    const challenges = [];
+    const first = await join(roomId, { baseUrl: node.url, onChallenge: (event) => challenges.push(event) });
+    assert.equal(first.view.status, "ACTIVE");
+    assert.equal(challenges.length, 1);
+    assert.equal(challenges[0].difficultyBits, 12);
+    // A plain join without the client's help is refused.
+    const response = await fetch(`${node.url}/api/waiting-room/sessions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ roomId }),
+    });
+    assert.equal(response.status, 403);
+    assert.equal((await response.json()).type, "https://waitroom.dev/problems/challenge-required");
   });
 
   test("join refuses an unknown room at once, with the problem's kind", async () => {
@@ -283,5 +303,28 @@ describe("@waitroom/client and the per-address join rate", { skip }, () => {
     assert.equal(retries[0].error.status, 429);
     assert.ok(retries[0].error.retryAfterMs >= 1000, `Retry-After: ${retries[0].error.retryAfterMs} ms`);
     assert.ok(retries[0].delayMs >= retries[0].error.retryAfterMs, "waited at least Retry-After");
+  });
+});
+
+describe("the challenge solver", () => {
+  const zeroBits = (digest) => {
+    let bits = 0;
+    for (const byte of digest) {
+      if (byte !== 0) return bits + Math.clz32(byte) - 24;
+      bits += 8;
+    }
+    return bits;
+  };
+  test("its solutions have the work, and agree with the waiting page's Web Worker", async () => {
+    const require = createRequire(import.meta.url);
+    const worker = require("../../../crates/waitroom/assets/challenge-worker.js");
+    for (const length of [0, 5, 55, 56, 63, 64, 72, 100]) {
+      const challenge = "c".repeat(length);
+      const found = await solveChallenge(challenge, 10);
+      const digest = createHash("sha256").update(challenge + found.solution).digest();
+      assert.ok(zeroBits(digest) >= 10, `${length}: ${found.solution}`);
+      assert.equal(found.solution, String(found.tries - 1));
+      assert.deepEqual(worker.solve(challenge, 10, () => {}), found, `${length}`);
+    }
   });
 });

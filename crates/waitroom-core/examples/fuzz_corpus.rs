@@ -153,6 +153,21 @@ fn rooms(seeded: bool) -> Vec<(&'static str, Room)> {
         }
         s.leave(T0 + 2, 0, LeaveReason::Completed);
         rooms.push(("random", s.room.clone()));
+
+        // Snapshot format 5: a room with a join challenge.
+        let mut s = Script::new(seeded);
+        let challenged = RoomConfig {
+            challenge_difficulty_bits: 22,
+            ..config(2)
+        };
+        s.at(
+            T0,
+            Command::configure(challenged, DrawSeed::from_u64(0x5eed_0005)),
+        );
+        for n in 0..3 {
+            s.join(T0 + 1, n, None);
+        }
+        rooms.push(("challenged", s.room.clone()));
     }
     rooms
 }
@@ -240,6 +255,16 @@ fn records() -> Vec<(&'static str, Record)> {
                 },
                 config(100).digest(),
                 DrawSeed::from_u64(0x5eed_5eed),
+            ),
+        ),
+        (
+            "configure_challenged",
+            Command::configure(
+                RoomConfig {
+                    challenge_difficulty_bits: 22,
+                    ..config(100)
+                },
+                DrawSeed::from_u64(9),
             ),
         ),
     ];

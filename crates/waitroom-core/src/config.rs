@@ -41,6 +41,17 @@ pub struct RoomConfig {
     /// is `Fifo`.
     #[serde(skip)]
     pub queueing_method: QueueingMethod,
+    /// The proof of work a join must carry (`challengeDifficultyBits`): that many leading zero
+    /// bits of a SHA-256 over a challenge the node signed and the client's solution; 0 (the
+    /// default) asks for none, else 1..=`CHALLENGE_DIFFICULTY_BITS_MAX`. The node checks it (the
+    /// state machine only carries it, so that every node enforces the same).
+    ///
+    /// Not in this struct's serde encoding either (see `queueing_method`): a room with a
+    /// challenge is configured by `Command::ConfigureRoomChallenged` and
+    /// `Command::ConfigureRoomFromFileChallenged`, which carry it beside the method; decoded
+    /// alone, a configuration asks for none.
+    #[serde(skip)]
+    pub challenge_difficulty_bits: u8,
 }
 
 /// How a room serves its line. Every node applies it in the state machine, so every node admits
@@ -122,6 +133,7 @@ impl RoomConfig {
             paused: false,
             target_url: None,
             queueing_method: QueueingMethod::Fifo,
+            challenge_difficulty_bits: 0,
         }
     }
 
@@ -130,7 +142,7 @@ impl RoomConfig {
     /// (`Command::ConfigureRoomFromFile`). Pinned in a test: a change would make every node apply
     /// every file entry once more, over changes made through the API. So the queueing method is
     /// hashed only when it is not `Fifo` (a `Fifo` configuration's digest is what it was before
-    /// methods existed).
+    /// methods existed), and the challenge's difficulty only when it is not 0.
     pub fn digest(&self) -> [u8; 16] {
         let mut d = Digester::default();
         d.bytes(b"waitroom room configuration")
@@ -149,6 +161,11 @@ impl RoomConfig {
         };
         if self.queueing_method != QueueingMethod::Fifo {
             d.u64(u64::from(self.queueing_method.index()));
+        }
+        if self.challenge_difficulty_bits != 0 {
+            // A tag no method index reaches, so a method and a difficulty never hash alike.
+            d.u64(1 << 32)
+                .u64(u64::from(self.challenge_difficulty_bits));
         }
         d.finish()
     }
@@ -216,6 +233,12 @@ impl RoomConfig {
         }
         if let Some(url) = &self.target_url {
             check_target_url(url)?;
+        }
+        if self.challenge_difficulty_bits > CHALLENGE_DIFFICULTY_BITS_MAX {
+            return Err(ConfigError::new(
+                "challengeDifficultyBits",
+                format!("must be 0 (no challenge) or 1..={CHALLENGE_DIFFICULTY_BITS_MAX}"),
+            ));
         }
         Ok(())
     }
@@ -333,6 +356,14 @@ mod tests {
                 queueing_method: QueueingMethod::Reject,
                 ..base.clone()
             },
+            RoomConfig {
+                challenge_difficulty_bits: 1,
+                ..base.clone()
+            },
+            RoomConfig {
+                challenge_difficulty_bits: 20,
+                ..base.clone()
+            },
         ];
         let mut digests: Vec<[u8; 16]> = changed.iter().map(RoomConfig::digest).collect();
         digests.push(base.digest());
@@ -354,6 +385,7 @@ mod tests {
         let fifo = RoomConfig::with_capacity(5);
         let random = RoomConfig {
             queueing_method: QueueingMethod::Random,
+            challenge_difficulty_bits: 20,
             ..fifo.clone()
         };
         let bytes = postcard::to_allocvec(&random).unwrap();
@@ -428,6 +460,20 @@ mod tests {
             }),
             "maxWaiting"
         );
+        assert_eq!(
+            field(RoomConfig {
+                challenge_difficulty_bits: CHALLENGE_DIFFICULTY_BITS_MAX + 1,
+                ..base.clone()
+            }),
+            "challengeDifficultyBits"
+        );
+        for bits in [0, 1, CHALLENGE_DIFFICULTY_BITS_MAX] {
+            let config = RoomConfig {
+                challenge_difficulty_bits: bits,
+                ..base.clone()
+            };
+            assert_eq!(config.validate(), Ok(()), "{bits}");
+        }
         assert_eq!(
             field(RoomConfig {
                 opens_at_ms: Some(OPENS_AT_MS_MAX + 1),

@@ -132,3 +132,15 @@ const _: () = assert!(PASSES_PER_RECORD_MAX <= PASSES_PER_ROOM_MAX);
 /// API offers 30, so a record that reaches the log after its node's clock is never refused), and
 /// later than that time.
 pub const PASS_LIFETIME_MS_MAX: u64 = 31 * 24 * 60 * 60 * 1000;
+
+/// `challengeDifficultyBits`: 0 (no challenge) or 1..=28 leading zero bits of SHA-256. At 28 bits
+/// a browser needs minutes per join (2^28 ≈ 268 million hashes on average): more is never useful
+/// against bots and would lock people out.
+pub const CHALLENGE_DIFFICULTY_BITS_MAX: u8 = 28;
+/// The difficulty the console suggests and the docs and figures measure: on one core of the
+/// machine the figures were taken on, a browser solves it in about a second (median of 41 solves
+/// in headless Chromium: 1.04 s; ln 2 × 2^22 hashes at its 2.2 million a second: 1.3 s), a native
+/// solver in about 0.2 s (median of 101: 0.19 s, at 13 million a second); see
+/// bench/results/2026-12-07/challenge/.
+pub const CHALLENGE_DIFFICULTY_BITS_SUGGESTED: u8 = 22;
+const _: () = assert!(CHALLENGE_DIFFICULTY_BITS_SUGGESTED <= CHALLENGE_DIFFICULTY_BITS_MAX);

@@ -127,20 +127,52 @@ pub enum Command {
         idempotency_key: Option<IdempotencyKey>,
         pass: PassHash,
     },
+    /// `ConfigureRoomQueued` for a room that asks joins for a proof of work: the configuration
+    /// with its queueing method (`Fifo` included) and `challenge_difficulty_bits` (1..=
+    /// `CHALLENGE_DIFFICULTY_BITS_MAX`; a configuration's own encoding leaves it out, see
+    /// `RoomConfig::challenge_difficulty_bits`). Nodes write it only for such rooms
+    /// (`Command::configure`), so the log of a room without a challenge stays readable by builds
+    /// from before challenges.
+    ConfigureRoomChallenged {
+        config: RoomConfig,
+        draw_seed: DrawSeed,
+        queueing_method: QueueingMethod,
+        challenge_difficulty_bits: u8,
+    },
+    /// `ConfigureRoomFromFileQueued` with a challenge, like `ConfigureRoomChallenged`.
+    ConfigureRoomFromFileChallenged {
+        config: RoomConfig,
+        file_entry_digest: [u8; 16],
+        draw_seed: DrawSeed,
+        queueing_method: QueueingMethod,
+        challenge_difficulty_bits: u8,
+    },
 }
 
 impl Command {
     /// The record a node writes to configure a room: `ConfigureRoomSeeded` for a `Fifo` room
-    /// (as before queueing methods), `ConfigureRoomQueued` for any other, so the method is never
-    /// lost. The method moves out of `config` (left `Fifo` there, as a decoded record has it),
-    /// so a record equals its decoding; [`Command::room_config`] puts it back.
+    /// without a challenge (as before queueing methods), `ConfigureRoomQueued` for any other
+    /// method without a challenge, `ConfigureRoomChallenged` for a room with one, so neither the
+    /// method nor the difficulty is ever lost and a room that uses neither is written as before.
+    /// Both move out of `config` (left at their defaults there, as a decoded record has them), so
+    /// a record equals its decoding; [`Command::room_config`] puts them back.
     pub fn configure(mut config: RoomConfig, draw_seed: DrawSeed) -> Self {
-        match std::mem::take(&mut config.queueing_method) {
-            QueueingMethod::Fifo => Command::ConfigureRoomSeeded { config, draw_seed },
-            queueing_method => Command::ConfigureRoomQueued {
+        let challenge_difficulty_bits = std::mem::take(&mut config.challenge_difficulty_bits);
+        match (
+            std::mem::take(&mut config.queueing_method),
+            challenge_difficulty_bits,
+        ) {
+            (QueueingMethod::Fifo, 0) => Command::ConfigureRoomSeeded { config, draw_seed },
+            (queueing_method, 0) => Command::ConfigureRoomQueued {
                 config,
                 draw_seed,
                 queueing_method,
+            },
+            (queueing_method, challenge_difficulty_bits) => Command::ConfigureRoomChallenged {
+                config,
+                draw_seed,
+                queueing_method,
+                challenge_difficulty_bits,
             },
         }
     }
@@ -151,25 +183,40 @@ impl Command {
         file_entry_digest: [u8; 16],
         draw_seed: DrawSeed,
     ) -> Self {
-        match std::mem::take(&mut config.queueing_method) {
-            QueueingMethod::Fifo => Command::ConfigureRoomFromFileSeeded {
+        let challenge_difficulty_bits = std::mem::take(&mut config.challenge_difficulty_bits);
+        match (
+            std::mem::take(&mut config.queueing_method),
+            challenge_difficulty_bits,
+        ) {
+            (QueueingMethod::Fifo, 0) => Command::ConfigureRoomFromFileSeeded {
                 config,
                 file_entry_digest,
                 draw_seed,
             },
-            queueing_method => Command::ConfigureRoomFromFileQueued {
+            (queueing_method, 0) => Command::ConfigureRoomFromFileQueued {
                 config,
                 file_entry_digest,
                 draw_seed,
                 queueing_method,
             },
+            (queueing_method, challenge_difficulty_bits) => {
+                Command::ConfigureRoomFromFileChallenged {
+                    config,
+                    file_entry_digest,
+                    draw_seed,
+                    queueing_method,
+                    challenge_difficulty_bits,
+                }
+            }
         }
     }
 
-    /// The configuration a configuring record carries, its queueing method included.
+    /// The configuration a configuring record carries, its queueing method and challenge
+    /// included.
     pub fn room_config(&self) -> Option<RoomConfig> {
-        let with = |config: &RoomConfig, method: QueueingMethod| RoomConfig {
+        let with = |config: &RoomConfig, method: QueueingMethod, bits: u8| RoomConfig {
             queueing_method: method,
+            challenge_difficulty_bits: bits,
             ..config.clone()
         };
         match self {
@@ -177,7 +224,7 @@ impl Command {
             | Command::ConfigureRoomSeeded { config, .. }
             | Command::ConfigureRoomFromFile { config, .. }
             | Command::ConfigureRoomFromFileSeeded { config, .. } => {
-                Some(with(config, QueueingMethod::Fifo))
+                Some(with(config, QueueingMethod::Fifo, 0))
             }
             Command::ConfigureRoomQueued {
                 config,
@@ -188,7 +235,19 @@ impl Command {
                 config,
                 queueing_method,
                 ..
-            } => Some(with(config, *queueing_method)),
+            } => Some(with(config, *queueing_method, 0)),
+            Command::ConfigureRoomChallenged {
+                config,
+                queueing_method,
+                challenge_difficulty_bits,
+                ..
+            }
+            | Command::ConfigureRoomFromFileChallenged {
+                config,
+                queueing_method,
+                challenge_difficulty_bits,
+                ..
+            } => Some(with(config, *queueing_method, *challenge_difficulty_bits)),
             _ => None,
         }
     }
@@ -199,7 +258,8 @@ impl Command {
             // A seed changes what a configuration carries, not what it is.
             Command::ConfigureRoom(_)
             | Command::ConfigureRoomSeeded { .. }
-            | Command::ConfigureRoomQueued { .. } => "configure_room",
+            | Command::ConfigureRoomQueued { .. }
+            | Command::ConfigureRoomChallenged { .. } => "configure_room",
             Command::CloseRoom => "close_room",
             Command::Join { .. } => "join",
             Command::Heartbeat { .. } => "heartbeat",
@@ -208,7 +268,8 @@ impl Command {
             Command::Tick => "tick",
             Command::ConfigureRoomFromFile { .. }
             | Command::ConfigureRoomFromFileSeeded { .. }
-            | Command::ConfigureRoomFromFileQueued { .. } => "configure_room_from_file",
+            | Command::ConfigureRoomFromFileQueued { .. }
+            | Command::ConfigureRoomFromFileChallenged { .. } => "configure_room_from_file",
             Command::CheckDigest { .. } => "check_digest",
             Command::IssuePasses { .. } => "issue_passes",
             Command::JoinWithPass { .. } => "join",
@@ -402,6 +463,19 @@ mod tests {
                 config: RoomConfig::with_capacity(8),
                 draw_seed: DrawSeed::from_u64(97),
                 queueing_method: QueueingMethod::InviteOnly,
+            },
+            Command::ConfigureRoomChallenged {
+                config: RoomConfig::with_capacity(9),
+                draw_seed: DrawSeed::from_u64(96),
+                queueing_method: QueueingMethod::Fifo,
+                challenge_difficulty_bits: 20,
+            },
+            Command::ConfigureRoomFromFileChallenged {
+                config: RoomConfig::with_capacity(10),
+                file_entry_digest: [6; 16],
+                draw_seed: DrawSeed::from_u64(95),
+                queueing_method: QueueingMethod::Random,
+                challenge_difficulty_bits: 1,
             },
         ]
         .into_iter()
@@ -629,7 +703,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_records_never_panic(index in 0usize..14, at in 0usize..2000, byte in proptest::num::u8::ANY) {
+        fn mutated_records_never_panic(index in 0usize..19, at in 0usize..2000, byte in proptest::num::u8::ANY) {
             let mut bytes = samples()[index].encode();
             let at = at % bytes.len();
             bytes[at] = byte;
@@ -739,5 +813,72 @@ mod tests {
             Record::decode(&bytes),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    /// Pins the challenged configurations' bytes: tags 15 and 16, after every earlier command's;
+    /// the method's index, then the difficulty (one byte), after the seed. A configuration without
+    /// a challenge is written as before challenges (tags 8, 9, 11, 12), and every older record
+    /// reads as one without.
+    #[test]
+    fn challenged_configurations_are_stable() {
+        let seed = DrawSeed::from_u64(0x0807_0605_0403_0201);
+        let challenged = RoomConfig {
+            challenge_difficulty_bits: 20,
+            ..RoomConfig::with_capacity(5)
+        };
+        let command = Command::configure(challenged.clone(), seed);
+        assert!(matches!(command, Command::ConfigureRoomChallenged { .. }));
+        assert_eq!(command.room_config(), Some(challenged.clone()));
+        let record = Record::new(RecordId::from_u128(1), RoomId::new("r").unwrap(), command);
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 15]); // room "r"; command tag 15
+        expected.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        expected.extend([1, 2, 3, 4, 5, 6, 7, 8]); // the seed
+        expected.extend([0, 20]); // fifo, 20 bits
+        assert_eq!(record.encode(), expected);
+        let decoded = Record::decode(&expected).unwrap();
+        assert_eq!(decoded, record);
+        assert_eq!(decoded.command.room_config(), Some(challenged));
+
+        let random = RoomConfig {
+            queueing_method: QueueingMethod::Random,
+            challenge_difficulty_bits: 3,
+            ..RoomConfig::with_capacity(5)
+        };
+        let command = Command::configure_from_file(random.clone(), [7; 16], seed);
+        let record = Record::new(RecordId::from_u128(1), RoomId::new("r").unwrap(), command);
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 16]); // room "r"; command tag 16
+        expected.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        expected.extend([7; 16]);
+        expected.extend([1, 2, 3, 4, 5, 6, 7, 8]);
+        expected.extend([1, 3]); // random, 3 bits
+        assert_eq!(record.encode(), expected);
+        assert_eq!(
+            Record::decode(&expected).unwrap().command.room_config(),
+            Some(random)
+        );
+
+        // Without a challenge: the records of before.
+        let random = RoomConfig {
+            queueing_method: QueueingMethod::Random,
+            ..RoomConfig::with_capacity(5)
+        };
+        assert!(matches!(
+            Command::configure(random.clone(), seed),
+            Command::ConfigureRoomQueued { .. }
+        ));
+        assert!(matches!(
+            Command::configure_from_file(RoomConfig::with_capacity(5), [7; 16], seed),
+            Command::ConfigureRoomFromFileSeeded { .. }
+        ));
+        assert_eq!(
+            Command::configure(random.clone(), seed)
+                .room_config()
+                .map(|c| c.challenge_difficulty_bits),
+            Some(0)
+        );
     }
 }

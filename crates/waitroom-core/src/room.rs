@@ -50,6 +50,14 @@
 //!   passes, an expiry later than `now` and within `PASS_LIFETIME_MS_MAX`, at most
 //!   `PASSES_PER_ROOM_MAX` outstanding. `IssuePasses` records are remembered by id like
 //!   configurations (redelivered, one would bring back a used pass).
+//! - **Challenges** (`RoomConfig::challenge_difficulty_bits`): the proof of work a join must
+//!   carry is checked by the node that takes the join (it holds the key that signs challenges;
+//!   this crate holds none), before it writes the join. The room only carries the difficulty in
+//!   its configuration (records `ConfigureRoomChallenged`, `ConfigureRoomFromFileChallenged`;
+//!   snapshot format version 5), so every node enforces the same; it changes no rule here. Like
+//!   the queueing method it is not in the digest. A replayed solution gets no second place: the
+//!   node derives the join's session id from the challenge, so the replay is a duplicate of a
+//!   session the room still remembers (see `waitroom::challenge`).
 //! - **Duplicates**: a join whose session id is known is a duplicate; configure, close and
 //!   heartbeat records, and every rejected record, are remembered by id for
 //!   `RECORD_DEDUP_WINDOW_MS` (so are pass issues); accepted leaves and evictions and all ticks are idempotent by
@@ -98,10 +106,17 @@ use crate::record::{Command, LeaveReason, Record};
 use crate::view::*;
 
 /// `config` with queueing method `method` (records carry the method beside the configuration:
-/// see `RoomConfig::queueing_method`).
+/// see `RoomConfig::queueing_method`) and no challenge.
 fn with_method(config: &RoomConfig, method: QueueingMethod) -> RoomConfig {
+    with_challenge(config, method, 0)
+}
+
+/// `config` with queueing method `method` and a challenge of `bits` (see
+/// `RoomConfig::challenge_difficulty_bits`).
+fn with_challenge(config: &RoomConfig, method: QueueingMethod, bits: u8) -> RoomConfig {
     RoomConfig {
         queueing_method: method,
+        challenge_difficulty_bits: bits,
         ..config.clone()
     }
 }
@@ -619,6 +634,26 @@ impl Room {
                 *file_entry_digest,
                 Some(*draw_seed),
             ),
+            Command::ConfigureRoomChallenged {
+                config,
+                draw_seed,
+                queueing_method,
+                challenge_difficulty_bits,
+            } => self.configure(
+                &with_challenge(config, *queueing_method, *challenge_difficulty_bits),
+                Some(*draw_seed),
+            ),
+            Command::ConfigureRoomFromFileChallenged {
+                config,
+                file_entry_digest,
+                draw_seed,
+                queueing_method,
+                challenge_difficulty_bits,
+            } => self.configure_from_file(
+                &with_challenge(config, *queueing_method, *challenge_difficulty_bits),
+                *file_entry_digest,
+                Some(*draw_seed),
+            ),
             Command::CloseRoom => self.close(),
             Command::Join {
                 session,
@@ -652,6 +687,8 @@ impl Room {
                 | Command::ConfigureRoomFromFileSeeded { .. }
                 | Command::ConfigureRoomQueued { .. }
                 | Command::ConfigureRoomFromFileQueued { .. }
+                | Command::ConfigureRoomChallenged { .. }
+                | Command::ConfigureRoomFromFileChallenged { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
                 | Command::IssuePasses { .. }

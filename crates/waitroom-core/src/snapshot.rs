@@ -15,7 +15,7 @@
 //! format (restore recomputes it and compares): a change to the digest is a format change, and
 //! the new version must still restore snapshots carrying the old digest.
 //!
-//! This build writes versions 2 to 4 and reads versions 1 to 4. Version 2 is version 1 plus the
+//! This build writes versions 2 to 5 and reads versions 1 to 5. Version 2 is version 1 plus the
 //! room's secret draw seed (flag bit 7, and 8 bytes after the configuration); a version 1
 //! snapshot is of a room with no seed (it was written before seeds existed), and restores to the
 //! room it was, whose version 2 encoding is the same bytes with the version byte 2 (and the
@@ -27,7 +27,12 @@
 //! present (`fifo` included) and, after the remembered record ids, the room's outstanding passes
 //! (13.: their count, at least 1, then per pass in expiry then hash order `expiry - now` and the
 //! 16-byte hash); it is written only for a room holding passes, so a room without passes is
-//! written as before passes. Within a version every state has exactly one encoding.
+//! written as before passes. Version 5 is version 4 plus the room's challenge difficulty
+//! (`RoomConfig::challenge_difficulty_bits`: one byte, 1 to `CHALLENGE_DIFFICULTY_BITS_MAX`,
+//! right after the method byte), its passes' count then being 0 or more; it is written only for
+//! a room whose configuration asks for a challenge, so a room without one is written exactly as
+//! before challenges, and versions 1 to 4 restore as rooms without one. A version 5 snapshot of a
+//! difficulty of 0 is refused. Within a version every state has exactly one encoding.
 //!
 //! Integers are unsigned LEB128 varints in their shortest form ("varint"), so each state has
 //! exactly one encoding; times are varints of their distance back from an anchor (usually the
@@ -88,7 +93,9 @@ use crate::view::{ExpiredReason, ExpiredTotals};
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"WRSN";
 /// The newest snapshot format version this build writes (it reads this one and every earlier
 /// one); it writes a `fifo` room as version 2 (see the module documentation).
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 5;
+/// The format of rooms without a challenge that hold passes (version 5 without the difficulty).
+const SNAPSHOT_FORMAT_VERSION_4: u8 = 4;
 /// The format of rooms that are not `fifo` and hold no passes (version 4 without the passes).
 const SNAPSHOT_FORMAT_VERSION_3: u8 = 3;
 /// The first snapshot format version, still read: rooms without a draw seed.
@@ -208,8 +215,11 @@ impl Room {
         let mut w = Writer(Vec::with_capacity(estimate));
         w.bytes(&SNAPSHOT_MAGIC);
         let method = self.config.queueing_method;
-        let version = if !self.passes.is_empty() {
+        let difficulty_bits = self.config.challenge_difficulty_bits;
+        let version = if difficulty_bits != 0 {
             SNAPSHOT_FORMAT_VERSION
+        } else if !self.passes.is_empty() {
+            SNAPSHOT_FORMAT_VERSION_4
         } else if method != QueueingMethod::Fifo {
             SNAPSHOT_FORMAT_VERSION_3
         } else {
@@ -267,6 +277,9 @@ impl Room {
         }
         if version >= SNAPSHOT_FORMAT_VERSION_3 {
             w.u8(method.index());
+        }
+        if version == SNAPSHOT_FORMAT_VERSION {
+            w.u8(difficulty_bits);
         }
         w.varint(back(self.created_at_ms));
 
@@ -343,7 +356,7 @@ impl Room {
             w.varint(back(*at_ms));
             w.bytes(&id.0);
         }
-        if version == SNAPSHOT_FORMAT_VERSION {
+        if version >= SNAPSHOT_FORMAT_VERSION_4 {
             w.varint(self.passes.len() as u64);
             for (at_ms, hash) in self.passes.iter() {
                 // Expired passes are forgotten as time moves: every expiry is after the clock.
@@ -409,7 +422,7 @@ struct Counts {
     ended: usize,
 }
 
-/// Reads the body of format `version` (1 to 3: see the module documentation).
+/// Reads the body of format `version` (1 to 5: see the module documentation).
 fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
     let digest: [u8; 16] = r.array()?;
     let id_len = r.u8()?;
@@ -461,6 +474,7 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
             None
         },
         queueing_method: QueueingMethod::Fifo,
+        challenge_difficulty_bits: 0,
     };
     // Every configuration a room holds passed this when it was applied.
     config.validate().map_err(SnapshotError::InvalidConfig)?;
@@ -482,6 +496,15 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
                 return malformed("a fifo room in format version 3");
             }
             Some(method) => method,
+        };
+    }
+    if version == SNAPSHOT_FORMAT_VERSION {
+        config.challenge_difficulty_bits = match r.u8()? {
+            0 => return malformed("no challenge in format version 5"),
+            bits if bits > CHALLENGE_DIFFICULTY_BITS_MAX => {
+                return malformed("challenge difficulty out of range");
+            }
+            bits => bits,
         };
     }
     let open = config.opens_at_ms.is_none_or(|at| now >= at);
@@ -703,9 +726,9 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
     }
 
     let mut passes = Passes::default();
-    if version == SNAPSHOT_FORMAT_VERSION {
+    if version >= SNAPSHOT_FORMAT_VERSION_4 {
         let count = r.varint()?;
-        if count == 0 {
+        if count == 0 && version == SNAPSHOT_FORMAT_VERSION_4 {
             return malformed("no passes in format version 4");
         }
         if count > PASSES_PER_ROOM_MAX as u64 {
@@ -1198,6 +1221,36 @@ mod tests {
             s.configure(T0 + 2, config).join(T0 + 3, 10);
             s.leave(T0 + 4, 0, LeaveReason::Completed);
             rooms.push((method.as_str(), s.done()));
+        }
+        for (name, method, bits, passes) in [
+            ("challenged", QueueingMethod::Fifo, 20, false),
+            (
+                "challenged, random, with passes",
+                QueueingMethod::Random,
+                CHALLENGE_DIFFICULTY_BITS_MAX,
+                true,
+            ),
+        ] {
+            let mut s = Script::new();
+            let config = RoomConfig {
+                queueing_method: method,
+                challenge_difficulty_bits: bits,
+                ..long_timeouts(2)
+            };
+            s.configure(T0, config);
+            for n in 0..4 {
+                s.join(T0 + 1, n);
+            }
+            if passes {
+                s.at(
+                    T0 + 2,
+                    Command::IssuePasses {
+                        passes: vec![[1; 16], [2; 16]],
+                        expires_at_ms: T0 + MINUTE,
+                    },
+                );
+            }
+            rooms.push((name, s.done()));
         }
         rooms
     }
@@ -1947,6 +2000,57 @@ mod tests {
         ]
     }
 
+    /// Version 5: version 4's body with the difficulty byte after the method byte, the passes'
+    /// count then 0 or more; written only for a room with a challenge.
+    #[test]
+    fn version_5_is_stable() {
+        let mut v2 = tiny();
+        v2.draw_seed = Some(DrawSeed::from_u64(0x0807_0605_0403_0201));
+        let v2_bytes = v2.encode_snapshot();
+        let mut room = v2.clone();
+        room.config.challenge_difficulty_bits = 20;
+        let bytes = room.encode_snapshot();
+        let method_at = FLAGS_AT_IN_TINY + 1 + 7 + 3 + 1 + 9 + 16 + 8;
+        let mut expected = v2_bytes[..v2_bytes.len() - TRAILER_BYTES].to_vec();
+        expected[4] = 5;
+        expected.insert(method_at, 0); // fifo
+        expected.insert(method_at + 1, 20); // 20 bits
+        expected.push(0); // no passes
+        let crc = crc32c::crc32c(&expected);
+        assert_eq!(crc.to_le_bytes(), PINNED_V5_CRC);
+        expected.extend(PINNED_V5_CRC);
+        assert_eq!(bytes, expected);
+        // The difficulty is not in the digest (nor is the method): snapshots' checksum guards it.
+        assert_eq!(room.digest(), v2.digest());
+        let restored = Room::restore_snapshot(&bytes).unwrap();
+        assert_same(&room, &restored, "pinned");
+        assert_eq!(restored.last_config().challenge_difficulty_bits, 20);
+        // Without a challenge the room is written as before challenges.
+        room.config.challenge_difficulty_bits = 0;
+        assert_eq!(room.encode_snapshot(), v2_bytes);
+
+        // A difficulty of 0 or past the limit: refused.
+        for (bits, why) in [
+            (0, "no challenge in format version 5"),
+            (
+                CHALLENGE_DIFFICULTY_BITS_MAX + 1,
+                "challenge difficulty out of range",
+            ),
+        ] {
+            let mut bad = bytes.clone();
+            bad[method_at + 1] = bits;
+            reseal(&mut bad);
+            assert_eq!(error(&bad), Some(SnapshotError::Malformed(why)), "{bits}");
+        }
+        // Version 4 has no difficulty byte: the same body under version byte 4 is refused.
+        let mut bad = bytes.clone();
+        bad[4] = 4;
+        reseal(&mut bad);
+        assert!(error(&bad).is_some());
+    }
+
+    const PINNED_V5_CRC: [u8; 4] = [170, 229, 206, 108];
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -1971,7 +2075,7 @@ mod tests {
         /// same bytes (one encoding per state).
         #[test]
         fn mutated_snapshots_never_panic(
-            sample in 0usize..12,
+            sample in 0usize..14,
             mutations in proptest::collection::vec(mutation(), 1..4),
         ) {
             let mut bytes = samples().swap_remove(sample).1.encode_snapshot();

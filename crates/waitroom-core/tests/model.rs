@@ -27,6 +27,11 @@
 //! one only while nobody waits in the pre-queue, or if the room has none) and draws with it, or
 //! with the public `legacy_draw_seed` when there is none.
 //!
+//! Challenges are in the mix too (`ConfigureRoomChallenged`, `ConfigureRoomFromFileChallenged`,
+//! difficulties in range and past it): the state machine only carries the difficulty, so every
+//! invariant holds as before, and the room's configuration (the difficulty included) is the
+//! model's after every step.
+//!
 //! Every queueing method is generated (`ConfigureRoomQueued`, `ConfigureRoomFromFileQueued`, as
 //! nodes write them for rooms that are not `fifo`), and configurations change it on a live room.
 //! The invariants hold for every method, except what a method changes on purpose: a
@@ -51,8 +56,8 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use waitroom_core::limits::{
-    ETA_WINDOW_MS, PASS_LIFETIME_MS_MAX, PASSES_PER_RECORD_MAX, PASSES_PER_ROOM_MAX,
-    RATE_BUCKET_MS, RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
+    CHALLENGE_DIFFICULTY_BITS_MAX, ETA_WINDOW_MS, PASS_LIFETIME_MS_MAX, PASSES_PER_RECORD_MAX,
+    PASSES_PER_ROOM_MAX, RATE_BUCKET_MS, RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
 };
 use waitroom_core::*;
 
@@ -359,23 +364,38 @@ impl Model {
             return;
         }
         // Records before queueing methods configure a `fifo` room; the queued ones say theirs.
-        let method = match &record.command {
+        // Records before challenges configure a room without one; the challenged ones say theirs.
+        let (method, bits) = match &record.command {
             Command::ConfigureRoomQueued {
                 queueing_method, ..
             }
             | Command::ConfigureRoomFromFileQueued {
                 queueing_method, ..
-            } => *queueing_method,
-            _ => QueueingMethod::Fifo,
+            } => (*queueing_method, 0),
+            Command::ConfigureRoomChallenged {
+                queueing_method,
+                challenge_difficulty_bits,
+                ..
+            }
+            | Command::ConfigureRoomFromFileChallenged {
+                queueing_method,
+                challenge_difficulty_bits,
+                ..
+            } => (*queueing_method, *challenge_difficulty_bits),
+            _ => (QueueingMethod::Fifo, 0),
         };
         let with_method = |config: &RoomConfig| RoomConfig {
             queueing_method: method,
+            challenge_difficulty_bits: bits,
             ..config.clone()
         };
         let accepted = match &record.command {
             Command::ConfigureRoom(config) => self.configure(&with_method(config), None),
             Command::ConfigureRoomSeeded { config, draw_seed }
             | Command::ConfigureRoomQueued {
+                config, draw_seed, ..
+            }
+            | Command::ConfigureRoomChallenged {
                 config, draw_seed, ..
             } => self.configure(&with_method(config), Some(*draw_seed)),
             Command::ConfigureRoomFromFile {
@@ -391,11 +411,19 @@ impl Model {
                 config,
                 file_entry_digest,
                 ..
+            }
+            | Command::ConfigureRoomFromFileChallenged {
+                config,
+                file_entry_digest,
+                ..
             } => {
                 let config = &with_method(config);
                 let seed = match &record.command {
                     Command::ConfigureRoomFromFileSeeded { draw_seed, .. }
-                    | Command::ConfigureRoomFromFileQueued { draw_seed, .. } => Some(*draw_seed),
+                    | Command::ConfigureRoomFromFileQueued { draw_seed, .. }
+                    | Command::ConfigureRoomFromFileChallenged { draw_seed, .. } => {
+                        Some(*draw_seed)
+                    }
                     _ => None,
                 };
                 if self.file_digest == Some(*file_entry_digest) {
@@ -559,6 +587,8 @@ impl Model {
                 | Command::ConfigureRoomFromFileSeeded { .. }
                 | Command::ConfigureRoomQueued { .. }
                 | Command::ConfigureRoomFromFileQueued { .. }
+                | Command::ConfigureRoomChallenged { .. }
+                | Command::ConfigureRoomFromFileChallenged { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
                 | Command::IssuePasses { .. }
@@ -728,6 +758,13 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
             1 => Just(QueueingMethod::Reject),
             1 => Just(QueueingMethod::InviteOnly),
         ],
+        // Mostly no challenge; else a difficulty in range, now and then one past it (an
+        // invalid configuration, which must change nothing).
+        prop_oneof![
+            6 => Just(0u8),
+            3 => 1u8..=CHALLENGE_DIFFICULTY_BITS_MAX,
+            1 => Just(CHALLENGE_DIFFICULTY_BITS_MAX + 1),
+        ],
     )
         .prop_map(
             move |(
@@ -738,6 +775,7 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
                 paused,
                 invalid,
                 method,
+                challenge_difficulty_bits,
             )| {
                 RoomConfig {
                     // Now and then an invalid configuration, which must change nothing.
@@ -752,6 +790,7 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
                     paused,
                     target_url: Some("https://tickets.example.com/select".into()),
                     queueing_method: method,
+                    challenge_difficulty_bits,
                 }
             },
         )
@@ -959,6 +998,12 @@ impl StateMachineTest for RoomModel {
         assert_eq!(room.now_ms(), model.now, "clock");
         assert_eq!(room.exists(), model.exists);
         assert_eq!(room.file_entry_digest(), model.file_digest, "file entry");
+        assert_eq!(room.last_config(), &model.config, "configuration");
+        assert_eq!(
+            sut.b.last_config().challenge_difficulty_bits,
+            model.config.challenge_difficulty_bits,
+            "B's challenge"
+        );
         assert_eq!(room.draw_seed(), model.draw_seed, "draw seed");
         assert_eq!(sut.b.draw_seed(), model.draw_seed, "B's draw seed");
         assert_eq!(

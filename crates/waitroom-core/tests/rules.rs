@@ -1438,7 +1438,7 @@ fn passes_survive_a_snapshot_and_change_the_digest() {
     assert_eq!(plain[4], 2, "a room without passes is written as before");
     issue(&mut t, T0 + 1, &[7, 8], T0 + 60 * SECOND);
     let bytes = t.room.encode_snapshot();
-    assert_eq!(bytes[4], SNAPSHOT_FORMAT_VERSION);
+    assert_eq!(bytes[4], 4, "a room with passes and no challenge");
     let restored = Room::restore_snapshot(&bytes).expect("a room's own snapshot");
     assert_eq!(restored.digest(), t.room.digest());
     let mut r = Timeline {
@@ -1454,4 +1454,30 @@ fn passes_survive_a_snapshot_and_change_the_digest() {
     // Once the passes expire, the room is written as before passes again.
     t.at(T0 + 60 * SECOND, Command::Tick);
     assert_eq!(t.room.encode_snapshot()[4], 2);
+}
+
+/// A challenge's difficulty is configuration the state machine carries: it survives a snapshot
+/// (format version 5), and a configuration without one takes it away.
+#[test]
+fn a_challenge_survives_a_snapshot() {
+    let mut t = Timeline::configured(Command::configure(
+        RoomConfig {
+            challenge_difficulty_bits: 20,
+            ..config(1)
+        },
+        SEED,
+    ));
+    let bytes = t.room.encode_snapshot();
+    assert_eq!(bytes[4], SNAPSHOT_FORMAT_VERSION);
+    let restored = Room::restore_snapshot(&bytes).expect("a room's own snapshot");
+    assert_eq!(restored.last_config().challenge_difficulty_bits, 20);
+    assert_eq!(restored.digest(), t.room.digest());
+    let outcome = t.at(T0 + 1, Command::configure(config(1), SEED));
+    assert!(matches!(outcome, Outcome::Configured { created: false }));
+    assert_eq!(t.room.last_config().challenge_difficulty_bits, 0);
+    assert_eq!(
+        t.room.encode_snapshot()[4],
+        2,
+        "written as before challenges"
+    );
 }

@@ -217,6 +217,25 @@ impl RoomStats {
 #[serde(rename_all = "camelCase")]
 pub struct JoinRequest<'a> {
     pub room_id: &'a str,
+    /// A solved challenge, when the room asks for one (docs/api.md, "Challenges").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub solution: Option<&'a str>,
+}
+
+/// The answer of `POST …/rooms/{roomId}/challenge`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeBody {
+    pub challenge: String,
+    pub difficulty_bits: u32,
+}
+
+impl ChallengeBody {
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
-use crate::api::{JoinRequest, ROOMS_PATH, RoomConfig, RoomStats, SESSIONS_PATH, SessionView};
+use crate::api::{
+    ChallengeBody, JoinRequest, ROOMS_PATH, RoomConfig, RoomStats, SESSIONS_PATH, SessionView,
+};
 use crate::limits::RESPONSE_BODY_BYTES_MAX;
 use crate::options::AdminToken;
 use crate::time::{Clock, TimeUs};
@@ -174,14 +176,64 @@ impl HttpClient {
     }
 
     /// `POST /sessions` with an `Idempotency-Key`, and `forwarded` (a client-address header of
-    /// the user's own, see `--forwarded-for`) if given.
+    /// the user's own, see `--forwarded-for`) if given. A `403` may be a room that asks for a
+    /// challenge (docs/api.md, "Challenges"): then one is fetched, solved natively
+    /// (`crate::pow`, on a blocking thread) and the join sent again with it, as a browser would;
+    /// the exchange's time then spans all of it, the solve included.
     pub async fn join(
         &self,
         room: &str,
         idempotency_key: &str,
         forwarded: Option<(header::HeaderName, String)>,
     ) -> Exchange<SessionView> {
-        let body = serde_json::to_vec(&JoinRequest { room_id: room }).unwrap_or_default();
+        let first = self
+            .join_with(room, idempotency_key, forwarded.clone(), None)
+            .await;
+        if first.outcome != Outcome::Status(403) {
+            return first;
+        }
+        let path = format!("{ROOMS_PATH}/{room}/challenge");
+        let issued = self
+            .call(Method::POST, &path, &[], None, true, ChallengeBody::parse)
+            .await;
+        let Some(issued) = issued.body else {
+            return first; // not a challenged room (409), or no challenge to be had
+        };
+        let challenge = issued.challenge.clone();
+        let bits = issued.difficulty_bits;
+        let solved =
+            tokio::task::spawn_blocking(move || crate::pow::solve(&challenge, bits, 0, u64::MAX))
+                .await;
+        let Ok(Some(solved)) = solved else {
+            return first;
+        };
+        let second = self
+            .join_with(
+                room,
+                idempotency_key,
+                forwarded,
+                Some((&issued.challenge, &solved.solution)),
+            )
+            .await;
+        Exchange {
+            sent_us: first.sent_us,
+            ..second
+        }
+    }
+
+    async fn join_with(
+        &self,
+        room: &str,
+        idempotency_key: &str,
+        forwarded: Option<(header::HeaderName, String)>,
+        solved: Option<(&str, &str)>,
+    ) -> Exchange<SessionView> {
+        let body = serde_json::to_vec(&JoinRequest {
+            room_id: room,
+            challenge: solved.map(|(challenge, _)| challenge),
+            solution: solved.map(|(_, solution)| solution),
+        })
+        .unwrap_or_default();
         let mut headers = vec![(
             header::HeaderName::from_static("idempotency-key"),
             idempotency_key.to_string(),

@@ -37,6 +37,7 @@
 //! - `charts`: the SVG charts.
 //! - `progress`: the [`Progress`] trait and the terminal bar.
 //! - `time`: one time base and RFC 3339.
+//! - `pow`: the proof of work of join challenges and a native solver (shared with the node).
 
 mod api;
 mod arrival;
@@ -45,6 +46,7 @@ mod http;
 pub mod limits;
 pub mod metrics;
 mod options;
+pub mod pow;
 mod progress;
 mod report;
 mod runner;

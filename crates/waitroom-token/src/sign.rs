@@ -183,6 +183,23 @@ impl SigningKey {
         Jwk::set_json(&[self.public_jwk()])
     }
 
+    /// A 32-byte secret for another use of the same key material, derived as SHA-256 over
+    /// `"waitroom-token derived secret\0"`, `label`, a zero byte and the private key: one-way
+    /// (it reveals nothing of the key) and different for every label. The waitroom node keys the
+    /// HMAC of its join challenges with it, so every node that holds the signing key accepts the
+    /// challenges any other issued, with no second secret to distribute.
+    pub fn derive_secret(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"waitroom-token derived secret\0");
+        hasher.update(label.as_bytes());
+        hasher.update([0]);
+        hasher.update(self.key.as_bytes());
+        let mut secret = Zeroizing::new([0_u8; 32]);
+        secret.copy_from_slice(&hasher.finalize());
+        secret
+    }
+
     /// Signs `claims` into a compact JWT with header `{"alg":"EdDSA","typ":"JWT","kid":...}`.
     ///
     /// # Panics
@@ -367,6 +384,18 @@ mod tests {
         let part = token.split('.').nth(index).expect("three parts");
         let json = BASE64URL.decode(part).expect("base64url");
         serde_json::from_slice(&json).expect("JSON")
+    }
+
+    /// Derived secrets depend on the key and the label only, and are not the key.
+    #[test]
+    fn derived_secrets_differ_by_key_and_label() {
+        let a = SigningKey::from_pkcs8_pem(RFC8410_PEM).unwrap();
+        let b = SigningKey::from_pkcs8_pem(RFC8037_PEM).unwrap();
+        let again = SigningKey::from_pkcs8_pem(RFC8410_PEM).unwrap();
+        assert_eq!(*a.derive_secret("x"), *again.derive_secret("x"));
+        assert_ne!(*a.derive_secret("x"), *a.derive_secret("y"));
+        assert_ne!(*a.derive_secret("x"), *b.derive_secret("x"));
+        assert_ne!(&a.derive_secret("x")[..], a.key.as_bytes());
     }
 
     #[test]

@@ -13,6 +13,8 @@
   const t = i18n.t;
 
   const SESSIONS_PATH = "/api/waiting-room/sessions";
+  const ROOMS_PATH = "/api/waiting-room/rooms";
+  const CHALLENGE_WORKER_PATH = "/assets/challenge-worker.js";
   const ROOM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
   const SESSION_ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
   const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,128}$/;
@@ -37,9 +39,12 @@
     reconnecting: "connection.reconnecting",
     busy: "loading.busy",
     "leave-failed": "leave.failed",
+    challenge: "challenge.working",
   };
 
   // Limits. Each bounds something that would otherwise be unbounded or left to chance.
+  /** Challenges a join may solve in a row (each refused one is replaced by a new one). */
+  const CHALLENGE_ROUNDS_MAX = 3;
   /** A request still unanswered after this is treated as a network error and retried. */
   const REQUEST_TIMEOUT_MS = 15000;
   /** First retry delay; doubles per consecutive failure. */
@@ -217,11 +222,13 @@
      * @param {string|null} title the problem's `title`, shown to the person as is
      * @param {number|null} retryAfterMs from `Retry-After`, when present
      */
-    constructor(status, title, retryAfterMs) {
+    constructor(status, title, retryAfterMs, kind = null) {
       super(title || (status ? `HTTP ${status}` : "network error"));
       this.status = status;
       this.title = title;
       this.retryAfterMs = retryAfterMs;
+      /** The problem's kind: the last segment of its `type` URI (`challenge-required`, ...). */
+      this.kind = kind;
     }
 
     get retryable() {
@@ -258,7 +265,7 @@
     clockOffsetMs = Math.abs(estimate) > CLOCK_SKEW_MIN_MS ? Math.round(estimate) : 0;
   }
 
-  async function request(method, path, { body, headers } = {}) {
+  async function request(method, path, { body, headers, isAnswer = isView } = {}) {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
     const sentAt = Date.now();
@@ -288,12 +295,18 @@
         data = null; // empty or non-JSON body (a proxy's error page, a cut connection)
       }
       if (response.ok) {
-        if (!isView(data)) throw new ApiError(0, null, null); // retry: a good answer will come
+        if (!isAnswer(data)) throw new ApiError(0, null, null); // retry: a good answer will come
         return data;
       }
       const title =
         data && typeof data.title === "string" ? data.title.slice(0, PROBLEM_TITLE_MAX_CHARS) : null;
-      throw new ApiError(response.status, title, parseRetryAfter(response.headers.get("Retry-After")));
+      const kind = data && typeof data.type === "string" ? data.type.split("/").pop() : null;
+      throw new ApiError(
+        response.status,
+        title,
+        parseRetryAfter(response.headers.get("Retry-After")),
+        kind,
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -301,10 +314,22 @@
 
   const sessionPath = (id) => `${SESSIONS_PATH}/${encodeURIComponent(id)}`;
   const api = {
-    join: (room, idempotencyKey) =>
+    join: (room, idempotencyKey, solved) =>
       request("POST", SESSIONS_PATH, {
-        body: PASS === null ? { roomId: room } : { roomId: room, pass: PASS },
+        body: Object.assign(
+          { roomId: room },
+          PASS === null ? {} : { pass: PASS },
+          solved ? { challenge: solved.challenge, solution: solved.solution } : {},
+        ),
         headers: { "Idempotency-Key": idempotencyKey },
+      }),
+    challenge: (room) =>
+      request("POST", `${ROOMS_PATH}/${encodeURIComponent(room)}/challenge`, {
+        isAnswer: (data) =>
+          data !== null &&
+          typeof data === "object" &&
+          typeof data.challenge === "string" &&
+          Number.isInteger(data.difficultyBits),
       }),
     get: (id) => request("GET", sessionPath(id)),
     held: (id) => request("GET", `${sessionPath(id)}?waitSeconds=${HELD_READ_SECONDS}`),
@@ -480,9 +505,25 @@
       key = newIdempotencyKey();
       storage.set(joinKeyKey, key);
     }
-    const joined = await withRetry(() => api.join(roomId, key), (error) => {
-      if (gen === generation) setNotice(noticeFor(error, true));
-    });
+    // A room may ask every join to solve a challenge (docs/api.md, "Challenges"): the join
+    // says so (403 `challenge-…`), and the page solves one and joins again with it. A challenge
+    // refused for another reason (expired while solving, a key rotation, the room's difficulty
+    // raised meanwhile) is replaced by a new one, a few times at most.
+    let solved = null;
+    let joined = null;
+    for (let round = 0; joined === null; round += 1) {
+      try {
+        joined = await withRetry(() => api.join(roomId, key, solved), (error) => {
+          if (gen === generation) setNotice(noticeFor(error, true));
+        });
+      } catch (error) {
+        const challenged =
+          error instanceof ApiError && error.status === 403 && /^challenge-/.test(error.kind || "");
+        if (!challenged || round >= CHALLENGE_ROUNDS_MAX || gen !== generation) throw error;
+        solved = await solveChallenge(gen);
+        if (gen !== generation) return;
+      }
+    }
     if (gen !== generation) return;
     // The session id now does what the key did; a later "join again" needs a new key anyway
     // (the old one would replay this session).
@@ -493,6 +534,49 @@
     lastSyncAt = Date.now();
     accept(joined);
     if (isLive(joined)) scheduleHeartbeat(intervalMs(joined));
+  }
+
+  /** Gets a challenge and solves it in a Web Worker (assets/challenge-worker.js), telling the
+   *  person what is going on meanwhile: `{challenge, solution}`, or null when the room no longer
+   *  asks for one. */
+  async function solveChallenge(gen) {
+    let issued;
+    try {
+      issued = await withRetry(() => api.challenge(roomId), (error) => {
+        if (gen === generation) setNotice(noticeFor(error, true));
+      });
+    } catch (error) {
+      // The room stopped asking for one meanwhile: join without.
+      if (error instanceof ApiError && error.kind === "challenge-not-required") return null;
+      throw error;
+    }
+    setNotice("challenge");
+    el.main.dataset.challenge = "working";
+    const started = Date.now();
+    const found = await new Promise((resolve, reject) => {
+      const worker = new Worker(CHALLENGE_WORKER_PATH);
+      worker.onmessage = (event) => {
+        const message = event.data || {};
+        if (typeof message.solution === "string") {
+          worker.terminate();
+          resolve(message);
+        } else if (message.error) {
+          worker.terminate();
+          reject(new Error(message.error));
+        }
+      };
+      worker.onerror = (event) => {
+        worker.terminate();
+        reject(new Error(event.message || "the challenge worker failed"));
+      };
+      worker.postMessage({ challenge: issued.challenge, bits: issued.difficultyBits });
+    });
+    // For the browser test and the figures: how long this browser took.
+    el.main.dataset.challenge = "solved";
+    el.main.dataset.challengeMs = String(Date.now() - started);
+    el.main.dataset.challengeTries = String(found.tries);
+    clearNotice("challenge");
+    return { challenge: issued.challenge, solution: found.solution };
   }
 
   function scheduleHeartbeat(delayMs) {

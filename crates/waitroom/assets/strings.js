@@ -101,6 +101,7 @@ window.WAITROOM_STRINGS = {
     "leave.failed": "We couldn't reach the waiting room to leave the line. Check your connection and try again.",
 
     "preview.notice": "Preview: this is how a place in line looks. This page has not joined the line, and its figures are examples.",
+    "challenge.working": "Checking this browser before it joins the line: it solves a small puzzle that keeps bots from taking places. This takes a few seconds, once; keep this page open.",
     "connection.reconnecting": "Reconnecting… Your place is kept while we try again.",
     "connection.storage": "This browser isn't saving data for this site, so keep this page open: reloading it would lose your place.",
 

@@ -1,4 +1,5 @@
-//! `cargo bench -p waitroom --bench request`: the cost of one status poll through waitroom's
+//! `cargo bench -p waitroom --bench request`: the cost of checking a join challenge (below), and
+//! the cost of one status poll through waitroom's
 //! whole router (routing, layers, metrics, the state lookup, JSON) without a socket, next to a
 //! bare axum route answering a body of the same size. The difference is what waitroom adds to
 //! each poll on top of the HTTP stack.
@@ -62,6 +63,7 @@ fn polls(c: &mut Criterion) {
             client_ip_header: None,
             registry: node.metrics_registry(),
             held_reads: tokio::sync::Semaphore::new(waitroom::limits::HELD_READS_MAX),
+            join_verifier: None,
         });
         std::mem::forget(tasks);
         (
@@ -95,5 +97,42 @@ fn polls(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, polls);
+/// What checking a join's challenge costs the node (`waitroom::challenge`): the HMAC of the
+/// challenge and the SHA-256 of challenge and solution, at the suggested difficulty; and what
+/// issuing one costs. The solution is found once, natively, before the measurement.
+fn challenges(c: &mut Criterion) {
+    use waitroom::challenge::Challenges;
+    use waitroom_core::limits::CHALLENGE_DIFFICULTY_BITS_SUGGESTED as BITS;
+    let key = waitroom_token::SigningKey::generate().unwrap();
+    let challenges = Challenges::new(&key, &[]);
+    let room = RoomId::new("bench").unwrap();
+    let now_ms = 1_800_000_000_000;
+    let issued = challenges.issue(&room, BITS, now_ms);
+    let solution = waitroom_load::pow::solve(&issued.challenge, BITS.into(), 0, u64::MAX)
+        .unwrap()
+        .solution;
+    assert!(
+        challenges
+            .check(&room, &issued.challenge, &solution, BITS, now_ms)
+            .is_ok()
+    );
+    let mut group = c.benchmark_group("join challenge");
+    group.bench_function("check a solved challenge", |b| {
+        b.iter(|| {
+            black_box(challenges.check(
+                black_box(&room),
+                black_box(&issued.challenge),
+                black_box(&solution),
+                BITS,
+                now_ms,
+            ))
+        })
+    });
+    group.bench_function("issue a challenge", |b| {
+        b.iter(|| black_box(challenges.issue(black_box(&room), BITS, now_ms)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, polls, challenges);
 criterion_main!(benches);

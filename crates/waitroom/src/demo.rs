@@ -340,6 +340,7 @@ async fn configure_room(node: &Node, capacity: u32, target_url: &str) -> Result<
         paused: false,
         target_url: Some(target_url.to_string()),
         queueing_method: QueueingMethodBody::Fifo,
+        challenge_difficulty_bits: 0,
     }
     .to_config()
     .map_err(|problem| format!("the demo room's configuration: {}", problem.detail))?;

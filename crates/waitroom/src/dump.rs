@@ -261,6 +261,28 @@ pub fn record_line(entry: &Entry, record: &Record) -> Value {
             "queueingMethod": queueing_method.as_str(),
             "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         }),
+        Command::ConfigureRoomChallenged {
+            config,
+            queueing_method,
+            challenge_difficulty_bits,
+            ..
+        } => json!({
+            "config": config,
+            "queueingMethod": queueing_method.as_str(),
+            "challengeDifficultyBits": challenge_difficulty_bits,
+        }),
+        Command::ConfigureRoomFromFileChallenged {
+            config,
+            file_entry_digest,
+            queueing_method,
+            challenge_difficulty_bits,
+            ..
+        } => json!({
+            "config": config,
+            "queueingMethod": queueing_method.as_str(),
+            "challengeDifficultyBits": challenge_difficulty_bits,
+            "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }),
         Command::CheckDigest {
             every_ms,
             interval,

@@ -9,6 +9,9 @@
 //!   read-your-writes waits.
 //! - `http`: the axum API of `docs/api.md`, the waiting page, metrics, OpenAPI.
 //! - `tokens`: admission tokens (EdDSA JWTs) and the JWKS.
+//! - `challenge`: join challenges (a proof of work a room can ask for), HMAC-signed with a key
+//!   derived from the token signing key.
+//! - `verifier`: the external join verifier (`--join-verifier-url`).
 //! - `ids`: the text form of session ids (which carries the room's tag).
 //! - `limits`: every limit of the node and the HTTP layer, tied to the log's and the core's.
 //! - `metrics`: Prometheus metrics.
@@ -19,6 +22,7 @@
 //!   page that verifies admission tokens.
 //! - `dump`: `waitroom log dump` — a room's records as JSON lines, from any backend (audit).
 
+pub mod challenge;
 pub mod connections;
 pub mod demo;
 pub mod dump;
@@ -29,5 +33,6 @@ pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod tokens;
+pub mod verifier;
 
 pub use server::{ServeOptions, run};

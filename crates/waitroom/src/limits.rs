@@ -159,3 +159,36 @@ pub const JWKS_MAX_AGE_S: u64 = 300;
 
 // The signing key, the next one and the retired ones all fit one verifier of the token crate.
 const _: () = assert!(2 + RETIRED_SIGNING_KEYS_MAX <= waitroom_token::limits::VERIFIER_KEYS_MAX);
+
+/// A join challenge (`POST …/rooms/{roomId}/challenge`) is accepted until this long after it was
+/// issued: time for a browser to solve one at the highest difficulty now and then (about two
+/// minutes on average at 28 bits, see docs/api.md), and short enough that a solved challenge
+/// cannot be replayed into a second place (below).
+pub const CHALLENGE_LIFETIME_MS: u64 = 10 * 60 * 1000;
+/// What the node allows for between its clock, another node's, and the log's timestamps (skew
+/// both ways and an append's delay).
+pub const CHALLENGE_CLOCK_ALLOWANCE_MS: u64 = 2 * 60 * 1000;
+// A replayed solution is a join with the session id derived from the challenge: while the room
+// remembers that session it is a duplicate, so the replay gets the same session back, never a
+// second place. The room remembers a session while it lives and for `SESSION_RETENTION_MS` after
+// it ends (never forgotten early: a room at `SESSIONS_PER_ROOM_MAX` refuses joins instead), so
+// the challenge must expire, clocks and append delay allowed for, before that can end.
+const _: () = assert!(
+    CHALLENGE_LIFETIME_MS + CHALLENGE_CLOCK_ALLOWANCE_MS
+        <= waitroom_core::limits::SESSION_RETENTION_MS,
+    "a challenge outlives the memory of the session it bought"
+);
+
+/// `--join-verifier-timeout-ms`: 1..=5 000, default 300. A join waits this long at most for the
+/// external verifier; past it the join goes on or is refused as `--join-verifier-fails` says. Five
+/// seconds is already far longer than a person should wait to join; the write's own wait comes
+/// on top.
+pub const JOIN_VERIFIER_TIMEOUT_MS_MAX: u64 = 5_000;
+pub const JOIN_VERIFIER_TIMEOUT_MS_DEFAULT: u64 = 300;
+/// The verifier's answer is read up to this many bytes (`{"allow": false, "reason": "…"}`).
+pub const JOIN_VERIFIER_ANSWER_BYTES_MAX: usize = 4096;
+/// A deny's `reason` is shown in the problem's detail up to this many characters.
+pub const JOIN_VERIFIER_REASON_CHARS_MAX: usize = 200;
+/// Joins waiting for the verifier at once; one past it is treated as a verifier failure (open or
+/// closed), so a slow verifier cannot pile up requests in the node.
+pub const JOIN_VERIFIER_IN_FLIGHT_MAX: usize = 1024;

@@ -136,6 +136,23 @@ struct ServeArgs {
     /// balancer, keep it above the balancer's idle timeout.
     #[arg(long, env = "WAITROOM_IDLE_TIMEOUT_MS", default_value_t = defaults::IDLE_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     idle_timeout_ms: u64,
+    /// An external join verifier: every new join without a pass is POSTed to this http:// URL
+    /// first (room id, client address, user agent, a few headers), and refused (403) if it
+    /// answers {"allow": false}. See docs/operations.md ("Bot checks").
+    #[arg(long, env = "WAITROOM_JOIN_VERIFIER_URL")]
+    join_verifier_url: Option<String>,
+    /// How long a join waits for the verifier at most.
+    #[arg(long, env = "WAITROOM_JOIN_VERIFIER_TIMEOUT_MS", default_value_t = defaults::JOIN_VERIFIER_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=waitroom::limits::JOIN_VERIFIER_TIMEOUT_MS_MAX))]
+    join_verifier_timeout_ms: u64,
+    /// When the verifier times out or fails: `open` lets the join go on, `closed` refuses it
+    /// (503).
+    #[arg(
+        long,
+        env = "WAITROOM_JOIN_VERIFIER_FAILS",
+        value_enum,
+        default_value = "open"
+    )]
+    join_verifier_fails: waitroom::verifier::FailMode,
     /// How long a write waits to be appended and applied before answering 503.
     #[arg(long, env = "WAITROOM_WRITE_WAIT_MS", default_value_t = NODE.write_wait_ms, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     write_wait_ms: u64,
@@ -187,6 +204,9 @@ impl ServeArgs {
                 .unwrap_or(usize::MAX),
             header_read_timeout_ms: self.header_read_timeout_ms,
             held_reads_max: usize::try_from(self.held_reads_max).unwrap_or(usize::MAX),
+            join_verifier_url: self.join_verifier_url,
+            join_verifier_timeout_ms: self.join_verifier_timeout_ms,
+            join_verifier_fails: self.join_verifier_fails,
             idle_timeout_ms: self.idle_timeout_ms,
             request_timeout_ms: None,
             node: NodeOptions {

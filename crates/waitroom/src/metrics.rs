@@ -266,6 +266,20 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
 }
 
+/// The `result` labels of `join_verifier_total`.
+pub const JOIN_VERIFIER_RESULTS: [&str; 4] = ["allow", "deny", "failed_open", "failed_closed"];
+
+/// The `result` labels of `join_challenges_total`.
+pub const JOIN_CHALLENGE_RESULTS: [&str; 7] = [
+    "passed",
+    "replayed",
+    "required",
+    "invalid",
+    "wrong_room",
+    "expired",
+    "insufficient_work",
+];
+
 /// The node's own metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -287,6 +301,12 @@ pub struct Metrics {
     /// Status reads held now for a change (`waitSeconds`).
     pub status_reads_held: Gauge,
     pub join_rate_limited_total: Counter,
+    /// Joins asked of the external verifier, by `result` (`JOIN_VERIFIER_RESULTS`).
+    pub join_verifier_total: Family<ResultLabels, Counter>,
+    /// Join challenges handed out (`POST …/rooms/{roomId}/challenge`).
+    pub challenges_issued_total: Counter,
+    /// Joins of rooms that ask for a challenge, by `result` of its check (`JOIN_CHALLENGE_RESULTS`).
+    pub join_challenges_total: Family<ResultLabels, Counter>,
     pub writes_timed_out_total: Counter,
     /// How long taking a snapshot held a room's lock (the applier waits that long at most).
     pub snapshot_pause_seconds: Histogram,
@@ -329,6 +349,9 @@ impl Default for Metrics {
             ready: Gauge::default(),
             status_reads_held: Gauge::default(),
             join_rate_limited_total: Counter::default(),
+            challenges_issued_total: Counter::default(),
+            join_verifier_total: Family::default(),
+            join_challenges_total: Family::default(),
             writes_timed_out_total: Counter::default(),
             snapshot_pause_seconds: latency_histogram(),
             snapshot_encode_seconds: latency_histogram(),
@@ -394,6 +417,35 @@ impl Metrics {
             "join_rate_limited",
             "Joins refused by the per-IP rate limit",
             m.join_rate_limited_total.clone(),
+        );
+        registry.register(
+            "challenges_issued",
+            "Join challenges handed out",
+            m.challenges_issued_total.clone(),
+        );
+        for result in JOIN_VERIFIER_RESULTS {
+            m.join_verifier_total
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        registry.register(
+            "join_verifier",
+            "Joins asked of the external verifier (--join-verifier-url), by result: allow, deny, \
+             failed_open (no usable answer, the join went on), failed_closed (no usable answer, \
+             the join was refused)",
+            m.join_verifier_total.clone(),
+        );
+        for result in JOIN_CHALLENGE_RESULTS {
+            m.join_challenges_total
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        registry.register(
+            "join_challenges",
+            "Joins of rooms that ask for a challenge, by result of its check: passed, replayed \
+             (a solved challenge used again: the same session back), required (none carried), \
+             invalid, wrong_room, expired, insufficient_work",
+            m.join_challenges_total.clone(),
         );
         registry.register(
             "writes_timed_out",

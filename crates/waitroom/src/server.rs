@@ -56,6 +56,11 @@ pub struct ServeOptions {
     pub request_timeout_ms: Option<u64>,
     /// Status reads held at once (`waitSeconds`); past it, reads are answered at once.
     pub held_reads_max: usize,
+    /// The external join verifier (see `crate::verifier`): its URL (none: no verifier), how long
+    /// a join waits for it, and what a failure means.
+    pub join_verifier_url: Option<String>,
+    pub join_verifier_timeout_ms: u64,
+    pub join_verifier_fails: crate::verifier::FailMode,
     pub node: NodeOptions,
     /// Routes of a program that embeds the node, served next to the API on the same listener
     /// (see [`http::router_with`]); `waitroom demo` adds its seat-selection page this way.
@@ -75,7 +80,7 @@ pub mod defaults {
     pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
     pub use crate::limits::{
         CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX, HEADER_READ_TIMEOUT_MS, HELD_READS_MAX,
-        IDLE_TIMEOUT_MS,
+        IDLE_TIMEOUT_MS, JOIN_VERIFIER_TIMEOUT_MS_DEFAULT,
     };
 }
 
@@ -100,6 +105,9 @@ impl Default for ServeOptions {
             idle_timeout_ms: defaults::IDLE_TIMEOUT_MS,
             request_timeout_ms: None,
             held_reads_max: defaults::HELD_READS_MAX,
+            join_verifier_url: None,
+            join_verifier_timeout_ms: defaults::JOIN_VERIFIER_TIMEOUT_MS_DEFAULT,
+            join_verifier_fails: crate::verifier::FailMode::Open,
             node: NodeOptions::DEFAULT,
             extra_routes: None,
         }
@@ -156,6 +164,17 @@ pub async fn run_with(
     let signing_key = signing_key(&options, &backend_url)?;
     let other_keys = other_keys(&options)?;
     let tokens = Tokens::with_other_keys(signing_key, &other_keys, options.issuer.clone())?;
+    let join_verifier = options
+        .join_verifier_url
+        .as_deref()
+        .map(|url| {
+            crate::verifier::JoinVerifier::new(
+                url,
+                options.join_verifier_timeout_ms,
+                options.join_verifier_fails,
+            )
+        })
+        .transpose()?;
     tracing::info!(
         signing = tokens.kid(),
         next = other_keys.next.as_ref().map(|jwk| jwk.kid.as_str()),
@@ -203,6 +222,7 @@ pub async fn run_with(
         client_ip_header,
         registry,
         held_reads: tokio::sync::Semaphore::new(options.held_reads_max),
+        join_verifier,
     });
     if state.join_rate_limit.is_some() {
         let state = state.clone();
@@ -359,26 +379,34 @@ fn signing_key(
 }
 
 /// The keys published besides the signing key (`--next-signing-key`, `--retired-signing-key`).
+/// Those given as private keys also sign join challenges the node accepts (`crate::challenge`).
 fn other_keys(options: &ServeOptions) -> Result<OtherKeys, String> {
-    let read = |flag: &str, given: &str| -> Result<waitroom_token::Jwk, String> {
+    let mut challenge_keys = Vec::new();
+    let mut read = |flag: &str, given: &str| -> Result<waitroom_token::Jwk, String> {
         let pem = if given.trim_start().starts_with("-----BEGIN") {
             given.to_owned()
         } else {
             fs::read_to_string(given).map_err(|e| format!("cannot read {flag} {given}: {e}"))?
         };
+        if let Ok(private) = waitroom_token::SigningKey::from_pkcs8_pem(&pem) {
+            challenge_keys.push(private);
+        }
         waitroom_token::public_jwk_from_pem(&pem).map_err(|e| format!("{flag}: {e}"))
     };
+    let next = options
+        .next_signing_key
+        .as_deref()
+        .map(|given| read("--next-signing-key", given))
+        .transpose()?;
+    let retired = options
+        .retired_signing_keys
+        .iter()
+        .map(|given| read("--retired-signing-key", given))
+        .collect::<Result<_, _>>()?;
     Ok(OtherKeys {
-        next: options
-            .next_signing_key
-            .as_deref()
-            .map(|given| read("--next-signing-key", given))
-            .transpose()?,
-        retired: options
-            .retired_signing_keys
-            .iter()
-            .map(|given| read("--retired-signing-key", given))
-            .collect::<Result<_, _>>()?,
+        next,
+        retired,
+        challenge_keys,
     })
 }
 

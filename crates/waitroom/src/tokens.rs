@@ -15,11 +15,14 @@ use parking_lot::Mutex;
 
 use waitroom_token::{AdmissionClaims, Expectations, Jwk, SigningKey, Verifier};
 
+use crate::challenge::Challenges;
 use crate::limits::{RECENT_TOKENS_MAX, RETIRED_SIGNING_KEYS_MAX};
 pub use crate::limits::{TOKEN_LEEWAY_S, TOKEN_LIFETIME_MAX_S};
 
 pub struct Tokens {
     key: SigningKey,
+    /// Join challenges, keyed from the same signing key (see `crate::challenge`).
+    challenges: Challenges,
     verifier: Verifier,
     issuer: String,
     jwks_json: String,
@@ -46,6 +49,9 @@ pub struct OtherKeys {
     pub next: Option<Jwk>,
     /// Keys the fleet signed with before, at most [`RETIRED_SIGNING_KEYS_MAX`].
     pub retired: Vec<Jwk>,
+    /// The private keys among `next` and `retired` (those given as PKCS#8 PEM): join challenges
+    /// signed by nodes holding them are accepted too (see `crate::challenge`, "Key rotation").
+    pub challenge_keys: Vec<SigningKey>,
 }
 
 impl Tokens {
@@ -92,8 +98,10 @@ impl Tokens {
         let jwks_json = Jwk::set_json(&published);
         let verifier = Verifier::from_jwks_json(&jwks_json)
             .map_err(|error| format!("the signing keys do not make a key set: {error}"))?;
+        let challenges = Challenges::new(&key, &others.challenge_keys);
         Ok(Self {
             key,
+            challenges,
             verifier,
             issuer,
             jwks_json,
@@ -107,6 +115,11 @@ impl Tokens {
 
     pub fn kid(&self) -> &str {
         self.key.kid()
+    }
+
+    /// Join challenges (issued with the signing key's derived key).
+    pub fn challenges(&self) -> &Challenges {
+        &self.challenges
     }
 
     /// A token for an ACTIVE session: `exp` is the earlier of the session's `expiresAt` and
@@ -212,6 +225,7 @@ mod tests {
             &OtherKeys {
                 next: Some(new.public_jwk()),
                 retired: vec![],
+                challenge_keys: vec![new.clone()],
             },
             "waitroom".into(),
         )
@@ -222,6 +236,7 @@ mod tests {
             &OtherKeys {
                 next: None,
                 retired: vec![old.public_jwk()],
+                challenge_keys: vec![old.clone()],
             },
             "waitroom".into(),
         )
@@ -235,6 +250,22 @@ mod tests {
                 .map(|key| key["kid"].as_str().unwrap().to_owned())
                 .collect()
         };
+        // Join challenges of either key pass on either side of the rotation, the private keys
+        // given (see `crate::challenge`).
+        let room = waitroom_core::RoomId::new("r").unwrap();
+        let now_ms = 1_800_000_000_000;
+        for (issuer, checker) in [(&before, &after), (&after, &before)] {
+            let issued = issuer.challenges().issue(&room, 1, now_ms);
+            let solution = waitroom_load::pow::solve(&issued.challenge, 1, 0, 1 << 20)
+                .unwrap()
+                .solution;
+            assert!(
+                checker
+                    .challenges()
+                    .check(&room, &issued.challenge, &solution, 1, now_ms)
+                    .is_ok()
+            );
+        }
         assert_eq!(kids(&before), [old.kid(), new.kid()]);
         assert_eq!(kids(&after), [new.kid(), old.kid()]);
         let (signed_before, signed_after) = (
@@ -259,10 +290,12 @@ mod tests {
             OtherKeys {
                 next: Some(key.public_jwk()),
                 retired: vec![],
+                challenge_keys: vec![],
             },
             OtherKeys {
                 next: Some(other.public_jwk()),
                 retired: vec![other.public_jwk()],
+                challenge_keys: vec![],
             },
         ];
         for others in twice {
@@ -276,6 +309,7 @@ mod tests {
             retired: (0..=RETIRED_SIGNING_KEYS_MAX)
                 .map(|_| SigningKey::generate().unwrap().public_jwk())
                 .collect(),
+            challenge_keys: vec![],
         };
         let error = Tokens::with_other_keys(key, &many, "waitroom".into())
             .err()

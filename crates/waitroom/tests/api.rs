@@ -1287,3 +1287,559 @@ async fn passes_over_http() {
     );
     server.stop().await;
 }
+
+/// Join challenges over HTTP: `challengeDifficultyBits` in the room's configuration; the
+/// challenge endpoint and each of its errors; a join without a challenge, with a solved one, with
+/// every kind of bad one (each its `403` problem), a replay (the same session, never a second
+/// place), a join with a pass (no challenge needed), and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_over_http() {
+    use waitroom_load::pow::{solve, work_bits};
+    let key = waitroom_token::SigningKey::generate().unwrap();
+    let pem = key.to_pkcs8_pem().to_string();
+    let server = TestServer::start_with(|options| options.signing_key = Some(pem)).await;
+    let get_challenge = |room: &str| {
+        server
+            .client
+            .post(server.url(&format!("/api/waiting-room/rooms/{room}/challenge")))
+            .send()
+    };
+    let join = |body: Value| {
+        server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .json(&body)
+            .send()
+    };
+    async fn problem(response: reqwest::Response, status: u16, kind: &str) -> Value {
+        assert_eq!(response.status(), status, "{kind}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{kind}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["type"],
+            format!("https://waitroom.dev/problems/{kind}"),
+            "{body}"
+        );
+        body
+    }
+
+    // The configuration: 0..=28, 0 (the default) is no challenge.
+    let room = server
+        .put_room(
+            "ch",
+            json!({ "capacity": 1, "challengeDifficultyBits": 12 }),
+        )
+        .await;
+    assert_eq!(room["config"]["challengeDifficultyBits"], 12);
+    assert_eq!(
+        server.room("ch").await["config"]["challengeDifficultyBits"],
+        12
+    );
+    let plain = server.put_room("plain", json!({ "capacity": 1 })).await;
+    assert_eq!(plain["config"]["challengeDifficultyBits"], 0);
+    server
+        .put_room(
+            "other",
+            json!({ "capacity": 1, "challengeDifficultyBits": 1 }),
+        )
+        .await;
+    for bits in [json!(29), json!(-1), json!(1.5), json!("12")] {
+        let response = server
+            .client
+            .put(server.url("/api/waiting-room/rooms/bad"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "capacity": 1, "challengeDifficultyBits": bits }))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, 400, "bad-request").await;
+        // In range as an integer: the check names the field.
+        if bits == 29 {
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("challengeDifficultyBits"),
+                "{body}"
+            );
+        }
+    }
+
+    // The endpoint and its errors.
+    let response = get_challenge("ch").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let issued: Value = response.json().await.unwrap();
+    assert_eq!(issued["roomId"], "ch");
+    assert_eq!(issued["difficultyBits"], 12);
+    let challenge = issued["challenge"].as_str().unwrap().to_string();
+    assert_eq!(challenge.len(), 72);
+    let expires = issued["expiresAt"].as_str().unwrap();
+    let expires_ms = expires.parse::<jiff::Timestamp>().unwrap().as_millisecond() as u64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        (now_ms + 590_000..=now_ms + 600_000).contains(&expires_ms),
+        "{expires}"
+    );
+    problem(
+        get_challenge("plain").await.unwrap(),
+        409,
+        "challenge-not-required",
+    )
+    .await;
+    problem(get_challenge("nope").await.unwrap(), 404, "unknown-room").await;
+    problem(get_challenge("bad%20id").await.unwrap(), 400, "bad-request").await;
+    let response = server
+        .client
+        .get(server.url("/api/waiting-room/rooms/ch/challenge"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    problem(response, 405, "method-not-allowed").await;
+
+    // A join without a challenge, or with half of one.
+    problem(
+        join(json!({ "roomId": "ch" })).await.unwrap(),
+        403,
+        "challenge-required",
+    )
+    .await;
+    problem(
+        join(json!({ "roomId": "ch", "challenge": challenge }))
+            .await
+            .unwrap(),
+        403,
+        "challenge-required",
+    )
+    .await;
+    // Malformed: 400.
+    for body in [
+        json!({ "roomId": "ch", "challenge": "", "solution": "1" }),
+        json!({ "roomId": "ch", "challenge": "a".repeat(129), "solution": "1" }),
+        json!({ "roomId": "ch", "challenge": challenge, "solution": "" }),
+        json!({ "roomId": "ch", "challenge": challenge, "solution": "1".repeat(65) }),
+        json!({ "roomId": "ch", "challenge": 7, "solution": "1" }),
+    ] {
+        problem(join(body).await.unwrap(), 400, "bad-request").await;
+    }
+
+    // Short of the difficulty.
+    let weak = (0u64..)
+        .map(|n| n.to_string())
+        .find(|s| work_bits(&challenge, s) < 12)
+        .unwrap();
+    let body = problem(
+        join(json!({ "roomId": "ch", "challenge": challenge, "solution": weak }))
+            .await
+            .unwrap(),
+        403,
+        "challenge-insufficient-work",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("asks for 12"),
+        "{body}"
+    );
+    // Not a challenge of this service: altered, or made up.
+    let mut altered = challenge.clone().into_bytes();
+    altered[40] = if altered[40] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    let solved_altered = solve(&altered, 12, 0, 1 << 26).unwrap().solution;
+    problem(
+        join(json!({ "roomId": "ch", "challenge": altered, "solution": solved_altered }))
+            .await
+            .unwrap(),
+        403,
+        "challenge-invalid",
+    )
+    .await;
+    problem(
+        join(json!({ "roomId": "ch", "challenge": "x".repeat(72), "solution": "1" }))
+            .await
+            .unwrap(),
+        403,
+        "challenge-invalid",
+    )
+    .await;
+    // Another room's.
+    let theirs: Value = get_challenge("other").await.unwrap().json().await.unwrap();
+    let theirs = theirs["challenge"].as_str().unwrap().to_string();
+    let solved_theirs = solve(&theirs, 12, 0, 1 << 26).unwrap().solution;
+    problem(
+        join(json!({ "roomId": "ch", "challenge": theirs, "solution": solved_theirs }))
+            .await
+            .unwrap(),
+        403,
+        "challenge-wrong-room",
+    )
+    .await;
+    // Expired: one this node's key signed 11 minutes ago.
+    let room_id = waitroom_core::RoomId::new("ch").unwrap();
+    let old = waitroom::challenge::Challenges::new(&key, &[])
+        .issue(&room_id, 12, now_ms - 11 * 60 * 1000)
+        .challenge;
+    let solved_old = solve(&old, 12, 0, 1 << 26).unwrap().solution;
+    problem(
+        join(json!({ "roomId": "ch", "challenge": old, "solution": solved_old }))
+            .await
+            .unwrap(),
+        403,
+        "challenge-expired",
+    )
+    .await;
+    assert_eq!(server.room("ch").await["stats"]["activeCount"], 0);
+
+    // Solved: a place; the same solution again, or another solution of the same challenge,
+    // from any client: that same session, never a second place.
+    let solved = solve(&challenge, 12, 0, 1 << 26).unwrap();
+    let response =
+        join(json!({ "roomId": "ch", "challenge": challenge, "solution": solved.solution }))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 201);
+    let first: Value = response.json().await.unwrap();
+    assert_eq!(first["status"], "ACTIVE");
+    let another = solve(&challenge, 12, solved.tries, 1 << 26).unwrap();
+    for solution in [&solved.solution, &another.solution] {
+        let response =
+            join(json!({ "roomId": "ch", "challenge": challenge, "solution": solution }))
+                .await
+                .unwrap();
+        assert_eq!(response.status(), 200, "a replay");
+        let again: Value = response.json().await.unwrap();
+        assert_eq!(again["waitingRoomSessionId"], first["waitingRoomSessionId"]);
+    }
+    // After the session left, a replay still gets it back (ended), not a new place.
+    server.leave(&id(&first)).await;
+    let response =
+        join(json!({ "roomId": "ch", "challenge": challenge, "solution": solved.solution }))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 200);
+    let again: Value = response.json().await.unwrap();
+    assert_eq!(again["waitingRoomSessionId"], first["waitingRoomSessionId"]);
+    assert_eq!(again["status"], "EXPIRED");
+    let stats = &server.room("ch").await["stats"];
+    assert_eq!(
+        (
+            stats["activeCount"].as_u64(),
+            stats["waitingCount"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+
+    // A new challenge, a new place.
+    let fresh: Value = get_challenge("ch").await.unwrap().json().await.unwrap();
+    let fresh = fresh["challenge"].as_str().unwrap().to_string();
+    let solution = solve(&fresh, 12, 0, 1 << 26).unwrap().solution;
+    let response = join(json!({ "roomId": "ch", "challenge": fresh, "solution": solution }))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let second: Value = response.json().await.unwrap();
+    assert_ne!(
+        second["waitingRoomSessionId"],
+        first["waitingRoomSessionId"]
+    );
+
+    // A join with a pass needs no challenge.
+    let passes: Value = server
+        .client
+        .post(server.url("/api/waiting-room/rooms/ch/passes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "count": 1, "expiresInSeconds": 60 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = join(json!({ "roomId": "ch", "pass": passes["passes"][0] }))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // A room without a challenge ignores one.
+    let response = join(json!({ "roomId": "plain", "challenge": fresh, "solution": "1" }))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (series, value) in [
+        ("waitroom_challenges_issued_total", 3),
+        ("waitroom_join_challenges_total{result=\"passed\"}", 2),
+        ("waitroom_join_challenges_total{result=\"replayed\"}", 3),
+        ("waitroom_join_challenges_total{result=\"required\"}", 2),
+        ("waitroom_join_challenges_total{result=\"invalid\"}", 2),
+        ("waitroom_join_challenges_total{result=\"wrong_room\"}", 1),
+        ("waitroom_join_challenges_total{result=\"expired\"}", 1),
+        (
+            "waitroom_join_challenges_total{result=\"insufficient_work\"}",
+            1,
+        ),
+    ] {
+        assert!(
+            metrics.contains(&format!("{series} {value}\n")),
+            "{series} {value}: {metrics}"
+        );
+    }
+    server.stop().await;
+
+    // Challenges count against the per-address join rate.
+    let server = TestServer::start_with(|options| {
+        options.join_rate_per_ip = 1;
+        options.join_burst_per_ip = 1;
+    })
+    .await;
+    server
+        .put_room("ch", json!({ "capacity": 1, "challengeDifficultyBits": 1 }))
+        .await;
+    let challenge = |server: &TestServer| {
+        server
+            .client
+            .post(server.url("/api/waiting-room/rooms/ch/challenge"))
+            .send()
+    };
+    assert_eq!(challenge(&server).await.unwrap().status(), 200);
+    let response = challenge(&server).await.unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    problem(response, 429, "rate-limited").await;
+    server.stop().await;
+}
+
+/// The external join verifier (`--join-verifier-url`) against a real HTTP server on 127.0.0.1:
+/// it gets the join's room, address, user agent and headers; an allow lets the join in, a deny
+/// is a `403` `join-denied`; a verifier slower than the timeout (or down) lets joins in when the
+/// node fails open and refuses them (`503` `join-verifier-unavailable`) when it fails closed; a
+/// join with a pass is not asked about; every outcome is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_verifier_allows_denies_and_fails_open_or_closed() {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let record = |seen: Arc<Mutex<Vec<Value>>>, answer: Value, delay_ms: u64| {
+        move |axum::Json(body): axum::Json<Value>| {
+            let seen = seen.clone();
+            let answer = answer.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                axum::Json(answer)
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/allow",
+            post(record(seen.clone(), json!({ "allow": true }), 0)),
+        )
+        .route(
+            "/deny",
+            post(record(
+                seen.clone(),
+                json!({ "allow": false, "reason": "known bot network" }),
+                0,
+            )),
+        )
+        .route(
+            "/slow",
+            post(record(seen.clone(), json!({ "allow": true }), 3_000)),
+        )
+        .route("/garbage", post(|| async { "not json" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let verifier = format!("http://{}", listener.local_addr().unwrap());
+    let verifier_task = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let start = |path: &str, fails: waitroom::verifier::FailMode| {
+        let url = format!("{verifier}{path}");
+        TestServer::start_with(move |options| {
+            options.join_verifier_url = Some(url);
+            options.join_verifier_timeout_ms = 300;
+            options.join_verifier_fails = fails;
+        })
+    };
+    let join = |server: &TestServer, body: Value| {
+        server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .header("user-agent", "verifier-test/1.0")
+            .header("accept-language", "en-GB")
+            .json(&body)
+            .send()
+    };
+    let metric = |text: &str, result: &str| -> u64 {
+        let prefix = format!("waitroom_join_verifier_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}in {text}"))
+    };
+    let metrics = |server: &TestServer| {
+        let request = server.client.get(server.url("/metrics")).send();
+        async move { request.await.unwrap().text().await.unwrap() }
+    };
+    use waitroom::verifier::FailMode::{Closed, Open};
+
+    // Allow: the join goes on; the verifier saw the join's data.
+    let server = start("/allow", Closed).await;
+    server.put_room("v", json!({ "capacity": 1 })).await;
+    let response = join(&server, json!({ "roomId": "v" })).await.unwrap();
+    assert_eq!(response.status(), 201);
+    let asked = seen.lock().unwrap().pop().expect("the verifier was asked");
+    assert_eq!(asked["roomId"], "v");
+    assert_eq!(asked["clientIp"], "127.0.0.1");
+    assert_eq!(asked["userAgent"], "verifier-test/1.0");
+    assert_eq!(asked["headers"]["accept-language"], "en-GB");
+    assert!(asked["headers"]["referer"].is_null(), "{asked}");
+    assert_eq!(metric(&metrics(&server).await, "allow"), 1);
+    server.stop().await;
+
+    // Deny: a 403 with the reason; nothing joined. A join with a pass is not asked about.
+    let server = start("/deny", Open).await;
+    server.put_room("v", json!({ "capacity": 1 })).await;
+    let response = join(&server, json!({ "roomId": "v" })).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "https://waitroom.dev/problems/join-denied");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("known bot network")
+    );
+    assert_eq!(server.room("v").await["stats"]["waitingCount"], 0);
+    assert_eq!(server.room("v").await["stats"]["activeCount"], 0);
+    let passes: Value = server
+        .client
+        .post(server.url("/api/waiting-room/rooms/v/passes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "count": 1, "expiresInSeconds": 60 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let asked_before = seen.lock().unwrap().len();
+    let response = join(
+        &server,
+        json!({ "roomId": "v", "pass": passes["passes"][0] }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        asked_before,
+        "a pass is not asked about"
+    );
+    assert_eq!(metric(&metrics(&server).await, "deny"), 1);
+    server.stop().await;
+
+    // Slower than the timeout, or an unreadable answer: open lets the join in (in about the
+    // timeout, not the verifier's 3 s)...
+    for path in ["/slow", "/garbage"] {
+        let server = start(path, Open).await;
+        server.put_room("v", json!({ "capacity": 1 })).await;
+        let started = std::time::Instant::now();
+        let response = join(&server, json!({ "roomId": "v" })).await.unwrap();
+        assert_eq!(response.status(), 201, "{path}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2_500),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(metric(&metrics(&server).await, "failed_open"), 1, "{path}");
+        server.stop().await;
+    }
+    // ...closed refuses it.
+    let server = start("/slow", Closed).await;
+    server.put_room("v", json!({ "capacity": 1 })).await;
+    let response = join(&server, json!({ "roomId": "v" })).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://waitroom.dev/problems/join-verifier-unavailable"
+    );
+    assert_eq!(server.room("v").await["stats"]["activeCount"], 0);
+    assert_eq!(metric(&metrics(&server).await, "failed_closed"), 1);
+    server.stop().await;
+    verifier_task.abort();
+}
+
+/// `waitroom load` joins a room that asks for a challenge: each simulated user gets one, solves
+/// it natively and joins with it, as the waiting page does; everyone gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_solves_challenges_to_join() {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: waitroom_load::Args,
+    }
+    let server = TestServer::start().await;
+    server
+        .put_room(
+            "load-ch",
+            json!({ "capacity": 5, "challengeDifficultyBits": 10, "heartbeatIntervalSeconds": 1 }),
+        )
+        .await;
+    let url = server.url("");
+    let options = Cli::try_parse_from([
+        "load",
+        "--url",
+        url.as_str(),
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--room",
+        "load-ch",
+        "--no-configure",
+        "--users",
+        "20",
+        "--hold-seconds",
+        "0.02..0.1",
+        "--seed",
+        "1",
+        "--duration-max-seconds",
+        "60",
+    ])
+    .unwrap()
+    .args
+    .to_options()
+    .unwrap();
+    let report = waitroom_load::run(options, &waitroom_load::NoProgress)
+        .await
+        .unwrap();
+    let users = &report.metrics.users;
+    assert_eq!(
+        (users.joined, users.admitted),
+        (20, 20),
+        "{}",
+        report.summary()
+    );
+    let stats = &server.room("load-ch").await["stats"];
+    assert_eq!(stats["admittedTotal"], 20);
+    server.stop().await;
+}

@@ -451,6 +451,123 @@ async fn a_pass_in_the_link_is_admitted_at_once() {
     .await;
 }
 
+/// A room that asks for a challenge: the page's join is refused (`challenge-required`), and the
+/// page explains what it is doing while its Web Worker solves one, then joins with it. The first
+/// room asks for 28 bits (minutes of work), so the explanation is certainly on screen when the
+/// test looks; then the room asks for the suggested difficulty and the reloaded page solves a new
+/// challenge and takes its place. It then times `WAITROOM_CHALLENGE_SAMPLES` (default 3) more
+/// solves of fresh challenges at that difficulty in the same Worker script and prints them (the
+/// figures in bench/results/2026-12-07/challenge/ come from this run with more samples).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_solves_the_challenge_explains_it_while_it_works() {
+    with_browser(|browser| async move {
+        let server = TestServer::start().await;
+        let room = "browser-challenge";
+        let config = |bits: u8| {
+            let mut config = room_config(5, None, None);
+            config["challengeDifficultyBits"] = json!(bits);
+            config
+        };
+        server
+            .put_room(
+                room,
+                config(waitroom_core::limits::CHALLENGE_DIFFICULTY_BITS_MAX),
+            )
+            .await;
+        browser.goto(&server.url(&format!("/room/{room}"))).await;
+        let notice = browser
+            .wait_for(
+                "the challenge's explanation",
+                "const main = document.getElementById('main');
+                 return main.dataset.notice === 'challenge' && main.dataset.challenge === 'working'
+                   && document.getElementById('connection').textContent;",
+            )
+            .await;
+        let notice = notice.as_str().expect("text").to_string();
+        assert!(notice.contains("puzzle that keeps bots"), "{notice}");
+        assert!(!browser.is_hidden("connection").await);
+        browser.screenshot("challenge-working").await;
+        assert_eq!(server.room(room).await["stats"]["waitingCount"], 0);
+
+        let bits = waitroom_core::limits::CHALLENGE_DIFFICULTY_BITS_SUGGESTED;
+        server.put_room(room, config(bits)).await;
+        browser.goto(&server.url(&format!("/room/{room}"))).await;
+        browser.wait_for_state("active").await;
+        let solved = browser
+            .js("const main = document.getElementById('main');
+                 return [main.dataset.challenge, Number(main.dataset.challengeMs),
+                         Number(main.dataset.challengeTries), main.dataset.notice];")
+            .await
+            .expect("read the page");
+        assert_eq!(solved[0], "solved", "{solved}");
+        assert_ne!(solved[3], "challenge", "the explanation is gone: {solved}");
+        let session = browser.stored_session_id(room).await;
+        let view = view(&server, &session).await;
+        assert_eq!(view["status"], "ACTIVE", "{view}");
+        let stats = &server.room(room).await["stats"];
+        assert_eq!(stats["activeCount"], 1);
+
+        // Timings of this browser at this difficulty, for the figures.
+        let samples: u32 = std::env::var("WAITROOM_CHALLENGE_SAMPLES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        let mut ms = vec![solved[1].as_f64().expect("ms")];
+        let mut tries = vec![solved[2].as_u64().expect("tries")];
+        for _ in 0..samples {
+            let issued: Value = server
+                .client
+                .post(server.url(&format!("/api/waiting-room/rooms/{room}/challenge")))
+                .send()
+                .await
+                .expect("POST challenge")
+                .json()
+                .await
+                .expect("challenge body");
+            let script = format!(
+                "return new Promise((resolve) => {{
+                   const worker = new Worker('/assets/challenge-worker.js');
+                   worker.onmessage = (event) => {{
+                     if (typeof event.data.solution === 'string') {{
+                       worker.terminate();
+                       resolve([event.data.solution, event.data.ms, event.data.tries]);
+                     }}
+                   }};
+                   worker.postMessage({{ challenge: {}, bits: {bits} }});
+                 }});",
+                json!(issued["challenge"])
+            );
+            let result = browser.js(&script).await.expect("solve in the page");
+            let solution = result[0].as_str().expect("solution");
+            assert!(
+                waitroom_load::pow::work_bits(issued["challenge"].as_str().unwrap(), solution)
+                    >= u32::from(bits),
+                "the browser's solution has the work"
+            );
+            ms.push(result[1].as_f64().expect("ms"));
+            tries.push(result[2].as_u64().expect("tries"));
+        }
+        let user_agent = browser
+            .js("return navigator.userAgent;")
+            .await
+            .expect("user agent");
+        println!("browser challenge solves at {bits} bits ({user_agent}):");
+        for (ms, tries) in ms.iter().zip(&tries) {
+            println!("solve_ms={ms:.1} tries={tries}");
+        }
+        let mut sorted = ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rate: f64 = tries.iter().sum::<u64>() as f64 / (ms.iter().sum::<f64>() / 1000.0);
+        println!(
+            "samples={} median_ms={:.1} hashes_per_second={rate:.0}",
+            sorted.len(),
+            sorted[sorted.len() / 2]
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
 /// `?preview` (the console's link): the page shows an example place in line and says it is a
 /// preview, and joins nothing, stores nothing, sends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -385,6 +385,49 @@ async fn an_operator_watches_and_steers_a_sale_from_the_console() {
             json!("fifo")
         );
 
+        // A join challenge: out of range is marked and not saved; 22 bits makes every join
+        // without one a 403 `challenge-required`; 0 takes it away.
+        type_into(&browser, "cfg-challengeDifficultyBits", "29").await;
+        browser.click("save-config").await;
+        browser
+            .wait_for_text(
+                "err-challengeDifficultyBits",
+                "Join challenge must be a whole number from 0 to 28.",
+            )
+            .await;
+        type_into(&browser, "cfg-challengeDifficultyBits", "22").await;
+        browser.click("save-config").await;
+        browser
+            .wait_for_text(
+                "config-message",
+                "Saved: capacity 4, a 22-bit join challenge.",
+            )
+            .await;
+        assert_eq!(
+            server.room(SALE).await["config"]["challengeDifficultyBits"],
+            22
+        );
+        let refused = server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .json(&json!({ "roomId": SALE }))
+            .send()
+            .await
+            .expect("POST join");
+        assert_eq!(refused.status(), 403);
+        let problem: Value = refused.json().await.expect("problem");
+        assert_eq!(
+            problem["type"],
+            "https://waitroom.dev/problems/challenge-required"
+        );
+        type_into(&browser, "cfg-challengeDifficultyBits", "0").await;
+        browser.click("save-config").await;
+        browser.wait_for_text("config-message", "Saved: capacity 4.").await;
+        assert_eq!(
+            server.room(SALE).await["config"]["challengeDifficultyBits"],
+            0
+        );
+
         // Issue passes: the codes are shown once, with a copy button and a download; each is
         // this room's (another room refuses it, and nothing changes there).
         type_into(&browser, "passes-count", "3").await;

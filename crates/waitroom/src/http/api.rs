@@ -167,6 +167,18 @@ pub struct JoinRequest {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 64, example = "Jd0XzqX3b0m0YgK1W2aA8Q")]
     pub pass: Option<String>,
+    /// A challenge from `POST /api/waiting-room/rooms/{roomId}/challenge`, solved: required
+    /// with `solution` when the room's `challengeDifficultyBits` is not 0 (else ignored, as is
+    /// any challenge beside a `pass`). One challenge buys one place: joining again with it answers
+    /// `200` with the session it bought.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
+    pub challenge: Option<String>,
+    /// Text whose SHA-256 after the challenge's starts with the room's `challengeDifficultyBits`
+    /// zero bits (the waiting page counts up in decimal).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, example = "1048577")]
+    pub solution: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -424,6 +436,13 @@ pub struct RoomConfigBody {
     pub target_url: Option<String>,
     #[serde(default, deserialize_with = "queueing_method")]
     pub queueing_method: QueueingMethodBody,
+    /// The proof of work every join must carry: that many leading zero bits of
+    /// SHA-256(challenge ‖ solution), the challenge from
+    /// `POST /api/waiting-room/rooms/{roomId}/challenge`. 0 (the default): none. 22 takes a
+    /// browser about a second (docs/api.md, "Challenges"); each bit doubles it.
+    #[serde(default, deserialize_with = "integral::u32")]
+    #[schema(default = 0, minimum = 0, maximum = 28, example = 22)]
+    pub challenge_difficulty_bits: u32,
 }
 
 /// `queueingMethod`, with an error that names the field and the four values (serde's own says
@@ -590,6 +609,9 @@ impl RoomConfigBody {
             paused: self.paused,
             target_url: self.target_url.clone(),
             queueing_method: self.queueing_method.into(),
+            // Past `u8` is past the range too: the state machine's check names the field.
+            challenge_difficulty_bits: u8::try_from(self.challenge_difficulty_bits)
+                .unwrap_or(u8::MAX),
         };
         config
             .validate()
@@ -610,6 +632,7 @@ impl RoomConfigBody {
             paused: config.paused,
             target_url: config.target_url.clone(),
             queueing_method: config.queueing_method.into(),
+            challenge_difficulty_bits: config.challenge_difficulty_bits.into(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - `sessions`: client endpoints (join, status, heartbeat, leave, complete) and evict.
 //! - `rooms`: admin endpoints.
 //! - `passes`: issuing passes (admin), their codes and hashes.
+//! - `challenge`: handing out join challenges (a room's proof of work).
 //! - `ops`: health, readiness, metrics, JWKS, OpenAPI.
 //! - `page`: the waiting page and its assets.
 //! - `console`: the operator's console (`GET /admin`).
@@ -14,6 +15,7 @@
 //! - `guard`: the middleware around everything (latency metrics, problem bodies).
 
 pub mod api;
+mod challenge;
 mod console;
 mod guard;
 mod limits;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Permits of held status reads (`--held-reads-max`; see `sessions::get_session`).
     pub held_reads: tokio::sync::Semaphore,
+    /// The external join verifier (`--join-verifier-url`), if any.
+    pub join_verifier: Option<crate::verifier::JoinVerifier>,
 }
 
 /// The whole API.
@@ -88,6 +92,10 @@ pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
         .route(
             "/api/waiting-room/rooms/{room_id}/passes",
             post(passes::issue),
+        )
+        .route(
+            "/api/waiting-room/rooms/{room_id}/challenge",
+            post(challenge::issue),
         )
         .route("/api/waiting-room/openapi.json", get(openapi::document))
         .route("/.well-known/jwks.json", get(ops::jwks))

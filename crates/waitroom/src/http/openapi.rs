@@ -8,7 +8,7 @@ use http::header;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{api, console, ops, page, passes, problem, rooms, sessions};
+use super::{api, challenge, console, ops, page, passes, problem, rooms, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +16,7 @@ use super::{api, console, ops, page, passes, problem, rooms, sessions};
     paths(
         sessions::join, sessions::get_session, sessions::leave, sessions::heartbeat,
         sessions::complete, sessions::evict,
-        rooms::put, rooms::get, rooms::list, rooms::close, passes::issue,
+        rooms::put, rooms::get, rooms::list, rooms::close, passes::issue, challenge::issue,
         ops::healthz, ops::readyz, ops::metrics, ops::jwks, page::room_page,
         console::console_page,
     ),
@@ -24,7 +24,7 @@ use super::{api, console, ops, page, passes, problem, rooms, sessions};
         api::JoinRequest, api::SessionBody, api::StatusBody, api::ExpiredReasonBody,
         api::RoomConfigBody, api::RoomBody, api::RoomStatsBody, api::ExpiredTotalBody,
         api::RoomListBody, api::QueueingMethodBody, problem::ProblemBody,
-        passes::IssuePassesRequest, passes::PassesBody,
+        passes::IssuePassesRequest, passes::PassesBody, challenge::ChallengeBody,
     )),
     modifiers(&Security),
 )]
@@ -138,6 +138,27 @@ mod tests {
                 "{field}"
             );
         }
+        assert_eq!(
+            (
+                config["challengeDifficultyBits"]["minimum"].as_u64(),
+                config["challengeDifficultyBits"]["maximum"].as_u64()
+            ),
+            (Some(0), Some(core::CHALLENGE_DIFFICULTY_BITS_MAX.into()))
+        );
+        let challenge = &schemas["ChallengeBody"]["properties"];
+        assert_eq!(
+            challenge["difficultyBits"]["maximum"].as_u64(),
+            Some(core::CHALLENGE_DIFFICULTY_BITS_MAX.into())
+        );
+        assert_eq!(
+            challenge["challenge"]["maxLength"].as_u64(),
+            Some(crate::challenge::CHALLENGE_CHARS as u64)
+        );
+        let join = &schemas["JoinRequest"]["properties"];
+        assert_eq!(
+            join["solution"]["maxLength"].as_u64(),
+            Some(crate::challenge::SOLUTION_CHARS_MAX as u64)
+        );
         // The queueing methods: the five, `fifo` the default.
         assert_eq!(
             schemas["QueueingMethodBody"]["enum"],

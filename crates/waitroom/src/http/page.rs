@@ -11,9 +11,12 @@ const ROOM_HTML: &str = include_str!("../../assets/room.html");
 const ROOM_CSS: &str = include_str!("../../assets/room.css");
 const ROOM_JS: &str = include_str!("../../assets/room.js");
 const STRINGS_JS: &str = include_str!("../../assets/strings.js");
+/// The Web Worker that solves join challenges (`crate::challenge`).
+const CHALLENGE_WORKER_JS: &str = include_str!("../../assets/challenge-worker.js");
 
-/// No inline script or style anywhere in the page, so the policy can be strict.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+/// No inline script or style anywhere in the page, so the policy can be strict. Workers (the
+/// challenge solver) come from the node alone, said outright rather than left to `default-src`.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; worker-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// `GET /room/{roomId}`: the page a person sees (it reads the room id from its own URL).
 #[utoipa::path(get, path = "/room/{roomId}", tag = "client",
@@ -45,6 +48,7 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Result<Response, Problem>
         "room.css" => ("text/css; charset=utf-8", ROOM_CSS),
         "room.js" => ("text/javascript; charset=utf-8", ROOM_JS),
         "strings.js" => ("text/javascript; charset=utf-8", STRINGS_JS),
+        "challenge-worker.js" => ("text/javascript; charset=utf-8", CHALLENGE_WORKER_JS),
         // The operator's console (`super::console`) shares the assets path.
         "console.css" => ("text/css; charset=utf-8", super::console::CONSOLE_CSS),
         "console.js" => ("text/javascript; charset=utf-8", super::console::CONSOLE_JS),

@@ -130,6 +130,80 @@ impl Problem {
         )
     }
 
+    /// A join without a challenge (or without its solution) in a room that asks for one.
+    pub fn challenge_required(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "challenge-required",
+            "This waiting room asks for a challenge to be solved",
+            detail,
+        )
+    }
+
+    /// A join whose challenge is not one of this service's (malformed, altered, or signed with
+    /// a key this node does not hold).
+    pub fn challenge_invalid(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "challenge-invalid",
+            "The challenge is not valid",
+            detail,
+        )
+    }
+
+    /// A join whose challenge was issued for another room.
+    pub fn challenge_wrong_room(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "challenge-wrong-room",
+            "The challenge is another room's",
+            detail,
+        )
+    }
+
+    /// A join whose challenge is past its expiry.
+    pub fn challenge_expired(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "challenge-expired",
+            "The challenge has expired",
+            detail,
+        )
+    }
+
+    /// A join whose solution does not reach the room's difficulty.
+    pub fn challenge_insufficient_work(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "challenge-insufficient-work",
+            "The solution does not solve the challenge",
+            detail,
+        )
+    }
+
+    /// A join the external verifier denied (`--join-verifier-url`).
+    pub fn join_denied(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "join-denied",
+            "The join was refused",
+            detail,
+        )
+    }
+
+    /// A join while the external verifier gives no usable answer and the node fails closed.
+    pub fn join_verifier_unavailable(detail: impl Into<String>) -> Self {
+        Self {
+            retry_after_s: Some(RETRY_AFTER_UNAVAILABLE_S),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "join-verifier-unavailable",
+                "Joins cannot be checked right now",
+                detail,
+            )
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

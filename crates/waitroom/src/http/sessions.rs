@@ -11,19 +11,26 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use waitroom_core::{
-    Command, IdempotencyKey, LeaveReason, Outcome, QueueingMethod, Rejection, RoomId, SessionView,
-    Status,
+    Command, IdempotencyKey, LeaveReason, Outcome, QueueingMethod, Rejection, RoomId, SessionId,
+    SessionView, Status,
 };
 
 use super::api::{JoinRequest, SessionBody};
 use super::passes::pass_hash;
 use super::problem::{PROBLEM_JSON, Problem, ProblemBody};
 use super::{AppState, bearer, json_body, require_admin};
+use crate::challenge::{Refusal, SOLUTION_CHARS_MAX};
 use crate::connections::PeerAddr;
 use crate::ids::{PathIdError, PublicSessionId};
+use crate::metrics::ResultLabels;
 use crate::node::{RoomCell, WriteError};
+use crate::verifier::{FORWARDED_HEADERS, FailMode, JoinVerifier, Verdict, VerifierRequest};
 
 const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// `challenge` in a join body: 1 to 128 characters (a challenge is 72; any such text is well
+/// formed, valid or not).
+const CHALLENGE_TEXT_CHARS_MAX: usize = 128;
+const _: () = assert!(crate::challenge::CHALLENGE_CHARS <= CHALLENGE_TEXT_CHARS_MAX);
 
 fn parse_id(text: &str) -> Result<PublicSessionId, Problem> {
     PublicSessionId::parse(text).map_err(|e| match e {
@@ -131,6 +138,30 @@ fn last_forwarded_ip(headers: &HeaderMap, name: &http::HeaderName) -> Option<IpA
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// `429` when the client's address is over the per-IP join rate (`--join-rate-per-ip`): joins
+/// and challenges (`super::challenge`) draw on the same bucket.
+pub(crate) fn check_join_rate(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<(), Problem> {
+    if let Some(limit) = &state.join_rate_limit
+        && let Some(ip) = client_ip(state, headers, peer)
+        && let Err(wait_s) = limit.check(ip)
+    {
+        state.node.metrics.join_rate_limited_total.inc();
+        let mut problem = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many joins from your address",
+            "retry after the time in Retry-After",
+        );
+        problem.retry_after_s = Some(wait_s);
+        return Err(problem);
+    }
+    Ok(())
+}
+
 /// `POST /api/waiting-room/sessions`
 #[utoipa::path(
     post, path = "/api/waiting-room/sessions", tag = "client",
@@ -147,20 +178,20 @@ fn last_forwarded_ip(headers: &HeaderMap, name: &http::HeaderName) -> Option<IpA
                 ("complete" = (operation_id = "complete", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
                 ("evict" = (operation_id = "evict", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
             )),
-        (status = 200, description = "Idempotent replay: the session this key created", body = SessionBody,
+        (status = 200, description = "Idempotent replay: the session this key (or this solved challenge) created", body = SessionBody,
             links(
                 ("getSession" = (operation_id = "get_session", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
                 ("heartbeat" = (operation_id = "heartbeat", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
                 ("leave" = (operation_id = "leave", parameters(("id" = "$response.body#/waitingRoomSessionId")))),
             )),
         (status = 400, description = "Malformed body, room id or key", body = ProblemBody, content_type = PROBLEM_JSON),
-        (status = 403, description = "The room refuses joins (`queueingMethod` `reject`; type `joins-refused`, no `Retry-After`), is invite-only and the join has no pass (type `pass-required`), or the pass is unknown, used, expired or another room's (type `pass-invalid`)", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 403, description = "The room refuses joins (`queueingMethod` `reject`; type `joins-refused`, no `Retry-After`), is invite-only and the join has no pass (type `pass-required`), or the pass is unknown, used, expired or another room's (type `pass-invalid`). In a room with `challengeDifficultyBits`, a join without a pass carries no `challenge` or `solution` (type `challenge-required`), a challenge not of this service (type `challenge-invalid`), another room's (type `challenge-wrong-room`), an expired one (type `challenge-expired`), or a solution short of the difficulty (type `challenge-insufficient-work`); or the deployment's external verifier refused the join (type `join-denied`)", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 404, description = "Unknown room", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 405, description = "A method other than POST", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
         (status = 413, description = "Body over 4 KiB", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 415, description = "Not JSON", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 429, description = "Over the per-IP join rate", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
-        (status = 503, description = "Room full (maxWaiting) or backend unavailable", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "Room full (maxWaiting), backend unavailable, or the external join verifier gave no usable answer and the node fails closed (type `join-verifier-unavailable`)", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Retry-After" = u64, description = "Seconds"))),
     )
 )]
 pub(crate) async fn join(
@@ -179,6 +210,16 @@ pub(crate) async fn join(
     {
         return Err(Problem::bad_request("pass: 1 to 64 characters"));
     }
+    let chars_within = |text: &Option<String>, max: usize| {
+        text.as_ref()
+            .is_none_or(|t| !t.is_empty() && t.chars().count() <= max)
+    };
+    if !chars_within(&request.challenge, CHALLENGE_TEXT_CHARS_MAX) {
+        return Err(Problem::bad_request("challenge: 1 to 128 characters"));
+    }
+    if !chars_within(&request.solution, SOLUTION_CHARS_MAX) {
+        return Err(Problem::bad_request("solution: 1 to 64 characters"));
+    }
     let room_id =
         RoomId::new(request.room_id).map_err(|e| Problem::bad_request(format!("roomId: {e}")))?;
     let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
@@ -193,24 +234,8 @@ pub(crate) async fn join(
                 })?,
         ),
     };
-    if let Some(limit) = &state.join_rate_limit
-        && let Some(ip) = client_ip(
-            &state,
-            &headers,
-            peer.map(|Extension(ConnectInfo(PeerAddr(addr)))| addr),
-        )
-        && let Err(wait_s) = limit.check(ip)
-    {
-        state.node.metrics.join_rate_limited_total.inc();
-        let mut problem = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many joins from your address",
-            "retry after the time in Retry-After",
-        );
-        problem.retry_after_s = Some(wait_s);
-        return Err(problem);
-    }
+    let peer = peer.map(|Extension(ConnectInfo(PeerAddr(addr)))| addr);
+    check_join_rate(&state, &headers, peer)?;
     let cell = state
         .node
         .existing_room_caught_up(&room_id)
@@ -218,6 +243,7 @@ pub(crate) async fn join(
         .ok_or_else(|| unknown_room(&room_id))?;
     // Answer from memory what the state machine would answer anyway: no record for a replay or
     // for a room that is full.
+    let mut challenged = None;
     {
         let room = cell.state.read();
         if let Some(key) = &key
@@ -243,6 +269,32 @@ pub(crate) async fn join(
         if pass.is_none() && method == Some(QueueingMethod::InviteOnly) {
             return Err(pass_required(&room_id));
         }
+        // The challenge (see `crate::challenge`): a join with a pass needs none (the pass is
+        // proof enough, and single-use).
+        let difficulty_bits = room.config().map_or(0, |c| c.challenge_difficulty_bits);
+        if pass.is_none() && difficulty_bits != 0 {
+            let session = check_challenge(
+                &state,
+                &room_id,
+                request.challenge.as_deref(),
+                request.solution.as_deref(),
+                difficulty_bits,
+            )?;
+            // A replay: the session this challenge bought, never a second place.
+            if let Some(view) = room.view(&session) {
+                drop(room);
+                count_challenge(&state, "replayed");
+                let id = PublicSessionId::new(&room_id, session);
+                return Ok(session_response(
+                    &state,
+                    StatusCode::OK,
+                    &room_id,
+                    &id,
+                    view,
+                ));
+            }
+            challenged = Some(session);
+        }
         if pass.is_none()
             && let Some(max) = room.config().and_then(|c| c.max_waiting)
             && room.waiting_count() >= u64::from(max)
@@ -252,8 +304,18 @@ pub(crate) async fn join(
             )));
         }
     }
-    let id = PublicSessionId::generate(&room_id);
-    let keyed = key.is_some();
+    if pass.is_none()
+        && let Some(verifier) = &state.join_verifier
+    {
+        verify_join(&state, verifier, &room_id, &headers, peer).await?;
+    }
+    let id = match challenged {
+        Some(session) => PublicSessionId::new(&room_id, session),
+        None => PublicSessionId::generate(&room_id),
+    };
+    // A challenged join's session id is the challenge's: like a key, the client's retry with the
+    // same challenge gets the place back, so a failed write is not withdrawn.
+    let keyed = key.is_some() || challenged.is_some();
     let command = match &pass {
         None => Command::Join {
             session: id.session,
@@ -266,7 +328,17 @@ pub(crate) async fn join(
         },
     };
     match state.node.write(&room_id, command).await {
-        Ok(Outcome::Joined { .. }) => Ok(current(&state, &cell, &id, StatusCode::CREATED)),
+        Ok(Outcome::Joined { .. }) => {
+            if challenged.is_some() {
+                count_challenge(&state, "passed");
+            }
+            Ok(current(&state, &cell, &id, StatusCode::CREATED))
+        }
+        // The same challenge's join, written by another request first (on any node).
+        Ok(Outcome::Duplicate) if challenged.is_some() => {
+            count_challenge(&state, "replayed");
+            Ok(current(&state, &cell, &id, StatusCode::OK))
+        }
         Ok(Outcome::Replayed { session }) => {
             let id = PublicSessionId::new(&room_id, session);
             Ok(current(&state, &cell, &id, StatusCode::OK))
@@ -294,6 +366,140 @@ pub(crate) async fn join(
             Err(error.into())
         }
     }
+}
+
+/// Asks the external verifier about a join (see `crate::verifier`): `Ok` to go on.
+async fn verify_join(
+    state: &AppState,
+    verifier: &JoinVerifier,
+    room_id: &RoomId,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<(), Problem> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request = VerifierRequest {
+        room_id: room_id.as_str(),
+        client_ip: client_ip(state, headers, peer).map(|ip| ip.to_string()),
+        user_agent: header("user-agent"),
+        headers: FORWARDED_HEADERS
+            .iter()
+            .map(|&name| (name, header(name)))
+            .collect(),
+    };
+    let count = |result: &'static str| {
+        state
+            .node
+            .metrics
+            .join_verifier_total
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    };
+    match verifier.verify(&request).await {
+        Verdict::Allow => {
+            count("allow");
+            Ok(())
+        }
+        Verdict::Deny(reason) => {
+            count("deny");
+            Err(Problem::join_denied(match reason {
+                Some(reason) => format!("this join was refused: {reason}"),
+                None => "this join was refused".to_string(),
+            }))
+        }
+        Verdict::Failed(why) => match verifier.fails() {
+            FailMode::Open => {
+                count("failed_open");
+                tracing::warn!(%why, "the join verifier gave no answer; the join goes on (--join-verifier-fails open)");
+                Ok(())
+            }
+            FailMode::Closed => {
+                count("failed_closed");
+                tracing::warn!(%why, "the join verifier gave no answer; the join is refused (--join-verifier-fails closed)");
+                Err(Problem::join_verifier_unavailable(
+                    "joins cannot be checked right now: retry after the time in Retry-After",
+                ))
+            }
+        },
+    }
+}
+
+/// Counts one join challenge check by `result` (`metrics::JOIN_CHALLENGE_RESULTS`).
+fn count_challenge(state: &AppState, result: &'static str) {
+    state
+        .node
+        .metrics
+        .join_challenges_total
+        .get_or_create(&ResultLabels { result })
+        .inc();
+}
+
+/// A join's challenge in a room of `difficulty_bits`: the session id it buys, or the `403`.
+fn check_challenge(
+    state: &AppState,
+    room_id: &RoomId,
+    challenge: Option<&str>,
+    solution: Option<&str>,
+    difficulty_bits: u8,
+) -> Result<SessionId, Problem> {
+    let (Some(challenge), Some(solution)) = (challenge, solution) else {
+        count_challenge(state, "required");
+        return Err(Problem::challenge_required(format!(
+            "room {room_id} asks every join to solve a challenge: get one with POST \
+             /api/waiting-room/rooms/{room_id}/challenge, then join with \"challenge\" and \
+             \"solution\""
+        )));
+    };
+    let refusal = match state.tokens.challenges().check(
+        room_id,
+        challenge,
+        solution,
+        difficulty_bits,
+        unix_now_ms(),
+    ) {
+        Ok(session) => return Ok(session),
+        Err(refusal) => refusal,
+    };
+    let (result, problem) = match refusal {
+        Refusal::Invalid { unknown_key: true } => (
+            "invalid",
+            Problem::challenge_invalid(
+                "the challenge was signed with a key this node does not hold (a key rotation?): \
+                 get a new one",
+            ),
+        ),
+        Refusal::Invalid { unknown_key: false } => (
+            "invalid",
+            Problem::challenge_invalid("not a challenge of this service: get a new one"),
+        ),
+        Refusal::WrongRoom => (
+            "wrong_room",
+            Problem::challenge_wrong_room(format!(
+                "the challenge was issued for another room than {room_id}: get one for it"
+            )),
+        ),
+        Refusal::Expired => (
+            "expired",
+            Problem::challenge_expired("the challenge has expired: get a new one"),
+        ),
+        Refusal::InsufficientWork {
+            work_bits,
+            needed_bits,
+        } => (
+            "insufficient_work",
+            Problem::challenge_insufficient_work(format!(
+                "SHA-256(challenge ‖ solution) starts with {work_bits} zero bits; room {room_id} \
+                 asks for {needed_bits}"
+            )),
+        ),
+    };
+    count_challenge(state, result);
+    Err(problem)
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The answer to a join without a pass while the room is `inviteOnly`.
@@ -783,6 +989,7 @@ mod tests {
             client_ip_header: None,
             registry: node.metrics_registry(),
             held_reads: tokio::sync::Semaphore::new(crate::limits::HELD_READS_MAX),
+            join_verifier: None,
         }));
 
         // Another thread holds the room's state, so the applier cannot apply the join in time.

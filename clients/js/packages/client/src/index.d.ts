@@ -46,6 +46,8 @@ export declare const LIMITS: Readonly<{
   retryAfterMaxMs: number;
   followAttemptsMax: number;
   joinAttemptsMax: number;
+  challengeRoundsMax: number;
+  challengeYieldTries: number;
   leaveAttemptsMax: number;
   heartbeatMinSeconds: number;
   heartbeatMaxSeconds: number;
@@ -97,7 +99,17 @@ export interface JoinOptions extends RequestOptions {
   /** Attempts at most (the first and its retries), 1 to LIMITS.followAttemptsMax; default
    *  LIMITS.joinAttemptsMax. */
   attemptsMax?: number;
+  /** Called when the room asks for a challenge, before solving it (a second or two at the
+   *  suggested difficulty): a page can say what is going on. */
+  onChallenge?: (event: { difficultyBits: number; expiresAt: string }) => void;
 }
+
+/** Solves a join challenge (docs/api.md, "Challenges"); join() does this by itself. */
+export declare function solveChallenge(
+  challenge: string,
+  bits: number,
+  options?: { yieldTries?: number; signal?: AbortSignal; onProgress?: (tries: number) => void },
+): Promise<{ solution: string; tries: number }>;
 
 export interface PositionEvent {
   position: number | null;

@@ -22,6 +22,10 @@ export const LIMITS = Object.freeze({
   /** Consecutive failures (about 20 minutes of them at the backoff ceiling) before `follow`
    *  gives up and rejects. */
   followAttemptsMax: 40,
+  /** Challenges a join solves in a row at most (each refused one is replaced by a new one). */
+  challengeRoundsMax: 3,
+  /** A challenge's solver yields to the event loop every this many hashes (a few ms). */
+  challengeYieldTries: 65536,
   /** Attempts of a join (the first and its retries) before `join` rejects. */
   joinAttemptsMax: 6,
   /** Attempts of a leave before `leave` rejects: leaving is a person's action, they are told. */
@@ -47,6 +51,7 @@ export const LIMITS = Object.freeze({
 });
 
 const SESSIONS_PATH = "/api/waiting-room/sessions";
+const ROOMS_PATH = "/api/waiting-room/rooms";
 const SESSION_ID_PATTERN = /^wr_[A-Za-z0-9_-]{1,125}$/;
 const ROOM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const STATUSES = new Set(["WAITING", "ACTIVE", "EXPIRED"]);
@@ -112,7 +117,7 @@ function isView(data) {
 }
 
 /** One request to the API: the session view of a 2xx, or a WaitroomError. */
-async function request(fetchImpl, method, url, { body, headers, signal } = {}) {
+async function request(fetchImpl, method, url, { body, headers, signal, isAnswer = isView } = {}) {
   if (signal && signal.aborted) throw abortError(signal);
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), LIMITS.requestTimeoutMs);
@@ -144,7 +149,7 @@ async function request(fetchImpl, method, url, { body, headers, signal } = {}) {
       data = null; // an empty or non-JSON body (a proxy's error page, a cut connection)
     }
     if (response.ok) {
-      if (!isView(data)) throw new WaitroomError(`${method} ${url}: the answer is not a session view`);
+      if (!isAnswer(data)) throw new WaitroomError(`${method} ${url}: the answer is not a session view`);
       return data;
     }
     const problem = data !== null && typeof data === "object" ? data : {};
@@ -245,16 +250,55 @@ export async function join(roomId, options = {}) {
   const fetchImpl = pickFetch(options);
   const idempotencyKey = options.idempotencyKey || newIdempotencyKey();
   const attemptsMax = Math.max(1, Math.min(options.attemptsMax || LIMITS.joinAttemptsMax, LIMITS.followAttemptsMax));
-  const view = await withRetry(
-    () =>
-      request(fetchImpl, "POST", baseUrl + SESSIONS_PATH, {
-        body: { roomId },
-        headers: { "Idempotency-Key": idempotencyKey },
-        signal: options.signal,
-      }),
-    { attemptsMax, signal: options.signal, onRetry: options.onRetry },
-  );
-  return sessionFrom(view, baseUrl, fetchImpl, idempotencyKey);
+  // A room may ask every join to solve a challenge (docs/api.md, "Challenges"): the join says
+  // so (403 `challenge-…`); get one, solve it, join again with it. A challenge refused for
+  // another reason (expired, another key, the difficulty raised) is replaced, a few times at most.
+  let solved = null;
+  for (let round = 0; ; round += 1) {
+    try {
+      const view = await withRetry(
+        () =>
+          request(fetchImpl, "POST", baseUrl + SESSIONS_PATH, {
+            body: Object.assign({ roomId }, solved || {}),
+            headers: { "Idempotency-Key": idempotencyKey },
+            signal: options.signal,
+          }),
+        { attemptsMax, signal: options.signal, onRetry: options.onRetry },
+      );
+      return sessionFrom(view, baseUrl, fetchImpl, idempotencyKey);
+    } catch (error) {
+      const challenged = error instanceof WaitroomError && error.status === 403 && /^challenge-/.test(error.type || "");
+      if (!challenged || round >= LIMITS.challengeRoundsMax) throw error;
+      solved = await solveRoomChallenge(fetchImpl, baseUrl, roomId, { attemptsMax, ...options });
+    }
+  }
+}
+
+/** Gets a challenge for `roomId` and solves it: the join body's `{challenge, solution}` (null when
+ *  the room no longer asks for one). */
+async function solveRoomChallenge(fetchImpl, baseUrl, roomId, options) {
+  let issued;
+  try {
+    issued = await withRetry(
+      () =>
+        request(fetchImpl, "POST", `${baseUrl}${ROOMS_PATH}/${encodeURIComponent(roomId)}/challenge`, {
+          signal: options.signal,
+          isAnswer: (data) =>
+            data !== null && typeof data === "object" && typeof data.challenge === "string" && Number.isInteger(data.difficultyBits),
+        }),
+      { attemptsMax: options.attemptsMax, signal: options.signal, onRetry: options.onRetry },
+    );
+  } catch (error) {
+    // The room stopped asking for one meanwhile: join without.
+    if (error instanceof WaitroomError && error.type === "challenge-not-required") return null;
+    throw error;
+  }
+  if (options.onChallenge) options.onChallenge({ difficultyBits: issued.difficultyBits, expiresAt: issued.expiresAt });
+  const found = await solveChallenge(issued.challenge, issued.difficultyBits, {
+    yieldTries: LIMITS.challengeYieldTries,
+    signal: options.signal,
+  });
+  return { challenge: issued.challenge, solution: found.solution };
 }
 
 /**
@@ -444,4 +488,113 @@ export async function leave(session, options = {}) {
   );
   session.view = view;
   return view;
+}
+
+// ---------------------------------------------------------------------------
+// The proof of work of a room's join challenge (docs/api.md, "Challenges"): the first decimal
+// counter whose SHA-256(challenge ‖ counter) starts with the room's difficulty in zero bits.
+//
+// The same SHA-256 as the waiting page's Web Worker (crates/waitroom/assets/challenge-worker.js;
+// a test checks they agree): written out rather than crypto.subtle.digest, which is one promise
+// per hash, where a million hashes are needed; the challenge's first 64 bytes are hashed once and
+// each try costs one block. It yields to the event loop every `LIMITS.challengeYieldTries` tries
+// so a page that calls it on its main thread still paints (a Web Worker is better there: the
+// waiting page uses one).
+
+const K = new Uint32Array([
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+]);
+const W = new Uint32Array(64);
+
+/** One SHA-256 compression of the 64 bytes at `block[offset..]` into `state` (8 words). */
+function compress(state, block, offset) {
+  for (let i = 0; i < 16; i++) {
+    const j = offset + 4 * i;
+    W[i] = (block[j] << 24) | (block[j + 1] << 16) | (block[j + 2] << 8) | block[j + 3];
+  }
+  for (let i = 16; i < 64; i++) {
+    const a = W[i - 15], b = W[i - 2];
+    const s0 = ((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^ (a >>> 3);
+    const s1 = ((b >>> 17) | (b << 15)) ^ ((b >>> 19) | (b << 13)) ^ (b >>> 10);
+    W[i] = (W[i - 16] + s0 + W[i - 7] + s1) | 0;
+  }
+  let a = state[0], b = state[1], c = state[2], d = state[3];
+  let e = state[4], f = state[5], g = state[6], h = state[7];
+  for (let i = 0; i < 64; i++) {
+    const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+    const t1 = (h + S1 + ((e & f) ^ (~e & g)) + K[i] + W[i]) | 0;
+    const S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+    const t2 = (S0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+    h = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
+  }
+  state[0] = (state[0] + a) | 0; state[1] = (state[1] + b) | 0;
+  state[2] = (state[2] + c) | 0; state[3] = (state[3] + d) | 0;
+  state[4] = (state[4] + e) | 0; state[5] = (state[5] + f) | 0;
+  state[6] = (state[6] + g) | 0; state[7] = (state[7] + h) | 0;
+}
+
+const INITIAL = [
+  0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/** Leading zero bits of a digest's first words. */
+function zeroBits(state) {
+  let bits = 0;
+  for (let i = 0; i < 8; i++) {
+    if (state[i] !== 0) return bits + Math.clz32(state[i]);
+    bits += 32;
+  }
+  return bits;
+}
+
+/**
+ * Solves `challenge` (ASCII) at `bits`: `{solution, tries}`. Calls `onProgress(tries)` at every
+ * yield; rejects when `signal` fires.
+ */
+export async function solveChallenge(challenge, bits, { yieldTries = 1 << 16, signal, onProgress } = {}) {
+  const full = challenge.length - (challenge.length % 64);
+  const mid = new Int32Array(INITIAL);
+  const bytes = new Uint8Array(challenge.length);
+  for (let i = 0; i < challenge.length; i++) bytes[i] = challenge.charCodeAt(i) & 0xff;
+  for (let at = 0; at < full; at += 64) compress(mid, bytes, at);
+  const rest = challenge.length - full;
+  const tail = new Uint8Array(128);
+  tail.set(bytes.subarray(full), 0);
+  const state = new Int32Array(8);
+  const digits = new Uint8Array(20);
+  for (let n = 0; n < Number.MAX_SAFE_INTEGER; n++) {
+    let count = 0;
+    for (let v = n; ; v = Math.floor(v / 10)) {
+      digits[count++] = 48 + (v % 10);
+      if (v < 10) break;
+    }
+    let at = rest;
+    for (let i = count - 1; i >= 0; i--) tail[at++] = digits[i];
+    const length = at;
+    tail[at++] = 0x80;
+    const blocks = at + 8 <= 64 ? 1 : 2;
+    tail.fill(0, at, blocks * 64);
+    const totalBits = (full + length) * 8;
+    tail[blocks * 64 - 4] = (totalBits >>> 24) & 0xff;
+    tail[blocks * 64 - 3] = (totalBits >>> 16) & 0xff;
+    tail[blocks * 64 - 2] = (totalBits >>> 8) & 0xff;
+    tail[blocks * 64 - 1] = totalBits & 0xff;
+    state.set(mid);
+    compress(state, tail, 0);
+    if (blocks === 2) compress(state, tail, 64);
+    if (zeroBits(state) >= bits) return { solution: String(n), tries: n + 1 };
+    if ((n + 1) % yieldTries === 0) {
+      if (onProgress) onProgress(n + 1);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      if (signal && signal.aborted) throw signal.reason;
+    }
+  }
+  throw new Error("no solution");
 }

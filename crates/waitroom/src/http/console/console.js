@@ -41,6 +41,7 @@
     maxActiveSeconds: { label: 'Longest turn', min: 1, max: 86400, optional: false },
     waitingIdleTimeoutSeconds: { label: 'Waiting idle timeout', min: 1, max: 86400, optional: false },
     heartbeatIntervalSeconds: { label: 'Heartbeat interval', min: 1, max: 86400, optional: false },
+    challengeDifficultyBits: { label: 'Join challenge', min: 0, max: 28, optional: false },
   };
   const TEXT_FIELDS = ['opensAt', 'targetUrl'];
   const TARGET_URL = /^[Hh][Tt][Tt][Pp][Ss]?:\/\/[!"$-.0-9:->@-~][!-~]*$/;
@@ -469,7 +470,9 @@
       fillConfig(saved.config, true);
       message('config-message', `Saved: capacity ${fmt(saved.config.capacity)}`
         + (saved.config.queueingMethod && saved.config.queueingMethod !== 'fifo'
-          ? `, ${saved.config.queueingMethod}.` : '.'), 'ok');
+          ? `, ${saved.config.queueingMethod}` : '')
+        + (saved.config.challengeDifficultyBits
+          ? `, a ${saved.config.challengeDifficultyBits}-bit join challenge.` : '.'), 'ok');
       render();
     } catch (e) {
       failed('config-message', e, 'Not saved');
