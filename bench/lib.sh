@@ -220,7 +220,7 @@ bench_machine() {
   local model memory_gib
   model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
   memory_gib="$(awk '/^MemTotal:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)"
-  printf '%s cores (%s), %s GiB memory (MemTotal), Linux %s' "$(nproc)" "${model:-unknown CPU}" \
+  printf '%s cores (%s), %s GiB memory (MemTotal), Linux %s' "$(nproc --all)" "${model:-unknown CPU}" \
     "$memory_gib" "$(uname -r)"
 }
 
