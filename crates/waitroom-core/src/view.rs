@@ -74,8 +74,11 @@ pub struct SessionView {
     pub position: Option<u64>,
     /// Live WAITING sessions in the room (pre-queue included).
     pub waiting_count: u64,
-    /// WAITING after the draw, once a rate is known (see `Room` for the method).
+    /// WAITING after the draw, once the turnover is known well enough for a single figure (see
+    /// `Room` for the method); within `estimated_wait_range`.
     pub estimated_wait_seconds: Option<u64>,
+    /// WAITING after the draw, once a rate is known: the wait lies in this range (low ≤ high).
+    pub estimated_wait_range: Option<WaitRange>,
     /// The session waits in the pre-queue: its place is drawn when the room opens.
     pub prequeue: bool,
     pub opens_at_ms: Option<u64>,
@@ -90,6 +93,13 @@ pub struct SessionView {
     /// ACTIVE only: the room's target URL.
     pub target_url: Option<String>,
     pub expired_reason: Option<ExpiredReason>,
+}
+
+/// A range of waits, whole seconds: `low_seconds ≤ high_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitRange {
+    pub low_seconds: u64,
+    pub high_seconds: u64,
 }
 
 /// Sessions ended so far, by reason.
