@@ -54,6 +54,10 @@ pub const ETA_WINDOW_MS: u64 = RATE_BUCKET_MS * RATE_BUCKETS as u64;
 /// Fewer freed slots than this in the window: the turnover is not known well enough to estimate
 /// at all ("not yet": the first fill, or a room whose slots hardly ever free).
 pub const ETA_FREES_MIN: u64 = 20;
+/// ...nor before the room has been open for this many times the mean hold it measures (the
+/// first fill: everyone admitted at the opening is the same age, so early frees under-sample
+/// the long holds).
+pub const ETA_SETTLE_HOLDS: u64 = 2;
 /// The range around an estimate spans this many standard deviations on each side (the spread of
 /// a count of `n` events is taken as `sqrt(n)`, which over-states it for regular hold times).
 pub const ETA_RANGE_SIGMAS: u64 = 2;

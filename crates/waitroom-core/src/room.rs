@@ -86,8 +86,11 @@
 //!   exactly `(p + 1) / admitPerMinute` (range of one value); when both could bind, that is a
 //!   floor of the estimate and its range.
 //! - **Not yet** (both `null`): while paused, before opening, and while the room is full with
-//!   fewer than `ETA_FREES_MIN` slots freed in the window (the first fill: nothing says yet
-//!   how long people stay).
+//!   fewer than `ETA_FREES_MIN` slots freed in the window, or open for less than
+//!   `ETA_SETTLE_HOLDS` times the mean hold it measures (the first fill: everyone admitted at the
+//!   opening is the same age, and the longer holds have not shown yet). The slot time before
+//!   the oldest free of the window is left out (before the first slot frees, nobody could have
+//!   left, whatever the hold times).
 //!
 //! A `random` room gives every waiting session the estimate of the middle of the line
 //! (`p = (line length - 1) / 2`): the expected wait of a draw that is uniform over the line. A
@@ -1230,6 +1233,19 @@ impl Room {
         if freed < ETA_FREES_MIN {
             return None;
         }
+        // The first fill: the people admitted at the opening are all the same age, and until a
+        // few hold times have passed the longer holds have not shown yet. Not yet, until the room
+        // has been open for `ETA_SETTLE_HOLDS` times the mean hold it measures (over-estimated
+        // early on, so this errs towards waiting longer).
+        let opened_ms = self
+            .created_at_ms
+            .max(self.config.opens_at_ms.unwrap_or(0));
+        let mean_hold_ms = slot_ms_doubled / (2 * u128::from(freed));
+        if u128::from(self.now_ms.saturating_sub(opened_ms))
+            < u128::from(ETA_SETTLE_HOLDS) * mean_hold_ms
+        {
+            return None;
+        }
         // Slots over capacity (capacity lowered) must free before anyone is admitted: at the
         // average active count of the drain, `(active + capacity) / 2`; then `needed` slots at
         // `capacity` active. A slot frees every `slot_ms / freed` ms per active session.
@@ -1285,17 +1301,23 @@ impl Room {
         let mut until_ms = self.now_ms;
         let mut freed_total = 0;
         let mut slot_ms_doubled = 0_u128;
+        // Up to the oldest bucket with a free: before the first slot freed (the first fill)
+        // nobody could have left yet, whatever the hold times, so that time says nothing of them.
+        let mut counted_ms_doubled = 0_u128;
         for number in (oldest..=newest).rev() {
             let start_ms = (number * RATE_BUCKET_MS).max(self.created_at_ms);
             let freed = self.freed_slots.in_bucket(number);
             let admitted = self.admissions.in_bucket(number);
             let before = (active + u128::from(freed)).saturating_sub(u128::from(admitted));
             slot_ms_doubled += (active + before) * u128::from(until_ms.saturating_sub(start_ms));
+            if freed > 0 {
+                counted_ms_doubled = slot_ms_doubled;
+            }
             freed_total += freed;
             active = before;
             until_ms = start_ms;
         }
-        (freed_total, slot_ms_doubled)
+        (freed_total, counted_ms_doubled)
     }
 
     /// See [`RoomStats::newcomer_wait_seconds`]: a newcomer's position is the length of the line

@@ -131,7 +131,8 @@ pub struct RoomStats {
     /// The estimated wait of someone joining now, by the rule a session's `estimatedWaitSeconds`
     /// follows (at the back of the line); 0 when they would be admitted at once (open, not
     /// paused, nobody waiting, a free slot and no rate limit); `None` when no estimate is
-    /// possible (paused, before opening, a full room with no slot freed lately).
+    /// possible (paused, before opening, a full room with fewer than `ETA_FREES_MIN` slots freed
+    /// in the ETA window). The central estimate, whether or not the range is narrow.
     pub newcomer_wait_seconds: Option<u64>,
     /// Ended sessions still remembered (answering GETs with their reason).
     pub remembered_ended_count: u64,

@@ -51,7 +51,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use waitroom_core::limits::{
-    ETA_FREES_MIN, ETA_POINT_SPREAD_MS_MAX, ETA_POINT_SPREAD_PERCENT_MAX, ETA_RANGE_SIGMAS,
+    ETA_FREES_MIN, ETA_POINT_SPREAD_MS_MAX, ETA_SETTLE_HOLDS, ETA_POINT_SPREAD_PERCENT_MAX, ETA_RANGE_SIGMAS,
     ETA_WINDOW_MS, PASS_LIFETIME_MS_MAX, PASSES_PER_RECORD_MAX, PASSES_PER_ROOM_MAX,
     RATE_BUCKET_MS, RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
 };
@@ -622,10 +622,24 @@ impl Model {
             let at = (n * RATE_BUCKET_MS).max(self.created_at);
             points.push((at, self.active_before(n * RATE_BUCKET_MS)));
         }
+        // Up to the start of the oldest bucket with a free.
+        let oldest_free = self
+            .freed
+            .iter()
+            .map(|t| t / RATE_BUCKET_MS)
+            .filter(|n| (oldest..=newest).contains(n))
+            .min()?;
         let slot_ms_doubled: u128 = points
             .windows(2)
+            .filter(|w| w[1].0 >= (oldest_free * RATE_BUCKET_MS).max(self.created_at))
             .map(|w| (w[0].1 + w[1].1) * u128::from(w[0].0 - w[1].0))
             .sum();
+        let opened = self.created_at.max(self.config.opens_at_ms.unwrap_or(0));
+        if u128::from(self.now - opened)
+            < u128::from(ETA_SETTLE_HOLDS) * (slot_ms_doubled / (2 * u128::from(freed)))
+        {
+            return None;
+        }
         let excess = active - capacity;
         let time = |n: u64| -> u64 {
             (slot_ms_doubled

@@ -858,6 +858,24 @@ fn eta_not_yet_during_the_first_fill() {
 }
 
 #[test]
+fn eta_not_yet_until_the_first_fill_has_turned_over() {
+    // Twenty admitted at the opening, none leaving before 10 s: then one a second.
+    let mut r = Turnover::new(20, 400);
+    r.now = T0 + 9 * SECOND;
+    r.free(ETA_FREES_MIN, SECOND);
+    // Enough frees, but the first ten seconds say nothing of the hold times, and the room has run
+    // 29 s, less than twice the 19 s mean hold it measured since the first free: not yet.
+    assert_eq!(r.now, T0 + 29 * SECOND);
+    assert_eq!(r.view(400).estimated_wait_range, None);
+    assert_eq!(r.t.room.stats().newcomer_wait_seconds, None);
+    // Ten seconds on: an estimate, about a second a place (the front of the line is 51).
+    r.free(10, SECOND);
+    let view = r.view(51 + 99);
+    assert_eq!(view.position, Some(99));
+    assert!(within(view.estimated_wait_range, 100));
+}
+
+#[test]
 fn eta_steady_turnover_gives_a_figure_only_where_the_range_is_narrow() {
     // Ten slots, one freed every second (each held 10 s): position p waits p + 1 s.
     let mut r = Turnover::new(10, 2000);
