@@ -1237,9 +1237,7 @@ impl Room {
         // few hold times have passed the longer holds have not shown yet. Not yet, until the room
         // has been open for `ETA_SETTLE_HOLDS` times the mean hold it measures (over-estimated
         // early on, so this errs towards waiting longer).
-        let opened_ms = self
-            .created_at_ms
-            .max(self.config.opens_at_ms.unwrap_or(0));
+        let opened_ms = self.created_at_ms.max(self.config.opens_at_ms.unwrap_or(0));
         let mean_hold_ms = slot_ms_doubled / (2 * u128::from(freed));
         if u128::from(self.now_ms.saturating_sub(opened_ms))
             < u128::from(ETA_SETTLE_HOLDS) * mean_hold_ms

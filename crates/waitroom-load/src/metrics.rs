@@ -59,7 +59,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::limits::{
-    ETA_ABSOLUTE_ERROR_LIMIT_SECONDS, ETA_SETTLED_AFTER_SECONDS, HISTOGRAM_BUCKETS, LATENCY_RECORDABLE_MAX_US, SCATTER_POINTS_MAX, SERIES_POINTS_MAX,
+    ETA_ABSOLUTE_ERROR_LIMIT_SECONDS, ETA_SETTLED_AFTER_SECONDS, HISTOGRAM_BUCKETS,
+    LATENCY_RECORDABLE_MAX_US, SCATTER_POINTS_MAX, SERIES_POINTS_MAX,
 };
 use crate::time::{SERVER_TIME_RESOLUTION_US, TimeUs};
 use crate::trace::{EtaShown, RequestKind, Trace, UserOutcome};
@@ -1334,7 +1335,10 @@ mod tests {
             },
         ];
         let eta = analyse(&trace(1, vec![admitted])).metrics.eta_error;
-        assert_eq!((eta.samples, eta.ranges.samples, eta.ranges.inside), (1, 3, 1));
+        assert_eq!(
+            (eta.samples, eta.ranges.samples, eta.ranges.inside),
+            (1, 3, 1)
+        );
         assert_eq!(eta.not_yet_samples, 1);
         let miss = eta.ranges.miss.absolute_seconds.unwrap();
         assert!((miss.p50 - 50.0).abs() < 1e-9 && (miss.max - 50.0).abs() < 1e-9);

@@ -315,7 +315,8 @@ impl FromStr for Reconfigure {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("`{text}`: expected SECONDS:capacity=N, SECONDS:pause or SECONDS:resume");
+        let usage =
+            || format!("`{text}`: expected SECONDS:capacity=N, SECONDS:pause or SECONDS:resume");
         let (at, change) = text.split_once(':').ok_or_else(usage)?;
         let at_seconds = at.trim().parse().map_err(|_| usage())?;
         let change = match change.trim() {
@@ -925,7 +926,14 @@ mod tests {
         // Needs a room the run configures; bad forms and capacities are refused.
         assert!(parse(&["--reconfigure", "30:pause"]).is_ok());
         assert!(parse(&["--no-configure", "--reconfigure", "30:pause"]).is_err());
-        for bad in ["30", "x:pause", "30:capacity=0", "30:capacity=x", "30:stop", "9999:pause"] {
+        for bad in [
+            "30",
+            "x:pause",
+            "30:capacity=0",
+            "30:capacity=x",
+            "30:stop",
+            "9999:pause",
+        ] {
             assert!(parse(&["--reconfigure", bad]).is_err(), "{bad}");
         }
     }

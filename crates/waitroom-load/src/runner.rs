@@ -10,10 +10,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::LoadError;
+use crate::api::RoomConfig;
 use crate::arrival::plan_users;
 use crate::http::{Exchange, HttpClient};
 use crate::limits::PROGRESS_INTERVAL_MS;
-use crate::api::RoomConfig;
 use crate::options::{AdminToken, LoadOptions, ProtectedOptions, Reconfigure, RoomChange};
 use crate::progress::{Progress, ProgressSnapshot};
 use crate::report::{Report, StopReason};

@@ -236,7 +236,10 @@ fn is_eta_in_words(text: &str) -> bool {
         return matches!(words.as_slice(), [low, "and", high, unit]
             if low.parse::<u64>().is_ok() && high.parse::<u64>().is_ok() && units.contains(unit));
     }
-    let Some(rest) = text.strip_prefix("about ").or_else(|| text.strip_prefix("up to ")) else {
+    let Some(rest) = text
+        .strip_prefix("about ")
+        .or_else(|| text.strip_prefix("up to "))
+    else {
         return false;
     };
     let Some((count, unit)) = rest.split_once(' ') else {
@@ -244,7 +247,6 @@ fn is_eta_in_words(text: &str) -> bool {
     };
     count.parse::<u64>().is_ok() && units.contains(&unit)
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // The tests
