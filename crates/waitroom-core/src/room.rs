@@ -78,7 +78,10 @@
 //!   being `sqrt(1 / freed + 1 / (p + 1 + excess))` (two counts of events, each taken as
 //!   Poisson, which over-states the spread of regular hold times). People ahead may leave the
 //!   line: the low end counts only `p × (1 − share)` of them, `share` being the share of those
-//!   who left the line (rather than being admitted) since the room was created.
+//!   who left the line (rather than being admitted) since the room was created. Sessions
+//!   admitted within the last mean hold (after a capacity raise or a resume the room fills at
+//!   once) are young and few leave soon: the high end turns over only the slots occupied
+//!   throughout the last mean hold (the least active count at a bucket boundary since).
 //! - **Single figure** (`estimatedWaitSeconds`): the central estimate, given only when the
 //!   range reaches at most `ETA_POINT_SPREAD_PERCENT_MAX` percent and `ETA_POINT_SPREAD_MS_MAX`
 //!   away from it on either side; otherwise `null` with the range alone ("between X and Y").
@@ -1126,6 +1129,14 @@ impl Estimate {
     }
 }
 
+/// The ETA window's history (see `Room::turnover`).
+struct Turnover {
+    freed: u64,
+    slot_ms_doubled: u128,
+    /// `(time, active count just before it)` at each bucket boundary, newest first.
+    boundaries: [(u64, u64); RATE_BUCKETS],
+}
+
 /// `value × ppm / 1 000 000`, saturating.
 fn scale_ppm(value: u64, ppm: u64) -> u64 {
     u64::try_from(u128::from(value) * u128::from(ppm) / 1_000_000).unwrap_or(u64::MAX)
@@ -1229,7 +1240,11 @@ impl Room {
             // Slots are free, so only the rate limit holds people back.
             return by_rate_ms.map(Estimate::exact);
         }
-        let (freed, slot_ms_doubled) = self.turnover();
+        let Turnover {
+            freed,
+            slot_ms_doubled,
+            boundaries,
+        } = self.turnover();
         if freed < ETA_FREES_MIN {
             return None;
         }
@@ -1276,7 +1291,26 @@ impl Room {
             time_ms(1 + ahead_staying),
             1_000_000_u64.saturating_sub(spread_ppm),
         );
-        let high_ms = scale_ppm(central_ms, 1_000_000 + spread_ppm);
+        // Sessions admitted within the last mean hold (a capacity raise, a resume: the room
+        // filled at once) are young and few of them leave soon: the high end counts only the
+        // slots that were occupied throughout the last mean hold (the least active count seen
+        // since), as if the rest freed nothing for now.
+        let since_ms = u128::from(self.now_ms).saturating_sub(mean_hold_ms);
+        let proven = boundaries
+            .iter()
+            .filter(|&&(at_ms, _)| u128::from(at_ms) >= since_ms)
+            .map(|&(_, active)| active)
+            .fold(active, u64::min)
+            .clamp(1, capacity);
+        let slow_ms = {
+            let numerator = slot_ms_doubled
+                * (2 * u128::from(excess) * u128::from(proven)
+                    + u128::from(needed) * u128::from(active + capacity));
+            let denominator =
+                2 * u128::from(freed) * u128::from(proven) * u128::from(active + capacity);
+            u64::try_from(numerator / denominator).unwrap_or(u64::MAX)
+        };
+        let high_ms = scale_ppm(slow_ms, 1_000_000 + spread_ppm);
         let floor_ms = by_rate_ms.unwrap_or(0);
         Some(Estimate {
             central_ms: central_ms.max(floor_ms),
@@ -1289,7 +1323,7 @@ impl Room {
     /// active count over the window (not before the room was created), in session-milliseconds,
     /// doubled. The active count at each bucket boundary is rebuilt backwards from the current
     /// one with the admissions and frees of each bucket, and taken as linear within a bucket.
-    fn turnover(&self) -> (u64, u128) {
+    fn turnover(&self) -> Turnover {
         let newest = self.now_ms / RATE_BUCKET_MS;
         let buckets = ETA_WINDOW_MS / RATE_BUCKET_MS;
         let oldest = (newest + 1)
@@ -1302,7 +1336,8 @@ impl Room {
         // Up to the oldest bucket with a free: before the first slot freed (the first fill)
         // nobody could have left yet, whatever the hold times, so that time says nothing of them.
         let mut counted_ms_doubled = 0_u128;
-        for number in (oldest..=newest).rev() {
+        let mut boundaries = [(0, 0); RATE_BUCKETS];
+        for (number, boundary) in (oldest..=newest).rev().zip(boundaries.iter_mut()) {
             let start_ms = (number * RATE_BUCKET_MS).max(self.created_at_ms);
             let freed = self.freed_slots.in_bucket(number);
             let admitted = self.admissions.in_bucket(number);
@@ -1314,8 +1349,14 @@ impl Room {
             freed_total += freed;
             active = before;
             until_ms = start_ms;
+            *boundary = (start_ms, u64::try_from(before).unwrap_or(u64::MAX));
         }
-        (freed_total, counted_ms_doubled)
+        // Unused entries stay `(0, 0)`: older than any cut-off of the estimate, never counted.
+        Turnover {
+            freed: freed_total,
+            slot_ms_doubled: counted_ms_doubled,
+            boundaries,
+        }
     }
 
     /// See [`RoomStats::newcomer_wait_seconds`]: a newcomer's position is the length of the line

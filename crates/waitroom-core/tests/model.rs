@@ -658,7 +658,21 @@ impl Model {
         let central = time(needed);
         let low = (u128::from(time(1 + staying)) * u128::from(1_000_000_u64.saturating_sub(spread))
             / 1_000_000) as u64;
-        let high = (u128::from(central) * u128::from(1_000_000 + spread) / 1_000_000) as u64;
+        let mean_hold = slot_ms_doubled / (2 * u128::from(freed));
+        let since = u128::from(self.now).saturating_sub(mean_hold);
+        let proven = points
+            .iter()
+            .filter(|(at, _)| u128::from(*at) >= since)
+            .map(|(_, a)| *a as u64)
+            .min()
+            .unwrap()
+            .clamp(1, capacity);
+        let slow = (slot_ms_doubled
+            * (2 * u128::from(excess * proven)
+                + u128::from(needed) * u128::from(active + capacity))
+            / (2 * u128::from(freed) * u128::from(proven) * u128::from(active + capacity)))
+            as u64;
+        let high = (u128::from(slow) * u128::from(1_000_000 + spread) / 1_000_000) as u64;
         let floor = by_rate.unwrap_or(0);
         Some((central.max(floor), low.max(floor), high.max(floor)))
     }
