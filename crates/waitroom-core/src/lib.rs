@@ -47,4 +47,6 @@ pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, SnapshotError};
 pub use spare::{
     RoomSizes, SPARE_HEADROOM_ENTRIES_MIN, SPARE_HEADROOM_PER_MILLE, SnapshotCopy, SnapshotSpare,
 };
-pub use view::{ExpiredReason, ExpiredTotals, Outcome, Rejection, RoomStats, SessionView, Status};
+pub use view::{
+    ExpiredReason, ExpiredTotals, Outcome, Rejection, RoomStats, SessionView, Status, WaitRange,
+};

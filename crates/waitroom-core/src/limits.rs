@@ -51,6 +51,21 @@ pub const RATE_BUCKET_MS: u64 = 5_000;
 pub const RATE_BUCKETS: usize = 60;
 /// Window of the turnover rate behind `estimatedWaitSeconds`.
 pub const ETA_WINDOW_MS: u64 = RATE_BUCKET_MS * RATE_BUCKETS as u64;
+/// Fewer freed slots than this in the window: the turnover is not known well enough to estimate
+/// at all ("not yet": the first fill, or a room whose slots hardly ever free).
+pub const ETA_FREES_MIN: u64 = 20;
+/// ...nor before the room has been open for this many times the mean hold it measures (the
+/// first fill: everyone admitted at the opening is the same age, so early frees under-sample
+/// the long holds).
+pub const ETA_SETTLE_HOLDS: u64 = 2;
+/// The range around an estimate spans this many standard deviations on each side (the spread of
+/// a count of `n` events is taken as `sqrt(n)`, which over-states it for regular hold times).
+pub const ETA_RANGE_SIGMAS: u64 = 2;
+/// A single `estimatedWaitSeconds` is given only when the range's half-width is at most this
+/// share of the estimate (percent)...
+pub const ETA_POINT_SPREAD_PERCENT_MAX: u64 = 20;
+/// ...and at most this long (a longer half-width: the range alone).
+pub const ETA_POINT_SPREAD_MS_MAX: u64 = 60_000;
 
 /// Latest room clock a snapshot may carry (`Room::restore_snapshot`): the last instant of year
 /// 9999, like `opensAt`. Log timestamps are real times, so no room gets near it; bounding it keeps

@@ -149,6 +149,12 @@ impl RateWindow {
         (count, now_ms.saturating_sub(start_ms))
     }
 
+    /// Events in bucket `number` (0 if the ring no longer, or never, held it).
+    pub(crate) fn in_bucket(&self, number: u64) -> u64 {
+        let (held, count) = self.buckets[(number % RATE_BUCKETS as u64) as usize];
+        if held == number { u64::from(count) } else { 0 }
+    }
+
     pub(crate) fn digest_words(&self) -> impl Iterator<Item = u64> + '_ {
         self.buckets.iter().flat_map(|&(n, c)| [n, u64::from(c)])
     }

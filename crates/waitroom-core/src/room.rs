@@ -70,18 +70,43 @@
 //!   at most `SESSIONS_PER_ROOM_MAX` sessions in all states.
 //!
 //! # ETA
-//! `estimatedWaitSeconds` for the session at position `p` is the time for `p + 1` slots to come
-//! free at the recent turnover rate: the number of ACTIVE sessions that ended (completed, left,
-//! timed out, evicted) in the last `ETA_WINDOW_MS`, divided by the time that window covers (not
-//! before the room was created). Once the room is full, admissions happen exactly as fast as slots
-//! free up; counting freed slots rather than admissions keeps the first fill of an empty room
-//! (`capacity` admissions at once) from making every estimate far too short. When `admitPerMinute`
-//! binds instead (free slots but no token), the estimate is `(p + 1) / admitPerMinute`; when both
-//! could bind, the longer estimate wins. No estimate (`None`) while paused, before opening, or
-//! while the room is full and no slot has been freed within the window. A `random` room gives
-//! every waiting session the estimate of the middle of the line (`p = (line length - 1) / 2`):
-//! the expected wait of a draw that is uniform over the line. A `passthrough` room estimates 0
-//! (nobody waits in it while open and not paused).
+//! A WAITING session at position `p` gets an estimate of the time for `p + 1` admissions:
+//! `estimatedWaitRange` (low and high, whole seconds) whenever the room can estimate, and
+//! `estimatedWaitSeconds` (a single figure inside the range) only when that range is narrow.
+//! - **Turnover per slot**: the slots freed (ACTIVE sessions that ended: completed, left, timed
+//!   out, evicted) in the last `ETA_WINDOW_MS` (not before the room was created), divided by the
+//!   slot time behind them: the integral of the active count over the same window, rebuilt from
+//!   the current active count and the admissions and frees of each `RATE_BUCKET_MS` bucket. Time
+//!   with empty slots (the first fill, a pause that drained the room, a capacity raise) thus
+//!   counts for what it is, so the rate is per occupied slot and a full room of `capacity`
+//!   turns over at `capacity` times it: a capacity change takes effect at once.
+//! - **Central estimate**: the active sessions over `capacity` (capacity lowered) free first,
+//!   at the average active count of that drain, then `p + 1` slots at `capacity` active.
+//! - **Range**: `ETA_RANGE_SIGMAS` standard deviations either side, the relative deviation
+//!   being `sqrt(1 / freed + 1 / (p + 1 + excess))` (two counts of events, each taken as
+//!   Poisson, which over-states the spread of regular hold times). People ahead may leave the
+//!   line: the low end counts only `p × (1 − share)` of them, `share` being the share of those
+//!   who left the line (rather than being admitted) since the room was created. Sessions
+//!   admitted within the last mean hold (after a capacity raise or a resume the room fills at
+//!   once) are young and few leave soon: the high end turns over only the slots occupied
+//!   throughout the last mean hold (the least active count at a bucket boundary since).
+//! - **Single figure** (`estimatedWaitSeconds`): the central estimate, given only when the
+//!   range reaches at most `ETA_POINT_SPREAD_PERCENT_MAX` percent and `ETA_POINT_SPREAD_MS_MAX`
+//!   away from it on either side; otherwise `null` with the range alone ("between X and Y").
+//! - **Rate limit**: when `admitPerMinute` binds (free slots but no token) the estimate is
+//!   exactly `(p + 1) / admitPerMinute` (range of one value); when both could bind, that is a
+//!   floor of the estimate and its range.
+//! - **Not yet** (both `null`): while paused, before opening, and while the room is full with
+//!   fewer than `ETA_FREES_MIN` slots freed in the window, or open for less than
+//!   `ETA_SETTLE_HOLDS` times the mean hold it measures (the first fill: everyone admitted at the
+//!   opening is the same age, and the longer holds have not shown yet). The slot time before
+//!   the oldest free of the window is left out (before the first slot frees, nobody could have
+//!   left, whatever the hold times).
+//!
+//! A `random` room gives every waiting session the estimate of the middle of the line
+//! (`p = (line length - 1) / 2`): the expected wait of a draw that is uniform over the line. A
+//! `passthrough` room estimates 0 (nobody waits in it while open and not paused). Everything is
+//! integer arithmetic on the room's state: every node gives the same estimate.
 //!
 //! # Data structures (per room)
 //! Sessions live in a slab of 56-byte slots indexed by a hash map from session id. WAITING
@@ -1107,6 +1132,60 @@ impl Room {
     }
 }
 
+/// What the room estimates of one wait (see "ETA"), milliseconds: `low ≤ central ≤ high`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Estimate {
+    central_ms: u64,
+    low_ms: u64,
+    high_ms: u64,
+}
+
+impl Estimate {
+    fn exact(ms: u64) -> Self {
+        Self {
+            central_ms: ms,
+            low_ms: ms,
+            high_ms: ms,
+        }
+    }
+
+    /// The single figure, if the range is narrow enough around it (see "ETA").
+    fn point_seconds(&self) -> Option<u64> {
+        let half_ms = (self.central_ms - self.low_ms).max(self.high_ms - self.central_ms);
+        let narrow = u128::from(half_ms) * 100
+            <= u128::from(self.central_ms) * u128::from(ETA_POINT_SPREAD_PERCENT_MAX)
+            && half_ms <= ETA_POINT_SPREAD_MS_MAX;
+        narrow.then(|| self.central_ms.div_ceil(1000))
+    }
+
+    fn range(&self) -> WaitRange {
+        WaitRange {
+            low_seconds: self.low_ms / 1000,
+            high_seconds: self.high_ms.div_ceil(1000),
+        }
+    }
+}
+
+/// The ETA window's history (see `Room::turnover`).
+struct Turnover {
+    freed: u64,
+    slot_ms_doubled: u128,
+    /// `(time, active count just before it)` at each bucket boundary, newest first.
+    boundaries: [(u64, u64); RATE_BUCKETS],
+}
+
+/// `value × ppm / 1 000 000`, saturating.
+fn scale_ppm(value: u64, ppm: u64) -> u64 {
+    u64::try_from(u128::from(value) * u128::from(ppm) / 1_000_000).unwrap_or(u64::MAX)
+}
+
+impl SessionView {
+    fn set_estimate(&mut self, estimate: Option<Estimate>) {
+        self.estimated_wait_seconds = estimate.and_then(|estimate| estimate.point_seconds());
+        self.estimated_wait_range = estimate.map(|estimate| estimate.range());
+    }
+}
+
 /// Queries: answered from memory, change nothing.
 impl Room {
     /// The session view, or `None` if the session was never seen or has been forgotten.
@@ -1120,6 +1199,7 @@ impl Room {
             position: None,
             waiting_count: self.waiting_count(),
             estimated_wait_seconds: None,
+            estimated_wait_range: None,
             prequeue: false,
             opens_at_ms: config.opens_at_ms,
             joined_at_ms: slot.joined_at_ms,
@@ -1140,11 +1220,11 @@ impl Room {
                 if config.queueing_method == QueueingMethod::Random {
                     // No place in a lottery: the estimate is for the middle of the line.
                     let middle = u64::from(self.line.len().saturating_sub(1) / 2);
-                    view.estimated_wait_seconds = self.estimate_wait_seconds(middle);
+                    view.set_estimate(self.estimate(middle));
                 } else {
                     let position = u64::from(self.line.ahead_of(slot.aux));
                     view.position = Some(position);
-                    view.estimated_wait_seconds = self.estimate_wait_seconds(position);
+                    view.set_estimate(self.estimate(position));
                 }
                 view.expires_at_ms = Some(waiting_deadline);
             }
@@ -1177,32 +1257,143 @@ impl Room {
         u64::from(self.active_count)
     }
 
-    /// See the module documentation ("ETA").
-    fn estimate_wait_seconds(&self, position: u64) -> Option<u64> {
+    /// See the module documentation ("ETA"): `None` when the room cannot estimate.
+    fn estimate(&self, position: u64) -> Option<Estimate> {
         if !self.exists || self.config.paused || !self.is_open() {
             return None;
         }
         if self.config.queueing_method == QueueingMethod::Passthrough {
             // Nobody waits in an open, running passthrough room.
-            return Some(0);
+            return Some(Estimate::exact(0));
         }
         let needed = position + 1;
         let by_rate_ms = self
             .bucket
             .as_ref()
             .map(|bucket| needed * 60_000 / bucket.admit_per_minute());
-        if self.active_count < self.config.capacity {
+        let capacity = u64::from(self.config.capacity);
+        let active = u64::from(self.active_count);
+        if active < capacity {
             // Slots are free, so only the rate limit holds people back.
-            return by_rate_ms.map(|ms| ms.div_ceil(1000));
+            return by_rate_ms.map(Estimate::exact);
         }
-        let (freed, span_ms) =
-            self.freed_slots
-                .recent(self.now_ms, ETA_WINDOW_MS, self.created_at_ms);
-        if freed == 0 {
+        let Turnover {
+            freed,
+            slot_ms_doubled,
+            boundaries,
+        } = self.turnover();
+        if freed < ETA_FREES_MIN {
             return None;
         }
-        let by_turnover_ms = needed.saturating_mul(span_ms.max(1)) / freed;
-        Some(by_turnover_ms.max(by_rate_ms.unwrap_or(0)).div_ceil(1000))
+        // The first fill: the people admitted at the opening are all the same age, and until a
+        // few hold times have passed the longer holds have not shown yet. Not yet, until the room
+        // has been open for `ETA_SETTLE_HOLDS` times the mean hold it measures (over-estimated
+        // early on, so this errs towards waiting longer).
+        let opened_ms = self.created_at_ms.max(self.config.opens_at_ms.unwrap_or(0));
+        let mean_hold_ms = slot_ms_doubled / (2 * u128::from(freed));
+        if u128::from(self.now_ms.saturating_sub(opened_ms))
+            < u128::from(ETA_SETTLE_HOLDS) * mean_hold_ms
+        {
+            return None;
+        }
+        // Slots over capacity (capacity lowered) must free before anyone is admitted: at the
+        // average active count of the drain, `(active + capacity) / 2`; then `needed` slots at
+        // `capacity` active. A slot frees every `slot_ms / freed` ms per active session.
+        let excess = active - capacity;
+        let time_ms = |admissions: u64| -> u64 {
+            let numerator = slot_ms_doubled
+                * (2 * u128::from(excess) * u128::from(capacity)
+                    + u128::from(admissions) * u128::from(active + capacity));
+            let denominator =
+                2 * u128::from(freed) * u128::from(capacity) * u128::from(active + capacity);
+            u64::try_from(numerator / denominator).unwrap_or(u64::MAX)
+        };
+        // People ahead may leave the line before their turn: at most the share of those who left
+        // the line (rather than being admitted) since the room was created.
+        let admitted = self.admitted_total;
+        let ended_admitted = admitted.saturating_sub(active);
+        let left_waiting = self.expired_total.sum().saturating_sub(ended_admitted);
+        let ahead_staying = position
+            - u64::try_from(
+                u128::from(position) * u128::from(left_waiting)
+                    / u128::from((left_waiting + admitted).max(1)),
+            )
+            .unwrap_or(position);
+        // Two independent counts decide the spread: the slots freed in the window (the rate) and
+        // the slots to free before this turn (each a wait of its own).
+        let variance_ppm2 = 1_000_000_000_000 / freed + 1_000_000_000_000 / (needed + excess);
+        let spread_ppm = ETA_RANGE_SIGMAS * variance_ppm2.isqrt();
+        let central_ms = time_ms(needed);
+        let low_ms = scale_ppm(
+            time_ms(1 + ahead_staying),
+            1_000_000_u64.saturating_sub(spread_ppm),
+        );
+        // Sessions admitted within the last mean hold (a capacity raise, a resume: the room
+        // filled at once) are young and few of them leave soon: the high end counts only the
+        // slots that were occupied throughout the last mean hold (the least active count seen
+        // since), as if the rest freed nothing for now.
+        let since_ms = u128::from(self.now_ms).saturating_sub(mean_hold_ms);
+        let proven = boundaries
+            .iter()
+            .filter(|&&(at_ms, _)| u128::from(at_ms) >= since_ms)
+            .map(|&(_, active)| active)
+            .fold(active, u64::min)
+            .clamp(1, capacity);
+        let slow_ms = {
+            let numerator = slot_ms_doubled
+                * (2 * u128::from(excess) * u128::from(proven)
+                    + u128::from(needed) * u128::from(active + capacity));
+            let denominator =
+                2 * u128::from(freed) * u128::from(proven) * u128::from(active + capacity);
+            u64::try_from(numerator / denominator).unwrap_or(u64::MAX)
+        };
+        let high_ms = scale_ppm(slow_ms, 1_000_000 + spread_ppm);
+        let floor_ms = by_rate_ms.unwrap_or(0);
+        Some(Estimate {
+            central_ms: central_ms.max(floor_ms),
+            low_ms: low_ms.max(floor_ms),
+            high_ms: high_ms.max(floor_ms),
+        })
+    }
+
+    /// Slots freed within the ETA window, and the slot time behind them: the integral of the
+    /// active count over the window (not before the room was created), in session-milliseconds,
+    /// doubled. The active count at each bucket boundary is rebuilt backwards from the current
+    /// one with the admissions and frees of each bucket, and taken as linear within a bucket.
+    fn turnover(&self) -> Turnover {
+        let newest = self.now_ms / RATE_BUCKET_MS;
+        let buckets = ETA_WINDOW_MS / RATE_BUCKET_MS;
+        let oldest = (newest + 1)
+            .saturating_sub(buckets)
+            .max(self.created_at_ms / RATE_BUCKET_MS);
+        let mut active = u128::from(self.active_count);
+        let mut until_ms = self.now_ms;
+        let mut freed_total = 0;
+        let mut slot_ms_doubled = 0_u128;
+        // Up to the oldest bucket with a free: before the first slot freed (the first fill)
+        // nobody could have left yet, whatever the hold times, so that time says nothing of them.
+        let mut counted_ms_doubled = 0_u128;
+        let mut boundaries = [(0, 0); RATE_BUCKETS];
+        for (number, boundary) in (oldest..=newest).rev().zip(boundaries.iter_mut()) {
+            let start_ms = (number * RATE_BUCKET_MS).max(self.created_at_ms);
+            let freed = self.freed_slots.in_bucket(number);
+            let admitted = self.admissions.in_bucket(number);
+            let before = (active + u128::from(freed)).saturating_sub(u128::from(admitted));
+            slot_ms_doubled += (active + before) * u128::from(until_ms.saturating_sub(start_ms));
+            if freed > 0 {
+                counted_ms_doubled = slot_ms_doubled;
+            }
+            freed_total += freed;
+            active = before;
+            until_ms = start_ms;
+            *boundary = (start_ms, u64::try_from(before).unwrap_or(u64::MAX));
+        }
+        // Unused entries stay `(0, 0)`: older than any cut-off of the estimate, never counted.
+        Turnover {
+            freed: freed_total,
+            slot_ms_doubled: counted_ms_doubled,
+            boundaries,
+        }
     }
 
     /// See [`RoomStats::newcomer_wait_seconds`]: a newcomer's position is the length of the line
@@ -1223,7 +1414,8 @@ impl Room {
         if admitted_at_once {
             Some(0)
         } else {
-            self.estimate_wait_seconds(ahead)
+            self.estimate(ahead)
+                .map(|estimate| estimate.central_ms.div_ceil(1000))
         }
     }
 

@@ -74,8 +74,11 @@ pub struct SessionView {
     pub position: Option<u64>,
     /// Live WAITING sessions in the room (pre-queue included).
     pub waiting_count: u64,
-    /// WAITING after the draw, once a rate is known (see `Room` for the method).
+    /// WAITING after the draw, once the turnover is known well enough for a single figure (see
+    /// `Room` for the method); within `estimated_wait_range`.
     pub estimated_wait_seconds: Option<u64>,
+    /// WAITING after the draw, once a rate is known: the wait lies in this range (low ≤ high).
+    pub estimated_wait_range: Option<WaitRange>,
     /// The session waits in the pre-queue: its place is drawn when the room opens.
     pub prequeue: bool,
     pub opens_at_ms: Option<u64>,
@@ -90,6 +93,13 @@ pub struct SessionView {
     /// ACTIVE only: the room's target URL.
     pub target_url: Option<String>,
     pub expired_reason: Option<ExpiredReason>,
+}
+
+/// A range of waits, whole seconds: `low_seconds ≤ high_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitRange {
+    pub low_seconds: u64,
+    pub high_seconds: u64,
 }
 
 /// Sessions ended so far, by reason.
@@ -121,7 +131,8 @@ pub struct RoomStats {
     /// The estimated wait of someone joining now, by the rule a session's `estimatedWaitSeconds`
     /// follows (at the back of the line); 0 when they would be admitted at once (open, not
     /// paused, nobody waiting, a free slot and no rate limit); `None` when no estimate is
-    /// possible (paused, before opening, a full room with no slot freed lately).
+    /// possible (paused, before opening, a full room with fewer than `ETA_FREES_MIN` slots freed
+    /// in the ETA window). The central estimate, whether or not the range is narrow.
     pub newcomer_wait_seconds: Option<u64>,
     /// Ended sessions still remembered (answering GETs with their reason).
     pub remembered_ended_count: u64,

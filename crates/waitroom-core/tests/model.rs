@@ -56,8 +56,10 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use waitroom_core::limits::{
-    CHALLENGE_DIFFICULTY_BITS_MAX, ETA_WINDOW_MS, PASS_LIFETIME_MS_MAX, PASSES_PER_RECORD_MAX,
-    PASSES_PER_ROOM_MAX, RATE_BUCKET_MS, RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
+    CHALLENGE_DIFFICULTY_BITS_MAX, ETA_FREES_MIN, ETA_POINT_SPREAD_MS_MAX,
+    ETA_POINT_SPREAD_PERCENT_MAX, ETA_RANGE_SIGMAS, ETA_SETTLE_HOLDS, ETA_WINDOW_MS,
+    PASS_LIFETIME_MS_MAX, PASSES_PER_RECORD_MAX, PASSES_PER_ROOM_MAX, RATE_BUCKET_MS,
+    RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
 };
 use waitroom_core::*;
 
@@ -609,30 +611,108 @@ impl Model {
         (count, now - (oldest * RATE_BUCKET_MS).max(since))
     }
 
-    fn eta(&self, position: u64) -> Option<u64> {
+    /// Sessions admitted since the room was created, before `at`, and not freed before `at`:
+    /// the active count just before `at`, from the sessions themselves.
+    fn active_before(&self, at: u64) -> u128 {
+        self.sessions
+            .iter()
+            .filter(|s| s.admitted.is_some_and(|a| a >= self.created_at && a < at))
+            .filter(|s| match s.state {
+                MState::Ended(_) => s.seen >= at,
+                _ => true,
+            })
+            .count() as u128
+    }
+
+    /// `(central, low, high)` ms; see the core's "ETA".
+    fn eta(&self, position: u64) -> Option<(u64, u64, u64)> {
         if !self.exists || self.config.paused || !self.open() {
             return None;
         }
         if self.config.queueing_method == QueueingMethod::Passthrough {
-            return Some(0);
+            return Some((0, 0, 0));
         }
-        let by_rate = self
-            .bucket
-            .as_ref()
-            .map(|b| (position + 1) * 60_000 / b.apm);
-        if self.active() < u64::from(self.config.capacity) {
-            return by_rate.map(|ms| ms.div_ceil(1000));
+        let needed = position + 1;
+        let by_rate = self.bucket.as_ref().map(|b| needed * 60_000 / b.apm);
+        let capacity = u64::from(self.config.capacity);
+        let active = self.active();
+        if active < capacity {
+            return by_rate.map(|ms| (ms, ms, ms));
         }
-        let (freed, span) =
-            Self::recent_count(&self.freed, self.now, ETA_WINDOW_MS, self.created_at);
-        if freed == 0 {
+        let (freed, _) = Self::recent_count(&self.freed, self.now, ETA_WINDOW_MS, self.created_at);
+        if freed < ETA_FREES_MIN {
             return None;
         }
-        Some(
-            ((position + 1) * span.max(1) / freed)
-                .max(by_rate.unwrap_or(0))
-                .div_ceil(1000),
-        )
+        // The integral of the active count, trapezoids between bucket boundaries.
+        let newest = self.now / RATE_BUCKET_MS;
+        let oldest = (newest + 1)
+            .saturating_sub(ETA_WINDOW_MS / RATE_BUCKET_MS)
+            .max(self.created_at / RATE_BUCKET_MS);
+        let mut points = vec![(self.now, u128::from(active))];
+        for n in (oldest..=newest).rev() {
+            let at = (n * RATE_BUCKET_MS).max(self.created_at);
+            points.push((at, self.active_before(n * RATE_BUCKET_MS)));
+        }
+        // Up to the start of the oldest bucket with a free.
+        let oldest_free = self
+            .freed
+            .iter()
+            .map(|t| t / RATE_BUCKET_MS)
+            .filter(|n| (oldest..=newest).contains(n))
+            .min()?;
+        let slot_ms_doubled: u128 = points
+            .windows(2)
+            .filter(|w| w[1].0 >= (oldest_free * RATE_BUCKET_MS).max(self.created_at))
+            .map(|w| (w[0].1 + w[1].1) * u128::from(w[0].0 - w[1].0))
+            .sum();
+        let opened = self.created_at.max(self.config.opens_at_ms.unwrap_or(0));
+        if u128::from(self.now - opened)
+            < u128::from(ETA_SETTLE_HOLDS) * (slot_ms_doubled / (2 * u128::from(freed)))
+        {
+            return None;
+        }
+        let excess = active - capacity;
+        let time = |n: u64| -> u64 {
+            (slot_ms_doubled
+                * (2 * u128::from(excess * capacity)
+                    + u128::from(n) * u128::from(active + capacity))
+                / (2 * u128::from(freed) * u128::from(capacity) * u128::from(active + capacity)))
+                as u64
+        };
+        let admitted = self.admitted_total;
+        let left: u64 = self.expired_total.iter().sum::<u64>() - (admitted - active);
+        let staying = position
+            - (u128::from(position) * u128::from(left) / u128::from((left + admitted).max(1)))
+                as u64;
+        let spread = ETA_RANGE_SIGMAS
+            * (1_000_000_000_000 / freed + 1_000_000_000_000 / (needed + excess)).isqrt();
+        let central = time(needed);
+        let low = (u128::from(time(1 + staying)) * u128::from(1_000_000_u64.saturating_sub(spread))
+            / 1_000_000) as u64;
+        let mean_hold = slot_ms_doubled / (2 * u128::from(freed));
+        let since = u128::from(self.now).saturating_sub(mean_hold);
+        let proven = points
+            .iter()
+            .filter(|(at, _)| u128::from(*at) >= since)
+            .map(|(_, a)| *a as u64)
+            .min()
+            .unwrap()
+            .clamp(1, capacity);
+        let slow = (slot_ms_doubled
+            * (2 * u128::from(excess * proven)
+                + u128::from(needed) * u128::from(active + capacity))
+            / (2 * u128::from(freed) * u128::from(proven) * u128::from(active + capacity)))
+            as u64;
+        let high = (u128::from(slow) * u128::from(1_000_000 + spread) / 1_000_000) as u64;
+        let floor = by_rate.unwrap_or(0);
+        Some((central.max(floor), low.max(floor), high.max(floor)))
+    }
+
+    fn eta_point(estimate: (u64, u64, u64)) -> Option<u64> {
+        let (central, low, high) = estimate;
+        let half = (central - low).max(high - central);
+        (half * 100 <= central * ETA_POINT_SPREAD_PERCENT_MAX && half <= ETA_POINT_SPREAD_MS_MAX)
+            .then(|| central.div_ceil(1000))
     }
 
     fn view(&self, id: &SessionId) -> Option<SessionView> {
@@ -668,7 +748,15 @@ impl Model {
             status,
             position,
             waiting_count,
-            estimated_wait_seconds: eta_position.and_then(|p| self.eta(p)),
+            estimated_wait_seconds: eta_position
+                .and_then(|p| self.eta(p))
+                .and_then(Self::eta_point),
+            estimated_wait_range: eta_position
+                .and_then(|p| self.eta(p))
+                .map(|(_, low, high)| WaitRange {
+                    low_seconds: low / 1000,
+                    high_seconds: high.div_ceil(1000),
+                }),
             prequeue: s.state == MState::Pre,
             opens_at_ms: c.opens_at_ms,
             joined_at_ms: s.joined,
@@ -719,6 +807,7 @@ impl Model {
                     Some(0)
                 } else {
                     self.eta(ahead)
+                        .map(|(central, _, _)| central.div_ceil(1000))
                 }
             },
             remembered_ended_count: self

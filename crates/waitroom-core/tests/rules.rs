@@ -1,6 +1,6 @@
 //! Each rule of the state machine on a hand-written timeline.
 
-use waitroom_core::limits::{RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS};
+use waitroom_core::limits::{ETA_FREES_MIN, RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS};
 use waitroom_core::*;
 
 const T0: u64 = 1_800_000_000_000;
@@ -767,26 +767,240 @@ fn ended_sessions_are_remembered_for_the_retention_period() {
     assert!(t.room.session_ids().next().is_none());
 }
 
+/// A fifo room of `capacity` (long timeouts) with `joined` sessions, ids 1..=joined, joined at
+/// T0; `free` then ends the longest-admitted session at a steady pace.
+struct Turnover {
+    t: Timeline,
+    /// The next session to complete (admitted in id order).
+    next_done: u128,
+    now: u64,
+}
+
+impl Turnover {
+    fn new(capacity: u32, joined: u128) -> Self {
+        let mut t = Timeline::new(config(capacity));
+        for n in 1..=joined {
+            t.join(T0, n);
+        }
+        Self {
+            t,
+            next_done: 1,
+            now: T0,
+        }
+    }
+
+    /// `count` slots freed, one every `every_ms`; the first `every_ms` from now.
+    fn free(&mut self, count: u64, every_ms: u64) {
+        for _ in 0..count {
+            self.now += every_ms;
+            let done = SessionId::from_u128(self.next_done);
+            assert_eq!(self.t.status(done), Status::Active);
+            self.t.complete(self.now, done);
+            self.next_done += 1;
+        }
+    }
+
+    fn view(&self, n: u128) -> SessionView {
+        self.t.view(SessionId::from_u128(n))
+    }
+
+    /// The room's central estimate for someone joining now (at the back of the line).
+    fn newcomer(&self) -> u64 {
+        self.t
+            .room
+            .stats()
+            .newcomer_wait_seconds
+            .expect("an estimate")
+    }
+
+    fn configure(&mut self, at: u64, config: RoomConfig) {
+        self.now = at;
+        self.t.at(at, Command::configure(config, SEED));
+    }
+}
+
+/// `value` lies in the range.
+fn within(range: Option<WaitRange>, value: u64) -> bool {
+    range.is_some_and(|r| r.low_seconds <= value && value <= r.high_seconds)
+}
+
+/// `a` is within `percent` % of `b`.
+fn near(a: u64, b: u64, percent: u64) -> bool {
+    a.abs_diff(b) * 100 <= b * percent
+}
+
 #[test]
-fn eta_from_freed_slots() {
-    let mut c = config(2);
-    c.waiting_idle_timeout_seconds = 3600;
-    c.active_idle_timeout_seconds = 3600;
-    c.max_active_seconds = 3600;
-    let mut t = Timeline::new(c);
-    let s: Vec<SessionId> = (1..=10).map(|n| t.join(T0, n)).collect();
-    // Full, and no slot has been freed yet: no estimate.
-    assert_eq!(t.view(s[2]).estimated_wait_seconds, None);
-    // Two slots freed in the first 60 s: one every 30 s.
-    t.complete(T0 + 30 * SECOND, s[0]);
-    t.complete(T0 + 60 * SECOND, s[1]);
-    let view = t.view(s[4]);
-    assert_eq!(view.position, Some(0));
-    // Position 0 needs one slot: 60 s / 2 freed = 30 s.
-    assert_eq!(view.estimated_wait_seconds, Some(30));
-    assert_eq!(t.view(s[9]).estimated_wait_seconds, Some(180));
-    // Pre-queue and ACTIVE sessions have no estimate.
-    assert_eq!(t.view(s[2]).estimated_wait_seconds, None);
+fn eta_not_yet_during_the_first_fill() {
+    let mut r = Turnover::new(10, 1000);
+    // Full, and no slot freed yet: neither a figure nor a range, for anyone.
+    for n in [11, 500, 1000] {
+        let view = r.view(n);
+        assert_eq!(view.status, Status::Waiting);
+        assert_eq!(
+            (view.estimated_wait_seconds, view.estimated_wait_range),
+            (None, None)
+        );
+    }
+    assert_eq!(r.t.room.stats().newcomer_wait_seconds, None);
+    // A few slots freed say little about how long people stay: still not yet.
+    r.free(ETA_FREES_MIN - 1, SECOND);
+    assert_eq!(r.view(1000).estimated_wait_range, None);
+    assert_eq!(r.t.room.stats().newcomer_wait_seconds, None);
+    // Enough: a range (wide: 20 frees), no single figure yet.
+    r.free(1, SECOND);
+    let view = r.view(1000);
+    assert_eq!(view.estimated_wait_seconds, None);
+    let range = view.estimated_wait_range.expect("a range");
+    assert!(range.low_seconds < range.high_seconds, "{range:?}");
+    // One slot a second: position p is about p + 1 seconds away.
+    let position = view.position.unwrap();
+    assert!(within(Some(range), position + 1), "{range:?}");
+}
+
+#[test]
+fn eta_not_yet_until_the_first_fill_has_turned_over() {
+    // Twenty admitted at the opening, none leaving before 10 s: then one a second.
+    let mut r = Turnover::new(20, 400);
+    r.now = T0 + 9 * SECOND;
+    r.free(ETA_FREES_MIN, SECOND);
+    // Enough frees, but the first ten seconds say nothing of the hold times, and the room has run
+    // 29 s, less than twice the 19 s mean hold it measured since the first free: not yet.
+    assert_eq!(r.now, T0 + 29 * SECOND);
+    assert_eq!(r.view(400).estimated_wait_range, None);
+    assert_eq!(r.t.room.stats().newcomer_wait_seconds, None);
+    // Ten seconds on: an estimate, about a second a place (the front of the line is 51).
+    r.free(10, SECOND);
+    let view = r.view(51 + 99);
+    assert_eq!(view.position, Some(99));
+    assert!(within(view.estimated_wait_range, 100));
+}
+
+#[test]
+fn eta_steady_turnover_gives_a_figure_only_where_the_range_is_narrow() {
+    // Ten slots, one freed every second (each held 10 s): position p waits p + 1 s.
+    let mut r = Turnover::new(10, 2000);
+    r.free(400, SECOND);
+    // Active: 401..=410; the line starts at 411.
+    let front = r.view(411);
+    assert_eq!(front.position, Some(0));
+    // The next slot: anything from now to a few seconds: a range, no figure.
+    assert_eq!(front.estimated_wait_seconds, None);
+    assert!(within(front.estimated_wait_range, 1));
+    assert_eq!(front.estimated_wait_range.unwrap().low_seconds, 0);
+    // 300 slots away, with 296 freed in the window: a figure, in its range.
+    let mid = r.view(411 + 299);
+    let figure = mid.estimated_wait_seconds.expect("a figure");
+    assert!(near(figure, 300, 2), "{figure}");
+    assert!(within(mid.estimated_wait_range, figure));
+    assert!(within(mid.estimated_wait_range, 300));
+    // 1000 slots away: the range is more than a minute either side, so the range alone.
+    let far = r.view(411 + 999);
+    assert_eq!(far.estimated_wait_seconds, None);
+    let range = far.estimated_wait_range.unwrap();
+    assert!(within(Some(range), 1000), "{range:?}");
+    assert!(range.high_seconds - range.low_seconds > 2 * 60, "{range:?}");
+}
+
+#[test]
+fn eta_follows_a_capacity_change_at_once() {
+    let mut r = Turnover::new(10, 2000);
+    r.free(400, SECOND);
+    // The line: 411..=2000 (1590 waiting); a newcomer needs 1591 slots at one a second.
+    assert!(near(r.newcomer(), 1591, 2), "{}", r.newcomer());
+    // Twice the slots, each held as long: twice the turnover, from the raise on (the ten
+    // admitted at once leave 1580 waiting).
+    r.configure(r.now + 1, config(20));
+    assert_eq!(r.t.room.stats().waiting_count, 1580);
+    assert!(near(r.newcomer(), 1581 / 2, 2), "{}", r.newcomer());
+    // The ten just admitted will hardly leave within a hold: until one has passed, the high end
+    // turns over only the ten slots held throughout (as before the raise), and no figure.
+    let view = r.view(421 + 299);
+    assert_eq!(view.position, Some(299));
+    assert_eq!(view.estimated_wait_seconds, None);
+    let range = view.estimated_wait_range.unwrap();
+    assert!(
+        within(Some(range), 150) && range.high_seconds >= 300,
+        "{range:?}"
+    );
+    // A mean hold (10 s) later, with twenty slots held throughout: the figure, at twice the pace.
+    r.free(20, SECOND / 2);
+    let view = r.view(441 + 299);
+    assert_eq!(view.position, Some(299));
+    let figure = view.estimated_wait_seconds.expect("a figure");
+    assert!(near(figure, 150, 3), "{figure}");
+    // Down to 5 with 20 inside: the 15 over capacity leave first (at 12.5 active on average,
+    // a slot every 10 s / 12.5), then one slot every 2 s: 12 s + 2 s per place.
+    r.configure(r.now + 1, config(5));
+    let view = r.view(441 + 99);
+    assert_eq!(view.position, Some(99));
+    assert!(within(view.estimated_wait_range, 12 + 200));
+    let waiting = r.t.room.stats().waiting_count;
+    assert!(
+        near(r.newcomer(), 12 + 2 * (waiting + 1), 2),
+        "{}",
+        r.newcomer()
+    );
+}
+
+#[test]
+fn eta_pause_then_resume() {
+    let mut r = Turnover::new(10, 2000);
+    r.free(400, SECOND);
+    let before = r.newcomer();
+    let mut paused = config(10);
+    paused.paused = true;
+    r.configure(r.now + 1, paused);
+    // Paused: nobody knows for how long.
+    let view = r.view(1000);
+    assert_eq!(
+        (view.estimated_wait_seconds, view.estimated_wait_range),
+        (None, None)
+    );
+    assert_eq!(r.t.room.stats().newcomer_wait_seconds, None);
+    // The ten inside finish during the pause; nobody is admitted.
+    r.free(10, SECOND);
+    // Resumed 200 s later: the room fills again at once. Two thirds of the window had empty
+    // slots; counted per occupied slot, the turnover is still about one slot a second (101
+    // slots freed in the window: counted over the window's 305 s, it would be one every 3 s).
+    // The drain during the pause is the one bias: the last ten left within 10 s of the pause.
+    r.configure(r.now + 200 * SECOND, config(10));
+    assert_eq!(r.t.room.stats().active_count, 10);
+    let waiting = r.t.room.stats().waiting_count;
+    assert_eq!(waiting, 1590 - 10);
+    assert!(near(before, 1591, 2), "{before}");
+    assert!(near(r.newcomer(), waiting + 1, 6), "{}", r.newcomer());
+    let view = r.view(421 + 299);
+    assert!(within(view.estimated_wait_range, 300));
+}
+
+#[test]
+fn eta_abandonment_widens_the_range_downwards() {
+    let mut r = Turnover::new(10, 2000);
+    r.free(400, SECOND);
+    let view = r.view(411 + 299);
+    let before = view.estimated_wait_range.unwrap();
+    assert!(view.estimated_wait_seconds.is_some());
+    // 400 of the line give up (from the back): 400 / (400 + 410) left rather than got in.
+    for n in 1601..=2000 {
+        r.t.at(
+            r.now,
+            Command::Leave {
+                session: SessionId::from_u128(n),
+                reason: LeaveReason::Left,
+            },
+        );
+    }
+    let view = r.view(411 + 299);
+    let after = view.estimated_wait_range.unwrap();
+    // The high end stands (nobody ahead need leave); the low end allows for those ahead who
+    // may: about half of them.
+    assert_eq!(after.high_seconds, before.high_seconds);
+    assert!(
+        after.low_seconds * 100 < before.low_seconds * 60,
+        "{before:?} {after:?}"
+    );
+    // Too wide for a single figure.
+    assert_eq!(view.estimated_wait_seconds, None);
 }
 
 #[test]
@@ -794,20 +1008,23 @@ fn a_newcomers_wait_is_the_estimate_at_the_back_of_the_line() {
     let mut t = Timeline::new(config(2));
     // Open, a free slot, no rate limit: admitted at once.
     assert_eq!(t.room.stats().newcomer_wait_seconds, Some(0));
-    let s: Vec<SessionId> = (1..=10).map(|n| t.join(T0, n)).collect();
+    let mut r = Turnover::new(2, 100);
     // Full, and no slot freed yet: no estimate.
-    assert_eq!(t.room.stats().newcomer_wait_seconds, None);
-    // One slot freed every 30 s; six wait, so a newcomer needs seven slots.
-    t.complete(T0 + 30 * SECOND, s[0]);
-    t.complete(T0 + 60 * SECOND, s[1]);
-    assert_eq!(t.view(s[9]).estimated_wait_seconds, Some(180));
-    assert_eq!(t.room.stats().newcomer_wait_seconds, Some(210));
+    assert_eq!(r.t.room.stats().newcomer_wait_seconds, None);
+    // One slot freed every 3 s (each held 6 s); 100 - 2 - 30 = 68 wait, so a newcomer needs
+    // 69 slots: 207 s.
+    // (Within 3 %: the first 5-s bucket, where both were admitted at once, counts as half
+    // full.)
+    r.free(30, 3 * SECOND);
+    assert!(near(r.newcomer(), 207, 3), "{}", r.newcomer());
+    // The last one in line: its range holds the same estimate for 68 slots.
+    assert!(within(r.view(100).estimated_wait_range, 204));
     // Paused: none.
     let mut paused = config(2);
     paused.paused = true;
     t.at(T0 + 61 * SECOND, Command::ConfigureRoom(paused));
     assert_eq!(t.room.stats().newcomer_wait_seconds, None);
-    // A free slot but a rate limit: the wait for the next token.
+    // A free slot but a rate limit: the wait for the next token, exactly.
     let mut limited = config(5);
     limited.admit_per_minute = Some(30);
     let t = Timeline::new(limited);
@@ -1095,37 +1312,40 @@ fn random_draws_identically_on_two_replicas() {
 
 #[test]
 fn random_estimates_the_middle_of_the_line() {
+    // Two rooms of one slot, 61 joined at once, the slot freed every 2 s 25 times: 35 wait.
     let mut t = method_timeline(1, QueueingMethod::Random);
-    // Make turnover known: one slot freed in the first 10 s.
-    let first = t.join(T0, 1);
-    for n in 2..=11 {
-        t.join(T0, n);
-    }
-    t.complete(T0 + 10 * SECOND, first);
-    // 9 wait now: everyone gets the estimate for position (9 - 1) / 2 = 4.
     let mut fifo = Timeline::new(config(1));
-    let fifo_first = fifo.join(T0, 1);
-    for n in 2..=11 {
+    for n in 1..=61 {
+        t.join(T0, n);
         fifo.join(T0, n);
     }
-    fifo.complete(T0 + 10 * SECOND, fifo_first);
-    let middle = fifo.view(SessionId::from_u128(7));
-    assert_eq!(middle.position, Some(4));
-    let waiting: Vec<SessionView> = (2..=11)
+    for k in 1..=25 {
+        let at = T0 + k * 2 * SECOND;
+        let active = (1..=61)
+            .map(SessionId::from_u128)
+            .find(|&s| t.status(s) == Status::Active)
+            .unwrap();
+        t.complete(at, active);
+        fifo.complete(at, SessionId::from_u128(u128::from(k)));
+    }
+    // Everyone in the lottery gets the estimate for position (35 - 1) / 2 = 17.
+    let middle = fifo.view(SessionId::from_u128(27 + 17));
+    assert_eq!(middle.position, Some(17));
+    assert!(middle.estimated_wait_range.is_some());
+    let waiting: Vec<SessionView> = (1..=61)
         .map(|n| t.view(SessionId::from_u128(n)))
         .filter(|v| v.status == Status::Waiting)
         .collect();
-    assert_eq!(waiting.len(), 9);
+    assert_eq!(waiting.len(), 35);
     for view in &waiting {
         assert_eq!(view.position, None);
         assert_eq!(view.estimated_wait_seconds, middle.estimated_wait_seconds);
-        assert!(view.estimated_wait_seconds.is_some());
+        assert_eq!(view.estimated_wait_range, middle.estimated_wait_range);
     }
-    // A newcomer would be the 10th: the middle is still position (10 - 1) / 2 = 4.
-    assert_eq!(
-        t.room.stats().newcomer_wait_seconds,
-        middle.estimated_wait_seconds
-    );
+    // A newcomer would be the 36th: the middle is still position 35 / 2 = 17, about 36 s.
+    let newcomer = t.room.stats().newcomer_wait_seconds.unwrap();
+    assert!(within(middle.estimated_wait_range, newcomer));
+    assert!(near(newcomer, 36, 5), "{newcomer}");
 }
 
 #[test]

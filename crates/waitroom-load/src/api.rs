@@ -56,6 +56,9 @@ struct SessionViewWire {
     position: Option<u64>,
     #[serde(default)]
     estimated_wait_seconds: Option<u64>,
+    /// Absent from servers that predate it.
+    #[serde(default)]
+    estimated_wait_range: Option<WaitRange>,
     #[serde(default)]
     prequeue: bool,
     #[serde(default)]
@@ -71,6 +74,14 @@ struct SessionViewWire {
     expired_reason: Option<ExpiredReason>,
 }
 
+/// `estimatedWaitRange` of a session view: seconds, `low ≤ high`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitRange {
+    pub low_seconds: u64,
+    pub high_seconds: u64,
+}
+
 /// A session view with its timestamps parsed: what the simulated users and the trace use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
@@ -78,6 +89,7 @@ pub struct SessionView {
     pub status: SessionStatus,
     pub position: Option<u64>,
     pub estimated_wait_seconds: Option<u64>,
+    pub estimated_wait_range: Option<WaitRange>,
     pub prequeue: bool,
     pub opens_at_us: Option<TimeUs>,
     pub joined_at_us: TimeUs,
@@ -122,6 +134,9 @@ impl SessionView {
             status: wire.status,
             position: wire.position,
             estimated_wait_seconds: wire.estimated_wait_seconds,
+            estimated_wait_range: wire
+                .estimated_wait_range
+                .filter(|range| range.low_seconds <= range.high_seconds),
             prequeue: wire.prequeue,
             heartbeat_interval_seconds: wire.heartbeat_interval_seconds,
             admission_token: wire.admission_token,

@@ -60,7 +60,10 @@ pub use api::{ExpiredReason, SessionStatus};
 pub use arrival::{UserPlan, arrival_offsets_us, plan_users};
 pub use charts::CHART_FILES;
 pub use metrics::{Analysis, Metrics, Series, analyse};
-pub use options::{AdminToken, Args, ArrivalProfile, LoadOptions, ProtectedOptions, SecondsRange};
+pub use options::{
+    AdminToken, Args, ArrivalProfile, LoadOptions, ProtectedOptions, Reconfigure, RoomChange,
+    SecondsRange,
+};
 pub use progress::{NoProgress, Progress, ProgressSnapshot, TerminalProgress};
 pub use report::{Gate, Machine, Report, StopReason, write_outputs};
 pub use runner::{run, run_protected, run_until};

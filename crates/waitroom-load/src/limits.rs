@@ -74,3 +74,9 @@ pub const PROGRESS_INTERVAL_MS: u64 = 200;
 const _: () = assert!(REQUEST_TIMEOUT_MS_CEILING * 1000 < LATENCY_RECORDABLE_MAX_US);
 const _: () = assert!(INTERVAL_MS_FLOOR < INTERVAL_MS_CEILING);
 const _: () = assert!(TRACE_RECORDS_MAX_DEFAULT <= TRACE_RECORDS_MAX_CEILING);
+
+/// Estimates are also scored apart once the room has run this long (the issue's "once the room
+/// has run for two minutes")...
+pub const ETA_SETTLED_AFTER_SECONDS: u64 = 120;
+/// ...counting those off by more than this (a figure's error, or how far outside a range).
+pub const ETA_ABSOLUTE_ERROR_LIMIT_SECONDS: u64 = 60;

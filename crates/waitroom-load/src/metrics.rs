@@ -36,10 +36,16 @@
 //!   every admission is in the trace, so every counted free can be matched and
 //!   `unrefilled > 0` means a slot was left idle while someone waited (given synchronised
 //!   clocks). Frees after it are reported as `beyondHorizon`.
-//! - **ETA error**: for every ETA sample of a user later admitted, `actual = admittedAt −
-//!   (time the answer was received)`; samples with `actual ≤ 0` are excluded (counted);
-//!   relative error `|estimate − actual| ÷ actual` and absolute error `|estimate − actual|`
-//!   (seconds), p50 and p90 by nearest rank.
+//! - **ETA error**: for every answer a user placed in line (not the pre-queue) got while WAITING
+//!   and later admitted, `actual = admittedAt − (time the answer was received)`; samples with
+//!   `actual ≤ 0` are excluded (counted). What the answer showed is one of: a figure
+//!   (`estimatedWaitSeconds`), scored by its error `|figure − actual|`; a range alone
+//!   (`estimatedWaitRange`), scored by how far `actual` fell outside it (0 inside: an honest
+//!   range); nothing ("not yet"), counted but not scored. Relative error = error ÷ actual,
+//!   absolute in seconds; p50, p90, p99 and max by nearest rank, for figures, for ranges and for
+//!   both together ("shown"). **Settled**: the same for samples received at least
+//!   `ETA_SETTLED_AFTER_SECONDS` after the run started (the room is configured at the start),
+//!   with the count of figures, and of ranges, off by more than `ETA_ABSOLUTE_ERROR_LIMIT_SECONDS`.
 //! - **Clock offset** (server − client): every join proves the true join instant, in
 //!   `[joinedAt, joinedAt + 1 ms)` on the server's clock, lies in `[sent, received]` on the
 //!   client's, so the offset lies in `[max(joinedAt − received), min(joinedAt + 1 ms − sent)]`.
@@ -53,10 +59,11 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::limits::{
-    HISTOGRAM_BUCKETS, LATENCY_RECORDABLE_MAX_US, SCATTER_POINTS_MAX, SERIES_POINTS_MAX,
+    ETA_ABSOLUTE_ERROR_LIMIT_SECONDS, ETA_SETTLED_AFTER_SECONDS, HISTOGRAM_BUCKETS,
+    LATENCY_RECORDABLE_MAX_US, SCATTER_POINTS_MAX, SERIES_POINTS_MAX,
 };
 use crate::time::{SERVER_TIME_RESOLUTION_US, TimeUs};
-use crate::trace::{RequestKind, Trace, UserOutcome};
+use crate::trace::{EtaShown, RequestKind, Trace, UserOutcome};
 
 /// Everything measured, plus the time series for the charts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -237,20 +244,69 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-/// Accuracy of `estimatedWaitSeconds`.
+/// Accuracy of the estimates shown (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EtaError {
-    /// Samples with an estimate from users later admitted, `actual > 0`.
+    /// Figures (`estimatedWaitSeconds`) from users later admitted, `actual > 0`.
     pub samples: u64,
     /// Samples whose `actual ≤ 0` (answer received after `admittedAt`: clock skew or latency).
     pub excluded_non_positive_actual: u64,
     /// Samples from users never admitted (no actual wait).
     pub unresolved: u64,
-    /// `|estimate − actual| ÷ actual`.
+    /// Figures: `|figure − actual| ÷ actual`.
     pub relative: Option<Percentiles>,
-    /// `|estimate − actual|`, seconds.
+    /// Figures: `|figure − actual|`, seconds.
     pub absolute_seconds: Option<Percentiles>,
+    /// Ranges shown without a figure.
+    pub ranges: RangeScore,
+    /// Answers that showed neither ("not yet"), `actual > 0`.
+    pub not_yet_samples: u64,
+    /// Figures and ranges together (a range's error: how far outside it `actual` fell).
+    pub shown: ErrorSummary,
+    /// Samples received once the room had run `ETA_SETTLED_AFTER_SECONDS`.
+    pub settled: SettledEta,
+}
+
+/// Errors of a set of samples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorSummary {
+    pub samples: u64,
+    pub relative: Option<Percentiles>,
+    pub absolute_seconds: Option<Percentiles>,
+}
+
+/// Ranges shown without a figure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RangeScore {
+    pub samples: u64,
+    /// `low ≤ actual ≤ high`.
+    pub inside: u64,
+    /// How far outside the range `actual` fell (0 inside), relative and seconds.
+    pub miss: ErrorSummary,
+    /// `(high − low) ÷ actual`.
+    pub relative_width: Option<Percentiles>,
+}
+
+/// The estimates once the room had run `ETA_SETTLED_AFTER_SECONDS`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettledEta {
+    pub after_seconds: u64,
+    pub limit_seconds: u64,
+    pub figures: u64,
+    /// Figures off by more than `limit_seconds`.
+    pub figures_over_limit: u64,
+    pub figure_absolute_max_seconds: Option<f64>,
+    pub ranges: u64,
+    /// Ranges the actual wait fell more than `limit_seconds` outside of.
+    pub ranges_missed_over_limit: u64,
+    pub range_miss_max_seconds: Option<f64>,
+    pub not_yet: u64,
+    /// Figures and ranges together.
+    pub shown: ErrorSummary,
 }
 
 /// Bounds on the server clock minus the client clock, from the joins.
@@ -738,9 +794,46 @@ fn refill_latency(trace: &Trace, waiting_intervals: &[(TimeUs, TimeUs)]) -> Refi
     }
 }
 
+fn error_summary(mut relative: Vec<f64>, mut absolute_seconds: Vec<f64>) -> ErrorSummary {
+    ErrorSummary {
+        samples: relative.len() as u64,
+        relative: percentiles(&mut relative),
+        absolute_seconds: percentiles(&mut absolute_seconds),
+    }
+}
+
 fn eta_error(trace: &Trace) -> EtaError {
-    let mut relative = Vec::new();
-    let mut absolute_seconds = Vec::new();
+    #[derive(Default)]
+    struct Errors {
+        relative: Vec<f64>,
+        absolute_seconds: Vec<f64>,
+    }
+    impl Errors {
+        fn push(&mut self, error_us: f64, actual_us: f64) {
+            self.relative.push(error_us / actual_us);
+            self.absolute_seconds.push(error_us / 1e6);
+        }
+        fn summary(self) -> ErrorSummary {
+            error_summary(self.relative, self.absolute_seconds)
+        }
+        fn max(&self) -> Option<f64> {
+            self.absolute_seconds.iter().copied().reduce(f64::max)
+        }
+        fn over(&self, limit_seconds: f64) -> u64 {
+            self.absolute_seconds
+                .iter()
+                .filter(|&&error| error > limit_seconds)
+                .count() as u64
+        }
+    }
+    let settled_from_us = trace.started_at_us + (ETA_SETTLED_AFTER_SECONDS * 1_000_000) as TimeUs;
+    let limit = ETA_ABSOLUTE_ERROR_LIMIT_SECONDS as f64;
+    let (mut figures, mut ranges, mut shown) =
+        (Errors::default(), Errors::default(), Errors::default());
+    let (mut settled_figures, mut settled_ranges, mut settled_shown) =
+        (Errors::default(), Errors::default(), Errors::default());
+    let mut widths = Vec::new();
+    let (mut inside, mut not_yet, mut settled_not_yet) = (0, 0, 0);
     let mut excluded = 0;
     let mut unresolved = 0;
     for user in &trace.users {
@@ -754,18 +847,68 @@ fn eta_error(trace: &Trace) -> EtaError {
                 excluded += 1;
                 continue;
             }
-            let estimate_us = sample.estimate_seconds as f64 * 1e6;
-            let error_us = (estimate_us - actual_us as f64).abs();
-            relative.push(error_us / actual_us as f64);
-            absolute_seconds.push(error_us / 1e6);
+            let actual_us = actual_us as f64;
+            let settled = sample.at_us >= settled_from_us;
+            match sample.shown {
+                EtaShown::Figure(seconds) => {
+                    let error_us = (seconds as f64 * 1e6 - actual_us).abs();
+                    figures.push(error_us, actual_us);
+                    shown.push(error_us, actual_us);
+                    if settled {
+                        settled_figures.push(error_us, actual_us);
+                        settled_shown.push(error_us, actual_us);
+                    }
+                }
+                EtaShown::Range {
+                    low_seconds,
+                    high_seconds,
+                } => {
+                    let (low_us, high_us) = (low_seconds as f64 * 1e6, high_seconds as f64 * 1e6);
+                    let miss_us = (low_us - actual_us).max(actual_us - high_us).max(0.0);
+                    inside += u64::from(miss_us == 0.0);
+                    widths.push((high_us - low_us) / actual_us);
+                    ranges.push(miss_us, actual_us);
+                    shown.push(miss_us, actual_us);
+                    if settled {
+                        settled_ranges.push(miss_us, actual_us);
+                        settled_shown.push(miss_us, actual_us);
+                    }
+                }
+                EtaShown::NotYet => {
+                    not_yet += 1;
+                    settled_not_yet += u64::from(settled);
+                }
+            }
         }
     }
+    let settled = SettledEta {
+        after_seconds: ETA_SETTLED_AFTER_SECONDS,
+        limit_seconds: ETA_ABSOLUTE_ERROR_LIMIT_SECONDS,
+        figures: settled_figures.relative.len() as u64,
+        figures_over_limit: settled_figures.over(limit),
+        figure_absolute_max_seconds: settled_figures.max(),
+        ranges: settled_ranges.relative.len() as u64,
+        ranges_missed_over_limit: settled_ranges.over(limit),
+        range_miss_max_seconds: settled_ranges.max(),
+        not_yet: settled_not_yet,
+        shown: settled_shown.summary(),
+    };
+    let figure_summary = figures.summary();
     EtaError {
-        samples: relative.len() as u64,
+        samples: figure_summary.samples,
         excluded_non_positive_actual: excluded,
         unresolved,
-        relative: percentiles(&mut relative),
-        absolute_seconds: percentiles(&mut absolute_seconds),
+        relative: figure_summary.relative,
+        absolute_seconds: figure_summary.absolute_seconds,
+        ranges: RangeScore {
+            samples: ranges.relative.len() as u64,
+            inside,
+            miss: ranges.summary(),
+            relative_width: percentiles(&mut widths),
+        },
+        not_yet_samples: not_yet,
+        shown: shown.summary(),
+        settled,
     }
 }
 
@@ -870,11 +1013,12 @@ fn eta_scatter(trace: &Trace) -> Vec<(f64, f64)> {
             user.eta
                 .iter()
                 .filter(move |sample| admitted_at_us > sample.at_us)
-                .map(move |sample| {
-                    (
-                        sample.estimate_seconds as f64,
+                .filter_map(move |sample| match sample.shown {
+                    EtaShown::Figure(estimate_seconds) => Some((
+                        estimate_seconds as f64,
                         seconds(admitted_at_us - sample.at_us),
-                    )
+                    )),
+                    _ => None,
                 })
         })
         .collect();
@@ -1120,19 +1264,19 @@ mod tests {
         users[2].eta = vec![
             EtaSample {
                 at_us: 5 * MS,
-                estimate_seconds: 2,
+                shown: EtaShown::Figure(2),
             },
             EtaSample {
                 at_us: 505 * MS,
-                estimate_seconds: 0,
+                shown: EtaShown::Figure(0),
             },
             EtaSample {
                 at_us: 805 * MS,
-                estimate_seconds: 1,
+                shown: EtaShown::Figure(1),
             },
             EtaSample {
                 at_us: 1_100 * MS,
-                estimate_seconds: 1,
+                shown: EtaShown::Figure(1),
             },
         ];
         // A never-admitted user's samples have no actual wait.
@@ -1140,7 +1284,7 @@ mod tests {
         waiting.admitted_at_us = None;
         waiting.eta = vec![EtaSample {
             at_us: 0,
-            estimate_seconds: 3,
+            shown: EtaShown::Figure(3),
         }];
         users.push(waiting);
         let eta = analyse(&trace(2, users)).metrics.eta_error;
@@ -1154,6 +1298,60 @@ mod tests {
         // Absolute errors: 1 s, 0.5 s, 0.8 s → p50 0.8 s, p90 1 s.
         assert!((absolute.p50 - 0.8).abs() < 1e-9, "{absolute:?}");
         assert!((absolute.p90 - 1.0).abs() < 1e-9, "{absolute:?}");
+    }
+
+    #[test]
+    fn ranges_are_scored_by_their_miss_and_not_yet_is_counted() {
+        const S: TimeUs = 1_000 * MS;
+        // Admitted 300 s after the start. At 10 s: a range 250..300 s with 290 s to go (inside).
+        // At 100 s: a range 100..150 s with 200 s to go (50 s short: 25 %). At 130 s: not yet.
+        // At 150 s: a figure of 80 s with 150 s to go (70 s off: over the limit, settled).
+        // At 200 s: a range 0..50 s with 100 s to go (50 s short, settled, within the limit).
+        let mut admitted = user(0, 300_000, 300_010, 301_000);
+        let range = |low_seconds, high_seconds| EtaShown::Range {
+            low_seconds,
+            high_seconds,
+        };
+        admitted.eta = vec![
+            EtaSample {
+                at_us: 10 * S,
+                shown: range(250, 300),
+            },
+            EtaSample {
+                at_us: 100 * S,
+                shown: range(100, 150),
+            },
+            EtaSample {
+                at_us: 130 * S,
+                shown: EtaShown::NotYet,
+            },
+            EtaSample {
+                at_us: 150 * S,
+                shown: EtaShown::Figure(80),
+            },
+            EtaSample {
+                at_us: 200 * S,
+                shown: range(0, 50),
+            },
+        ];
+        let eta = analyse(&trace(1, vec![admitted])).metrics.eta_error;
+        assert_eq!(
+            (eta.samples, eta.ranges.samples, eta.ranges.inside),
+            (1, 3, 1)
+        );
+        assert_eq!(eta.not_yet_samples, 1);
+        let miss = eta.ranges.miss.absolute_seconds.unwrap();
+        assert!((miss.p50 - 50.0).abs() < 1e-9 && (miss.max - 50.0).abs() < 1e-9);
+        assert!((eta.ranges.miss.relative.unwrap().max - 0.5).abs() < 1e-9);
+        let shown = eta.shown.absolute_seconds.unwrap();
+        assert_eq!(eta.shown.samples, 4);
+        assert!((shown.max - 70.0).abs() < 1e-9, "{shown:?}");
+        let settled = &eta.settled;
+        assert_eq!((settled.figures, settled.figures_over_limit), (1, 1));
+        assert_eq!((settled.ranges, settled.ranges_missed_over_limit), (1, 0));
+        assert_eq!(settled.range_miss_max_seconds, Some(50.0));
+        assert_eq!(settled.not_yet, 1);
+        assert_eq!(settled.shown.samples, 2);
     }
 
     #[test]

@@ -138,6 +138,14 @@ pub struct Args {
     #[arg(long, default_value_t = 600)]
     pub duration_max_seconds: u64,
 
+    /// Change the room mid-run through the admin API (a PUT of the run's room config with the
+    /// change, and every earlier one, applied): `SECONDS:capacity=N`, `SECONDS:pause` or
+    /// `SECONDS:resume`, SECONDS after the start. Repeatable; needs --admin-token and the room
+    /// configured by the run. With capacity changes, overshoot is measured against the largest
+    /// capacity of the run.
+    #[arg(long, value_name = "CHANGE")]
+    pub reconfigure: Vec<Reconfigure>,
+
     /// Bound on in-flight HTTP requests, hence on pooled connections (HTTP/1.1: one request
     /// per connection). The stats sampler uses one more.
     #[arg(long, default_value_t = 256)]
@@ -279,6 +287,66 @@ pub struct SecondsRange {
     pub max_us: u64,
 }
 
+/// One `--reconfigure`: a change to the room `at_seconds` after the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconfigure {
+    pub at_seconds: u64,
+    pub change: RoomChange,
+}
+
+/// What a `--reconfigure` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomChange {
+    Capacity(u32),
+    Paused(bool),
+}
+
+impl Reconfigure {
+    /// `config` with this change applied.
+    pub fn apply(&self, config: &mut RoomConfig) {
+        match self.change {
+            RoomChange::Capacity(capacity) => config.capacity = capacity,
+            RoomChange::Paused(paused) => config.paused = paused,
+        }
+    }
+}
+
+impl FromStr for Reconfigure {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let usage =
+            || format!("`{text}`: expected SECONDS:capacity=N, SECONDS:pause or SECONDS:resume");
+        let (at, change) = text.split_once(':').ok_or_else(usage)?;
+        let at_seconds = at.trim().parse().map_err(|_| usage())?;
+        let change = match change.trim() {
+            "pause" => RoomChange::Paused(true),
+            "resume" => RoomChange::Paused(false),
+            other => {
+                let capacity = other.strip_prefix("capacity=").ok_or_else(usage)?;
+                RoomChange::Capacity(capacity.trim().parse().map_err(|_| usage())?)
+            }
+        };
+        Ok(Self { at_seconds, change })
+    }
+}
+
+impl fmt::Display for Reconfigure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.change {
+            RoomChange::Capacity(capacity) => write!(f, "{}:capacity={capacity}", self.at_seconds),
+            RoomChange::Paused(true) => write!(f, "{}:pause", self.at_seconds),
+            RoomChange::Paused(false) => write!(f, "{}:resume", self.at_seconds),
+        }
+    }
+}
+
+impl Serialize for Reconfigure {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl FromStr for SecondsRange {
     type Err = String;
 
@@ -388,6 +456,8 @@ pub struct LoadOptions {
     pub poll_interval_ms: u64,
     pub reads: Reads,
     pub duration_max_seconds: u64,
+    /// Changes to the room during the run, in time order.
+    pub reconfigure: Vec<Reconfigure>,
     pub connections_max: u32,
     pub request_timeout_ms: u64,
     pub stats_interval_ms: u64,
@@ -461,6 +531,11 @@ impl Args {
             poll_interval_ms: self.poll_interval_ms,
             reads: self.reads,
             duration_max_seconds: self.duration_max_seconds,
+            reconfigure: {
+                let mut changes = self.reconfigure.clone();
+                changes.sort_by_key(|change| change.at_seconds);
+                changes
+            },
             connections_max: self.connections_max,
             request_timeout_ms: self.request_timeout_ms,
             stats_interval_ms: self.stats_interval_ms,
@@ -588,6 +663,22 @@ impl LoadOptions {
         }
         if let Some(seconds) = self.opens_after_seconds {
             check_range("opens-after-seconds", seconds, 1, ROOM_SECONDS_MAX)?;
+        }
+        for change in &self.reconfigure {
+            if !self.configure || self.admin_token.is_none() {
+                return Err(invalid(
+                    "--reconfigure needs --admin-token and a room the run configures",
+                ));
+            }
+            check_range(
+                "reconfigure",
+                change.at_seconds,
+                0,
+                self.duration_max_seconds,
+            )?;
+            if let RoomChange::Capacity(capacity) = change.change {
+                check_range("reconfigure capacity", capacity, 1, CAPACITY_CEILING)?;
+            }
         }
         check_ratio("abandon-waiting-ratio", self.abandon_waiting_ratio)?;
         check_ratio("abandon-active-ratio", self.abandon_active_ratio)?;
@@ -813,6 +904,38 @@ mod tests {
         let debug = format!("{options:?}");
         assert!(json.contains("<redacted>") && !json.contains("\"t\""));
         assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn reconfigure_changes_parse_sort_and_apply() {
+        let options = parse(&[
+            "--reconfigure",
+            "90:resume",
+            "--reconfigure",
+            "30:capacity=50",
+            "--reconfigure",
+            "60:pause",
+        ])
+        .unwrap();
+        let at: Vec<String> = options.reconfigure.iter().map(|c| c.to_string()).collect();
+        assert_eq!(at, ["30:capacity=50", "60:pause", "90:resume"]);
+        let mut config = options.room_config(0);
+        options.reconfigure[0].apply(&mut config);
+        options.reconfigure[1].apply(&mut config);
+        assert_eq!((config.capacity, config.paused), (50, true));
+        // Needs a room the run configures; bad forms and capacities are refused.
+        assert!(parse(&["--reconfigure", "30:pause"]).is_ok());
+        assert!(parse(&["--no-configure", "--reconfigure", "30:pause"]).is_err());
+        for bad in [
+            "30",
+            "x:pause",
+            "30:capacity=0",
+            "30:capacity=x",
+            "30:stop",
+            "9999:pause",
+        ] {
+            assert!(parse(&["--reconfigure", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -331,10 +331,43 @@ impl Report {
         ));
         let eta = &metrics.eta_error;
         line(format!(
-            "eta       {} samples; relative error {}; absolute error s {}",
+            "eta       {} figures; relative error {}; absolute error s {}",
             eta.samples,
             format_percentiles(eta.relative.as_ref()),
             format_percentiles(eta.absolute_seconds.as_ref())
+        ));
+        line(format!(
+            "eta range {} ranges, {} with the wait inside; miss relative {}; miss s {}; {} not yet",
+            eta.ranges.samples,
+            eta.ranges.inside,
+            format_percentiles(eta.ranges.miss.relative.as_ref()),
+            format_percentiles(eta.ranges.miss.absolute_seconds.as_ref()),
+            eta.not_yet_samples
+        ));
+        line(format!(
+            "eta shown {} figures or ranges; relative error {}; absolute error s {}",
+            eta.shown.samples,
+            format_percentiles(eta.shown.relative.as_ref()),
+            format_percentiles(eta.shown.absolute_seconds.as_ref())
+        ));
+        let settled = &eta.settled;
+        line(format!(
+            "eta after {} s: {} figures, {} off by > {} s (max {}); {} ranges, {} missed by > {} s \
+             (max {}); {} not yet",
+            settled.after_seconds,
+            settled.figures,
+            settled.figures_over_limit,
+            settled.limit_seconds,
+            settled
+                .figure_absolute_max_seconds
+                .map_or("-".to_string(), |max| format!("{max:.3}")),
+            settled.ranges,
+            settled.ranges_missed_over_limit,
+            settled.limit_seconds,
+            settled
+                .range_miss_max_seconds
+                .map_or("-".to_string(), |max| format!("{max:.3}")),
+            settled.not_yet
         ));
         if let Some(offset) = &metrics.clock_offset {
             line(format!(

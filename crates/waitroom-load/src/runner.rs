@@ -10,10 +10,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::LoadError;
+use crate::api::RoomConfig;
 use crate::arrival::plan_users;
 use crate::http::{Exchange, HttpClient};
 use crate::limits::PROGRESS_INTERVAL_MS;
-use crate::options::{AdminToken, LoadOptions, ProtectedOptions};
+use crate::options::{AdminToken, LoadOptions, ProtectedOptions, Reconfigure, RoomChange};
 use crate::progress::{Progress, ProgressSnapshot};
 use crate::report::{Report, StopReason};
 use crate::time::{Clock, TimeUs};
@@ -71,13 +72,30 @@ pub async fn run_protected(
         .as_ref()
         .map(|protected| HttpClient::new(&protected.url, options.connections_max, timeout, clock));
     let mut requests = Vec::new();
-    let capacity = if direct {
-        0
+    let (capacity, config) = if direct {
+        (0, None)
     } else {
         prepare_room(&options, &http, &mut requests).await?
     };
-    let (trace_parts, stop_reason, internal_errors) =
-        release_users(&options, &http, protected_http, direct, progress, shutdown).await;
+    // Overshoot is measured against the largest capacity the run gives the room.
+    let capacity = options
+        .reconfigure
+        .iter()
+        .filter_map(|change| match change.change {
+            RoomChange::Capacity(capacity) => Some(capacity),
+            RoomChange::Paused(_) => None,
+        })
+        .fold(capacity, u32::max);
+    let (trace_parts, stop_reason, internal_errors) = release_users(
+        &options,
+        &http,
+        protected_http,
+        direct,
+        config,
+        progress,
+        shutdown,
+    )
+    .await;
     let (users, user_requests, room_samples, started_at_us) = trace_parts;
     requests.extend(user_requests);
     let trace = Trace {
@@ -114,12 +132,13 @@ fn record<T>(requests: &mut Vec<RequestRecord>, kind: RequestKind, exchange: &Ex
     });
 }
 
-/// Resets / configures / reads the room; returns its capacity.
+/// Resets / configures / reads the room; returns its capacity, and the config PUT if the run
+/// configured it.
 async fn prepare_room(
     options: &LoadOptions,
     http: &HttpClient,
     requests: &mut Vec<RequestRecord>,
-) -> Result<u32, LoadError> {
+) -> Result<(u32, Option<RoomConfig>), LoadError> {
     let token = options.admin_token.as_ref();
     if options.reset_room {
         let token = token.ok_or_else(|| LoadError::Configure("no admin token".into()))?;
@@ -135,7 +154,7 @@ async fn prepare_room(
         let exchange = http.put_room(&options.room, &config, token).await;
         record(requests, RequestKind::Configure, &exchange);
         return match exchange.body {
-            Some(stats) => Ok(stats.capacity),
+            Some(stats) => Ok((stats.capacity, Some(config))),
             None => Err(configure_error("PUT of the room config", &exchange)),
         };
     }
@@ -144,11 +163,11 @@ async fn prepare_room(
             let exchange = http.room_stats(&options.room, token).await;
             record(requests, RequestKind::Stats, &exchange);
             match exchange.body {
-                Some(stats) => Ok(stats.capacity),
+                Some(stats) => Ok((stats.capacity, None)),
                 None => Err(configure_error("reading the room", &exchange)),
             }
         }
-        (None, Some(capacity)) => Ok(capacity),
+        (None, Some(capacity)) => Ok((capacity, None)),
         (None, None) => Err(LoadError::InvalidOptions(
             "the room's capacity is unknown: give --capacity or --admin-token".into(),
         )),
@@ -178,6 +197,7 @@ async fn release_users(
     http: &HttpClient,
     protected: Option<HttpClient>,
     direct: bool,
+    config: Option<RoomConfig>,
     progress: &dyn Progress,
     shutdown: impl Future<Output = ()>,
 ) -> (TraceParts, StopReason, u64) {
@@ -216,6 +236,20 @@ async fn release_users(
                 context.stop.clone(),
             ))
         });
+    let reconfigurer = match (config, options.admin_token.clone()) {
+        (Some(config), Some(token)) if !options.reconfigure.is_empty() => {
+            Some(tokio::spawn(reconfigure_room(
+                http.clone(),
+                options.room.clone(),
+                token,
+                config,
+                options.reconfigure.clone(),
+                started,
+                context.stop.clone(),
+            )))
+        }
+        _ => None,
+    };
 
     let mut users: Vec<UserTrace> = plans
         .iter()
@@ -289,11 +323,42 @@ async fn release_users(
         None => (Vec::new(), Vec::new()),
     };
     requests.extend(sample_requests);
+    if let Some(reconfigurer) = reconfigurer {
+        match reconfigurer.await {
+            Ok(changes) => requests.extend(changes),
+            Err(_) => internal_errors += 1,
+        }
+    }
     (
         (users, requests, room_samples, started_at_us),
         stop_reason,
         internal_errors,
     )
+}
+
+/// PUTs `config` with each change (and every earlier one) applied at its time after `started`,
+/// until `stop`.
+async fn reconfigure_room(
+    http: HttpClient,
+    room: String,
+    token: AdminToken,
+    mut config: RoomConfig,
+    changes: Vec<Reconfigure>,
+    started: tokio::time::Instant,
+    stop: CancellationToken,
+) -> Vec<RequestRecord> {
+    let mut requests = Vec::new();
+    for change in changes {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep_until(started + Duration::from_secs(change.at_seconds)) => {}
+        }
+        change.apply(&mut config);
+        let exchange = http.put_room(&room, &config, &token).await;
+        record(&mut requests, RequestKind::Configure, &exchange);
+    }
+    requests
 }
 
 /// Samples the room's stats every `interval` until `stop`; one request at a time.

@@ -153,12 +153,23 @@ pub struct EndObservation {
     pub was_admitted: bool,
 }
 
-/// An ETA shown to a waiting user.
+/// What a WAITING view (placed in line: not the pre-queue) said of the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtaShown {
+    /// `estimatedWaitSeconds`.
+    Figure(u64),
+    /// `estimatedWaitRange` without a figure.
+    Range { low_seconds: u64, high_seconds: u64 },
+    /// Neither ("not yet").
+    NotYet,
+}
+
+/// The estimate a waiting user was shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EtaSample {
     /// When the answer carrying it was received.
     pub at_us: TimeUs,
-    pub estimate_seconds: u64,
+    pub shown: EtaShown,
 }
 
 /// How a user's run ended.
@@ -252,10 +263,18 @@ impl UserTrace {
         match view.status {
             SessionStatus::Waiting => {
                 self.waiting_last_sent_us = max_option(self.waiting_last_sent_us, sent_us);
-                if let Some(estimate_seconds) = view.estimated_wait_seconds {
+                if !view.prequeue {
+                    let shown = match (view.estimated_wait_seconds, view.estimated_wait_range) {
+                        (Some(seconds), _) => EtaShown::Figure(seconds),
+                        (None, Some(range)) => EtaShown::Range {
+                            low_seconds: range.low_seconds,
+                            high_seconds: range.high_seconds,
+                        },
+                        (None, None) => EtaShown::NotYet,
+                    };
                     self.eta.push(EtaSample {
                         at_us: received_us,
-                        estimate_seconds,
+                        shown,
                     });
                 }
             }
@@ -379,6 +398,7 @@ mod tests {
             status,
             position: None,
             estimated_wait_seconds: None,
+            estimated_wait_range: None,
             prequeue: false,
             opens_at_us: None,
             joined_at_us: 1_000,

@@ -669,6 +669,9 @@
     const horizonMs = NEAR_FRONT_HEARTBEATS * intervalMs(v);
     const eta = v.estimatedWaitSeconds;
     if (Number.isInteger(eta) && eta * 1000 < horizonMs) return true;
+    // A range: the turn may come as early as its low end.
+    const low = v.estimatedWaitRange && v.estimatedWaitRange.lowSeconds;
+    if (Number.isInteger(low) && low * 1000 < horizonMs) return true;
     // The page's own progress since it first saw its place: a second opinion, for when the
     // server's estimate is missing or too long (the first fill of a room, a burst of leavers).
     if (Number.isInteger(v.position) && progressFrom && record && progressFrom.id === record.id) {
@@ -905,8 +908,35 @@
     node.replaceChildren(...children);
   }
 
-  function etaText(seconds) {
-    if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0) return t("eta.unknown");
+  // The server's estimate: a figure when it knows the wait well, else a range ("between 4 and 9
+  // minutes"), else nothing yet (the room is paused, or has not seen enough people leave to know
+  // how long they stay): the page shows what the server decided, never a figure of its own.
+  function etaText(v) {
+    const seconds = v.estimatedWaitSeconds;
+    if (Number.isInteger(seconds) && seconds >= 0) return figureText(seconds);
+    const range = v.estimatedWaitRange;
+    if (range && Number.isInteger(range.lowSeconds) && Number.isInteger(range.highSeconds)) {
+      return rangeText(range.lowSeconds, range.highSeconds);
+    }
+    return t("eta.unknown");
+  }
+
+  function rangeText(lowSeconds, highSeconds) {
+    if (highSeconds < 60) return t("eta.lessThanMinute");
+    if (highSeconds > 24 * 3600) return t("eta.moreThanDay");
+    if (highSeconds >= 2 * 3600) {
+      const low = Math.floor(lowSeconds / 3600);
+      const high = Math.ceil(highSeconds / 3600);
+      return low < high ? t("eta.rangeHours", { low, high }) : t("eta.hours", { count: high });
+    }
+    // Rounded outwards: the range the page shows holds the range the server gave.
+    const low = Math.floor(lowSeconds / 60);
+    const high = Math.ceil(highSeconds / 60);
+    if (low === 0) return t("eta.upToMinutes", { count: high });
+    return low < high ? t("eta.rangeMinutes", { low, high }) : t("eta.minutes", { count: high });
+  }
+
+  function figureText(seconds) {
     if (seconds < 60) return t("eta.lessThanMinute");
     const minutes = Math.round(seconds / 60);
     // Exact up to ten minutes, then in fives: the estimate is not more precise than that.
@@ -948,7 +978,7 @@
       document.title =
         position === 0 ? t("page.titleNext") : t("page.titleWaiting", { count: position });
     }
-    el.eta.textContent = etaText(v.estimatedWaitSeconds);
+    el.eta.textContent = etaText(v);
     el.waitingCount.textContent = countText(v.waitingCount);
     updateTicker();
     announcePosition(el.position.textContent, previous);

@@ -244,18 +244,28 @@ fn position_words(position: u64) -> String {
     }
 }
 
-/// Whether `text` is an estimated wait in words ("less than a minute", "about 5 minutes", ...).
+/// Whether `text` is an estimated wait in words ("less than a minute", "about 5 minutes", "up to
+/// 2 minutes", "between 4 and 9 minutes", ...).
 fn is_eta_in_words(text: &str) -> bool {
     if text == "less than a minute" || text == "more than a day" {
         return true;
     }
-    let Some(rest) = text.strip_prefix("about ") else {
+    let units = ["minute", "minutes", "hour", "hours"];
+    if let Some(rest) = text.strip_prefix("between ") {
+        let words: Vec<&str> = rest.split(' ').collect();
+        return matches!(words.as_slice(), [low, "and", high, unit]
+            if low.parse::<u64>().is_ok() && high.parse::<u64>().is_ok() && units.contains(unit));
+    }
+    let Some(rest) = text
+        .strip_prefix("about ")
+        .or_else(|| text.strip_prefix("up to "))
+    else {
         return false;
     };
     let Some((count, unit)) = rest.split_once(' ') else {
         return false;
     };
-    count.parse::<u64>().is_ok() && ["minute", "minutes", "hour", "hours"].contains(&unit)
+    count.parse::<u64>().is_ok() && units.contains(&unit)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,12 +284,24 @@ async fn the_page_waits_its_turn_and_arrives_at_the_target_with_a_valid_token() 
         let target_url = format!("{}/seat-selection?show=late%20night", target.url);
         server.put_room(room, room_config(1, Some(&target_url), None)).await;
 
-        // Turnover first, so the room can estimate: `first` is admitted, then completes, and
-        // `second` takes its slot; `third` waits at the front of the line.
-        let first = join(&server, room, "ACTIVE").await;
-        let second = join(&server, room, "WAITING").await;
-        complete(&server, &first).await;
-        wait_for_view(&server, &second, "ACTIVE", |v| v["status"] == "ACTIVE").await;
+        // Turnover first, so the room can estimate: the slot changes hands until enough have
+        // freed (one says nothing yet about how long people stay: no estimate then); `third`
+        // then waits at the front of the line.
+        let mut holder = join(&server, room, "ACTIVE").await;
+        for freed in 0..waitroom_core::limits::ETA_FREES_MIN {
+            let next = join(&server, room, "WAITING").await;
+            if freed == 1 {
+                let early = view(&server, &next).await;
+                assert!(
+                    early["estimatedWaitSeconds"].is_null() && early["estimatedWaitRange"].is_null(),
+                    "no estimate yet: {early}"
+                );
+            }
+            complete(&server, &holder).await;
+            wait_for_view(&server, &next, "ACTIVE", |v| v["status"] == "ACTIVE").await;
+            holder = next;
+        }
+        let second = holder;
         let third = join(&server, room, "WAITING").await;
 
         browser.goto(&server.url(&format!("/room/{room}"))).await;
@@ -287,7 +309,7 @@ async fn the_page_waits_its_turn_and_arrives_at_the_target_with_a_valid_token() 
         let me = browser.stored_session_id(room).await;
         let mine = view(&server, &me).await;
         assert_eq!((mine["status"].as_str(), mine["position"].as_u64()), (Some("WAITING"), Some(1)), "{mine}");
-        assert!(mine["estimatedWaitSeconds"].is_u64(), "the API has an estimate: {mine}");
+        assert!(mine["estimatedWaitRange"].is_object(), "the API has an estimate: {mine}");
         browser.wait_for_text("position", &position_words(1)).await;
         let eta = browser.text("eta").await;
         assert!(is_eta_in_words(&eta), "the ETA in words, got {eta:?}");

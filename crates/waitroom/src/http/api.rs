@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use waitroom_core::{ExpiredReason, QueueingMethod, RoomConfig, RoomStats, SessionView, Status};
+use waitroom_core::{
+    ExpiredReason, QueueingMethod, RoomConfig, RoomStats, SessionView, Status, WaitRange,
+};
 
 use super::problem::Problem;
 
@@ -221,6 +223,25 @@ impl From<ExpiredReason> for ExpiredReasonBody {
     }
 }
 
+/// A range of estimated waits (docs/api.md): `lowSeconds ≤ highSeconds`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitRangeBody {
+    #[schema(example = 240)]
+    pub low_seconds: u64,
+    #[schema(example = 420)]
+    pub high_seconds: u64,
+}
+
+impl From<WaitRange> for WaitRangeBody {
+    fn from(range: WaitRange) -> Self {
+        Self {
+            low_seconds: range.low_seconds,
+            high_seconds: range.high_seconds,
+        }
+    }
+}
+
 /// The session view (docs/api.md).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -235,9 +256,15 @@ pub struct SessionBody<'a> {
     /// among everyone waiting).
     pub position: Option<u64>,
     pub waiting_count: u64,
-    /// WAITING only; `null` until an estimate is possible. In a `random` room, the expected
-    /// wait: the estimate for the middle of the line (as many waiting ahead as behind).
+    /// WAITING only: a single estimate, given only when the room's turnover pins it down
+    /// (see `estimatedWaitRange`); always inside `estimatedWaitRange`. `null` otherwise. In a
+    /// `random` room, the expected wait: the estimate for the middle of the line (as many
+    /// waiting ahead as behind).
     pub estimated_wait_seconds: Option<u64>,
+    /// WAITING only: the wait lies between these bounds, whenever the room can estimate at all.
+    /// `null` while no estimate is possible ("not yet": paused, before `opensAt`, or a full room
+    /// that has freed too few slots lately to know how long people stay).
+    pub estimated_wait_range: Option<WaitRangeBody>,
     pub prequeue: bool,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub opens_at: Option<Rfc3339Ms>,
@@ -310,6 +337,16 @@ impl SessionBody<'_> {
         number(&mut out, self.waiting_count);
         out.extend_from_slice(b",\"estimatedWaitSeconds\":");
         opt_u64(&mut out, self.estimated_wait_seconds);
+        match self.estimated_wait_range {
+            Some(range) => {
+                out.extend_from_slice(b",\"estimatedWaitRange\":{\"lowSeconds\":");
+                number(&mut out, range.low_seconds);
+                out.extend_from_slice(b",\"highSeconds\":");
+                number(&mut out, range.high_seconds);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b",\"estimatedWaitRange\":null"),
+        }
         out.extend_from_slice(if self.prequeue {
             b",\"prequeue\":true,\"opensAt\":"
         } else {
@@ -356,6 +393,7 @@ impl<'a> SessionBody<'a> {
             position: view.position,
             waiting_count: view.waiting_count,
             estimated_wait_seconds: view.estimated_wait_seconds,
+            estimated_wait_range: view.estimated_wait_range.map(Into::into),
             prequeue: view.prequeue,
             opens_at: view.opens_at_ms.map(Rfc3339Ms),
             joined_at: Rfc3339Ms(view.joined_at_ms),
@@ -656,7 +694,8 @@ pub struct RoomStatsBody {
     pub admissions_per_minute: u64,
     pub oldest_waiting_seconds: u64,
     /// The estimated wait of someone joining now (0: admitted at once); `null` when no estimate
-    /// is possible (paused, before opening, a full room with no slot freed lately).
+    /// is possible (paused, before opening, a full room with too few slots freed lately). The
+    /// central estimate, whether or not `estimatedWaitRange` is narrow.
     pub newcomer_wait_seconds: Option<u64>,
     /// Passes issued for the room (`POST …/rooms/{roomId}/passes`) and neither used nor expired.
     pub passes_outstanding: u64,
@@ -721,6 +760,10 @@ mod tests {
             position: Some(1523),
             waiting_count: 48_211,
             estimated_wait_seconds: Some(310),
+            estimated_wait_range: Some(waitroom_core::WaitRange {
+                low_seconds: 280,
+                high_seconds: 340,
+            }),
             prequeue: false,
             opens_at_ms: None,
             joined_at_ms: 1_800_000_000_123,
@@ -736,6 +779,7 @@ mod tests {
             SessionView {
                 position: None,
                 estimated_wait_seconds: None,
+                estimated_wait_range: None,
                 prequeue: true,
                 opens_at_ms: Some(1_800_000_060_000),
                 ..base.clone()

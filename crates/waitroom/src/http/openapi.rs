@@ -21,7 +21,7 @@ use super::{api, challenge, console, ops, page, passes, problem, rooms, sessions
         console::console_page,
     ),
     components(schemas(
-        api::JoinRequest, api::SessionBody, api::StatusBody, api::ExpiredReasonBody,
+        api::JoinRequest, api::SessionBody, api::WaitRangeBody, api::StatusBody, api::ExpiredReasonBody,
         api::RoomConfigBody, api::RoomBody, api::RoomStatsBody, api::ExpiredTotalBody,
         api::RoomListBody, api::QueueingMethodBody, problem::ProblemBody,
         passes::IssuePassesRequest, passes::PassesBody, challenge::ChallengeBody,

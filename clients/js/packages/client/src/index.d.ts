@@ -4,6 +4,12 @@
 export type SessionStatus = "WAITING" | "ACTIVE" | "EXPIRED";
 export type ExpiredReason = "timeout" | "left" | "completed" | "evicted" | "closed";
 
+/** An estimated wait as a range (the API's WaitRangeBody): lowSeconds <= highSeconds. */
+export interface WaitRange {
+  lowSeconds: number;
+  highSeconds: number;
+}
+
 /** A session as its client sees it (the API's SessionBody). */
 export interface SessionView {
   waitingRoomSessionId: string;
@@ -12,7 +18,12 @@ export interface SessionView {
   /** WAITING only: live WAITING sessions ahead (0 = next). null in the pre-queue. */
   position: number | null;
   waitingCount: number;
+  /** WAITING only: a single estimate, when the server knows the wait well; inside
+   *  estimatedWaitRange. */
   estimatedWaitSeconds: number | null;
+  /** WAITING only: the range the wait is expected in; null while no estimate is possible yet
+   *  (paused, before opening, too few slots freed lately). Absent from older servers. */
+  estimatedWaitRange?: WaitRange | null;
   prequeue: boolean;
   opensAt: string | null;
   joinedAt: string;
@@ -115,6 +126,8 @@ export interface PositionEvent {
   position: number | null;
   waitingCount: number;
   estimatedWaitSeconds: number | null;
+  /** The view's estimatedWaitRange (null when absent). */
+  estimatedWaitRange: WaitRange | null;
   prequeue: boolean;
   view: SessionView;
 }

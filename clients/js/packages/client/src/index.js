@@ -336,9 +336,18 @@ function isNearFront(view, progress) {
   const horizonMs = LIMITS.nearFrontHeartbeats * heartbeatIntervalMs(view);
   const eta = view.estimatedWaitSeconds;
   if (Number.isInteger(eta) && eta * 1000 < horizonMs) return true;
+  // A range: the turn may come as early as its low end.
+  const low = view.estimatedWaitRange ? view.estimatedWaitRange.lowSeconds : null;
+  if (Number.isInteger(low) && low * 1000 < horizonMs) return true;
   if (!progress || !Number.isInteger(view.position)) return false;
   const moved = progress.position - view.position;
   return moved > 0 && (view.position * (Date.now() - progress.at)) / moved < horizonMs;
+}
+
+/** Two `estimatedWaitRange` values (an object, null or absent) say the same. */
+function sameRange(a, b) {
+  if (!a || !b) return !a === !b;
+  return a.lowSeconds === b.lowSeconds && a.highSeconds === b.highSeconds;
 }
 
 function checkSession(session) {
@@ -392,12 +401,14 @@ export async function follow(session, options = {}) {
         previous.position !== view.position ||
         previous.waitingCount !== view.waitingCount ||
         previous.estimatedWaitSeconds !== view.estimatedWaitSeconds ||
+        !sameRange(previous.estimatedWaitRange, view.estimatedWaitRange) ||
         previous.prequeue !== view.prequeue;
       if (changed) {
         emit("onPosition", {
           position: view.position,
           waitingCount: view.waitingCount,
           estimatedWaitSeconds: view.estimatedWaitSeconds,
+          estimatedWaitRange: view.estimatedWaitRange || null,
           prequeue: view.prequeue,
           view,
         });
