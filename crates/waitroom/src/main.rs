@@ -136,8 +136,8 @@ struct ServeArgs {
     /// balancer, keep it above the balancer's idle timeout.
     #[arg(long, env = "WAITROOM_IDLE_TIMEOUT_MS", default_value_t = defaults::IDLE_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     idle_timeout_ms: u64,
-    /// An external join verifier: every new join without a pass is POSTed to this http:// URL
-    /// first (room id, client address, user agent, a few headers), and refused (403) if it
+    /// An external join verifier: every new join without a pass is POSTed to this http:// or
+    /// https:// URL first (room id, client address, user agent, a few headers), and refused (403) if it
     /// answers {"allow": false}. See docs/operations.md ("Bot checks").
     #[arg(long, env = "WAITROOM_JOIN_VERIFIER_URL")]
     join_verifier_url: Option<String>,
@@ -153,6 +153,10 @@ struct ServeArgs {
         default_value = "open"
     )]
     join_verifier_fails: waitroom::verifier::FailMode,
+    /// PEM certificates an https:// join verifier's certificate must chain to, instead of the
+    /// system's root certificates (a private CA).
+    #[arg(long, env = "WAITROOM_JOIN_VERIFIER_CA_FILE")]
+    join_verifier_ca_file: Option<PathBuf>,
     /// How long a write waits to be appended and applied before answering 503.
     #[arg(long, env = "WAITROOM_WRITE_WAIT_MS", default_value_t = NODE.write_wait_ms, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     write_wait_ms: u64,
@@ -207,6 +211,7 @@ impl ServeArgs {
             join_verifier_url: self.join_verifier_url,
             join_verifier_timeout_ms: self.join_verifier_timeout_ms,
             join_verifier_fails: self.join_verifier_fails,
+            join_verifier_ca_file: self.join_verifier_ca_file,
             idle_timeout_ms: self.idle_timeout_ms,
             request_timeout_ms: None,
             node: NodeOptions {

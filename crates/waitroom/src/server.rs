@@ -61,6 +61,8 @@ pub struct ServeOptions {
     pub join_verifier_url: Option<String>,
     pub join_verifier_timeout_ms: u64,
     pub join_verifier_fails: crate::verifier::FailMode,
+    /// PEM certificates trusted for an `https://` verifier instead of the system's roots.
+    pub join_verifier_ca_file: Option<PathBuf>,
     pub node: NodeOptions,
     /// Routes of a program that embeds the node, served next to the API on the same listener
     /// (see [`http::router_with`]); `waitroom demo` adds its seat-selection page this way.
@@ -108,6 +110,7 @@ impl Default for ServeOptions {
             join_verifier_url: None,
             join_verifier_timeout_ms: defaults::JOIN_VERIFIER_TIMEOUT_MS_DEFAULT,
             join_verifier_fails: crate::verifier::FailMode::Open,
+            join_verifier_ca_file: None,
             node: NodeOptions::DEFAULT,
             extra_routes: None,
         }
@@ -172,6 +175,7 @@ pub async fn run_with(
                 url,
                 options.join_verifier_timeout_ms,
                 options.join_verifier_fails,
+                options.join_verifier_ca_file.as_deref(),
             )
         })
         .transpose()?;

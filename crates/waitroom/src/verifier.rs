@@ -17,13 +17,17 @@
 //! (`join-verifier-unavailable`). Every outcome is counted
 //! (`waitroom_join_verifier_total{result}`).
 //!
-//! Plain `http://` only: the node carries no TLS client. Run the verifier beside the node, or a
-//! TLS-terminating proxy beside it. Requests reuse pooled connections.
+//! `http://` or `https://`. Over TLS the node trusts the system's root certificates, or only those
+//! of `--join-verifier-ca-file` (a private CA). Requests reuse pooled connections, so a TLS
+//! handshake is paid once per connection, not per join; it counts within the join's timeout.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -78,22 +82,38 @@ pub struct JoinVerifier {
     url: http::Uri,
     timeout: Duration,
     fails: FailMode,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     in_flight: tokio::sync::Semaphore,
 }
 
 impl JoinVerifier {
+    /// `ca_file`: PEM certificates trusted for an `https://` URL instead of the system's roots.
+    ///
     /// # Errors
-    /// A URL that is not an absolute `http://` URL, or a timeout outside
-    /// 1..=`JOIN_VERIFIER_TIMEOUT_MS_MAX`.
-    pub fn new(url: &str, timeout_ms: u64, fails: FailMode) -> Result<Self, String> {
+    /// A URL that is not an absolute `http://` or `https://` URL, a timeout outside
+    /// 1..=`JOIN_VERIFIER_TIMEOUT_MS_MAX`, a CA file that cannot be read or holds no certificate,
+    /// or (for `https://` without a CA file) no usable root certificate on the system.
+    pub fn new(
+        url: &str,
+        timeout_ms: u64,
+        fails: FailMode,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("--join-verifier-url {url}: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(format!(
+                    "--join-verifier-url {url}: must be an absolute http:// or https:// URL"
+                ));
+            }
+        };
+        if uri.host().is_none() {
             return Err(format!(
-                "--join-verifier-url {url}: must be an absolute http:// URL (the node has no TLS \
-                 client: run the verifier, or a proxy to it, beside the node)"
+                "--join-verifier-url {url}: must be an absolute http:// or https:// URL"
             ));
         }
         if !(1..=JOIN_VERIFIER_TIMEOUT_MS_MAX).contains(&timeout_ms) {
@@ -104,6 +124,40 @@ impl JoinVerifier {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_millis(timeout_ms)));
+        // The https connector also takes http:// URIs; the check above keeps to the one given.
+        connector.enforce_http(false);
+        // One crypto provider named here: the tree enables more than one of rustls's, and then
+        // rustls has no process-wide default to fall back on.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = match (ca_file, https) {
+            (Some(path), _) => HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS for the join verifier: {e}"))?
+                    .with_root_certificates(read_roots(path)?)
+                    .with_no_client_auth(),
+            ),
+            (None, true) => HttpsConnectorBuilder::new()
+                .with_provider_and_native_roots(provider)
+                .map_err(|e| {
+                    format!(
+                        "--join-verifier-url {url}: no usable root certificate on this system \
+                         ({e}); give --join-verifier-ca-file"
+                    )
+                })?,
+            // Plain http: the TLS configuration is never used, so no roots are loaded.
+            (None, false) => HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS for the join verifier: {e}"))?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+        };
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         Ok(Self {
             url: uri,
             timeout: Duration::from_millis(timeout_ms),
@@ -175,21 +229,65 @@ impl JoinVerifier {
     }
 }
 
+/// The certificates of a PEM file, as the roots an `https://` verifier's certificate must chain to.
+fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let what = || format!("--join-verifier-ca-file {}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", what()))?
+    {
+        let certificate = certificate.map_err(|e| format!("{}: {e}", what()))?;
+        roots
+            .add(certificate)
+            .map_err(|e| format!("{}: {e}", what()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: holds no certificate", what()));
+    }
+    Ok(roots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_http_urls_and_bounded_timeouts() {
-        assert!(JoinVerifier::new("http://127.0.0.1:9/verify", 100, FailMode::Open).is_ok());
-        for url in ["https://example.com/", "/verify", "ftp://x/", "not a url"] {
+    fn http_and_https_urls_and_bounded_timeouts() {
+        assert!(JoinVerifier::new("http://127.0.0.1:9/verify", 100, FailMode::Open, None).is_ok());
+        for url in ["/verify", "ftp://x/", "not a url", "https:/no-host"] {
             assert!(
-                JoinVerifier::new(url, 100, FailMode::Open).is_err(),
+                JoinVerifier::new(url, 100, FailMode::Open, None).is_err(),
                 "{url}"
             );
         }
         for timeout_ms in [0, JOIN_VERIFIER_TIMEOUT_MS_MAX + 1] {
-            assert!(JoinVerifier::new("http://127.0.0.1:9/", timeout_ms, FailMode::Open).is_err());
+            assert!(
+                JoinVerifier::new("http://127.0.0.1:9/", timeout_ms, FailMode::Open, None).is_err()
+            );
         }
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let error = JoinVerifier::new("https://127.0.0.1:9/", 100, FailMode::Open, Some(&missing))
+            .err()
+            .unwrap();
+        assert!(error.contains("--join-verifier-ca-file"), "{error}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = JoinVerifier::new("https://127.0.0.1:9/", 100, FailMode::Open, Some(&empty))
+            .err()
+            .unwrap();
+        assert!(error.contains("holds no certificate"), "{error}");
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.cert.pem()).unwrap();
+        assert!(
+            JoinVerifier::new("https://127.0.0.1:9/", 100, FailMode::Open, Some(&good)).is_ok()
+        );
     }
 }

@@ -1789,6 +1789,148 @@ async fn the_join_verifier_allows_denies_and_fails_open_or_closed() {
     verifier_task.abort();
 }
 
+/// An `https://` join verifier on 127.0.0.1, with a certificate from a CA made for the test: a
+/// node given that CA (`--join-verifier-ca-file`) asks it over TLS and follows its deny; a node
+/// that trusts only the system's roots cannot check the certificate, so its joins fail open or
+/// closed as configured, counted as failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_join_verifier_is_asked_over_tls_with_its_ca() {
+    use http_body_util::{BodyExt as _, Full};
+    use std::sync::{Arc, Mutex};
+    use tokio_rustls::rustls;
+
+    // A CA, and the verifier's certificate for localhost signed by it.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("verifier-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let verifier_task = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate ends the handshake here.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let body = request.into_body().collect().await?.to_bytes();
+                                seen.lock()
+                                    .unwrap()
+                                    .push(serde_json::from_slice::<Value>(&body).unwrap());
+                                let answer = json!({ "allow": false, "reason": "seen over TLS" });
+                                Ok::<_, hyper::Error>(
+                                    http::Response::builder()
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(bytes::Bytes::from(answer.to_string())))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        })
+    };
+    let url = format!("https://localhost:{port}/verify");
+    let start = |ca_file: Option<std::path::PathBuf>, fails: waitroom::verifier::FailMode| {
+        let url = url.clone();
+        TestServer::start_with(move |options| {
+            options.join_verifier_url = Some(url);
+            options.join_verifier_timeout_ms = 2_000;
+            options.join_verifier_fails = fails;
+            options.join_verifier_ca_file = ca_file;
+        })
+    };
+    let join = |server: &TestServer| {
+        server
+            .client
+            .post(server.url("/api/waiting-room/sessions"))
+            .json(&json!({ "roomId": "t" }))
+            .send()
+    };
+    let verifier_metric = |server: &TestServer, result: &'static str| {
+        let request = server.client.get(server.url("/metrics")).send();
+        async move {
+            let text = request.await.unwrap().text().await.unwrap();
+            let prefix = format!("waitroom_join_verifier_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {prefix}in {text}"))
+        }
+    };
+    use waitroom::verifier::FailMode::{Closed, Open};
+
+    // With the CA: asked over TLS, and its deny is the join's answer.
+    let server = start(Some(ca_file.clone()), Open).await;
+    server.put_room("t", json!({ "capacity": 1 })).await;
+    let response = join(&server).await.unwrap();
+    assert_eq!(response.status(), 403);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "https://waitroom.dev/problems/join-denied");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("seen over TLS"),
+        "{problem}"
+    );
+    assert_eq!(seen.lock().unwrap().pop().unwrap()["roomId"], "t");
+    assert_eq!(verifier_metric(&server, "deny").await, 1);
+    server.stop().await;
+
+    // Without it, the certificate is not trusted: nothing reaches the verifier, and the join
+    // goes on (open) or is refused (closed), counted as a failure either way.
+    for (fails, status, result) in [(Open, 201, "failed_open"), (Closed, 503, "failed_closed")] {
+        let server = start(None, fails).await;
+        server.put_room("t", json!({ "capacity": 1 })).await;
+        let response = join(&server).await.unwrap();
+        assert_eq!(response.status(), status, "{fails:?}");
+        assert_eq!(verifier_metric(&server, result).await, 1, "{fails:?}");
+        server.stop().await;
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "an untrusted verifier was sent a join"
+    );
+    verifier_task.abort();
+}
+
 /// `waitroom load` joins a room that asks for a challenge: each simulated user gets one, solves
 /// it natively and joins with it, as the waiting page does; everyone gets in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
