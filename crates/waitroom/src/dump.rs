@@ -283,6 +283,32 @@ pub fn record_line(entry: &Entry, record: &Record) -> Value {
             "challengeDifficultyBits": challenge_difficulty_bits,
             "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         }),
+        Command::ConfigureRoomScheduled {
+            config,
+            queueing_method,
+            challenge_difficulty_bits,
+            events,
+            ..
+        } => json!({
+            "config": config,
+            "queueingMethod": queueing_method.as_str(),
+            "challengeDifficultyBits": challenge_difficulty_bits,
+            "events": events,
+        }),
+        Command::ConfigureRoomFromFileScheduled {
+            config,
+            file_entry_digest,
+            queueing_method,
+            challenge_difficulty_bits,
+            events,
+            ..
+        } => json!({
+            "config": config,
+            "queueingMethod": queueing_method.as_str(),
+            "challengeDifficultyBits": challenge_difficulty_bits,
+            "events": events,
+            "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }),
         Command::CheckDigest {
             every_ms,
             interval,
