@@ -207,6 +207,15 @@ impl RoomConfig {
         self.events.get(started)
     }
 
+    /// The first instant after `now_ms` at which an event starts or ends, if any: the settings in
+    /// force change there (a node ticks a quiet room at it, so that the switch happens on time).
+    pub fn next_event_boundary_after(&self, now_ms: u64) -> Option<u64> {
+        self.events
+            .iter()
+            .flat_map(|e| [e.starts_at_ms, e.ends_at_ms])
+            .find(|&at| at > now_ms)
+    }
+
     /// The capacity in force at `now_ms`: the running event's, else the room's.
     pub fn capacity_at(&self, now_ms: u64) -> u32 {
         self.event_at(now_ms)
@@ -635,6 +644,60 @@ mod tests {
             assert_eq!(postcard::to_allocvec(&method).unwrap(), [i as u8]);
         }
         assert_eq!(QueueingMethod::from_index(5), None);
+    }
+
+    /// The running event, the next one, the settings in force and the pre-queue, at every
+    /// boundary.
+    #[test]
+    fn events_at_every_instant() {
+        let config = RoomConfig {
+            admit_per_minute: Some(10),
+            events: vec![
+                RoomEvent {
+                    capacity: Some(7),
+                    ..RoomEvent::new("a", 100, 200)
+                },
+                RoomEvent {
+                    admit_per_minute: Some(99),
+                    pre_queue_minutes: Some(1),
+                    ..RoomEvent::new("b", 200 + 60_000, 300_000)
+                },
+            ],
+            ..RoomConfig::with_capacity(2)
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let name = |e: Option<&RoomEvent>| e.map(|e| e.name.clone());
+        for (at, running, next, capacity, rate, collects, boundary) in [
+            (0, None, Some("a"), 2, Some(10), false, Some(100)),
+            (99, None, Some("a"), 2, Some(10), false, Some(100)),
+            (100, Some("a"), Some("b"), 7, Some(10), false, Some(200)),
+            (199, Some("a"), Some("b"), 7, Some(10), false, Some(200)),
+            (200, None, Some("b"), 2, Some(10), true, Some(60_200)),
+            (60_199, None, Some("b"), 2, Some(10), true, Some(60_200)),
+            (60_200, Some("b"), None, 2, Some(99), false, Some(300_000)),
+            (300_000, None, None, 2, Some(10), false, None),
+        ] {
+            assert_eq!(name(config.event_at(at)), running.map(String::from), "{at}");
+            assert_eq!(
+                name(config.next_event_after(at)),
+                next.map(String::from),
+                "{at}"
+            );
+            assert_eq!(config.capacity_at(at), capacity, "{at}");
+            assert_eq!(config.admit_per_minute_at(at), rate, "{at}");
+            assert_eq!(config.pre_queue_collects_at(at), collects, "{at}");
+            assert_eq!(config.next_event_boundary_after(at), boundary, "{at}");
+        }
+        assert_eq!(config.pre_queue_draw_at(200), Some(60_200));
+        assert_eq!(config.pre_queue_draw_at(100), None);
+        // Before `opensAt`, the later of the two draws.
+        let closed = RoomConfig {
+            opens_at_ms: Some(70_000),
+            ..config.clone()
+        };
+        assert!(closed.pre_queue_collects_at(100));
+        assert_eq!(closed.pre_queue_draw_at(100), Some(70_000));
+        assert_eq!(closed.pre_queue_draw_at(200), Some(70_000));
     }
 
     #[test]

@@ -2111,3 +2111,32 @@ async fn an_event_starts_and_admits_with_its_own_capacity() {
     assert_eq!(server.room("drop").await["stats"]["activeCount"], 1);
     server.stop().await;
 }
+
+/// A room nobody is in still switches to its event on time: the node ticks it at the start and
+/// the end, so the stats name the event (and its capacity is in force) when it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_room_switches_events_on_time() {
+    let server = TestServer::start().await;
+    let starts_ms = now_ms() + 1_000;
+    let config = json!({
+        "capacity": 1,
+        "events": [{ "name": "soon", "startsAt": waitroom::http::api::rfc3339_ms(starts_ms),
+            "endsAt": waitroom::http::api::rfc3339_ms(starts_ms + 1_500), "capacity": 9 }],
+    });
+    let body = server.put_room("quiet", config).await;
+    assert_eq!(body["stats"]["currentEvent"], Value::Null);
+    let running = eventually(Duration::from_secs(5), || async {
+        let room = server.room("quiet").await;
+        (room["stats"]["currentEvent"] == "soon").then_some(room)
+    })
+    .await;
+    assert_eq!(running["stats"]["capacityNow"], 9);
+    assert_eq!(running["stats"]["nextEvent"], Value::Null);
+    let ended = eventually(Duration::from_secs(5), || async {
+        let room = server.room("quiet").await;
+        room["stats"]["currentEvent"].is_null().then_some(room)
+    })
+    .await;
+    assert_eq!(ended["stats"]["capacityNow"], 1);
+    server.stop().await;
+}
