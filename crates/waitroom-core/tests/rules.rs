@@ -1988,3 +1988,54 @@ fn a_scheduled_room_round_trips_through_snapshots() {
         assert_eq!(restored.encode_snapshot(), bytes);
     }
 }
+
+/// A pass admits at once through an event's pre-queue, as through `opensAt`'s; a configuration
+/// that moves the event acts at once (here: its start is now past, so the pre-queue is drawn).
+#[test]
+fn passes_and_reconfigurations_during_an_events_pre_queue() {
+    let mut t = configure_scheduled(scheduled(), 5);
+    let waiting: Vec<SessionId> = (1..=6)
+        .map(|n| t.join(T0 + 6 * MINUTE + n as u64, n))
+        .collect();
+    assert!(waiting.iter().all(|&s| t.view(s).prequeue));
+    assert_eq!(
+        t.at(
+            T0 + 7 * MINUTE,
+            Command::IssuePasses {
+                passes: vec![[1; 16]],
+                expires_at_ms: T0 + 60 * MINUTE,
+            }
+        ),
+        Outcome::PassesIssued { issued: 1 }
+    );
+    let guest = SessionId::from_u128(50);
+    assert_eq!(
+        t.at(
+            T0 + 7 * MINUTE,
+            Command::JoinWithPass {
+                session: guest,
+                idempotency_key: None,
+                pass: [1; 16],
+            }
+        ),
+        Outcome::Joined { session: guest }
+    );
+    assert_eq!(t.status(guest), Status::Active);
+    assert!(waiting.iter().all(|&s| t.view(s).prequeue));
+    // The operator brings the event forward to now: drawn at once, and its capacity of 4 admits
+    // three more beside the guest.
+    let mut earlier = scheduled();
+    earlier.events[0].starts_at_ms = T0 + 8 * MINUTE;
+    earlier.events[0].pre_queue_minutes = Some(3);
+    let outcome = t.at(
+        T0 + 8 * MINUTE,
+        Command::configure(earlier, DrawSeed::from_u64(6)),
+    );
+    assert_eq!(outcome, Outcome::Configured { created: false });
+    assert!(waiting.iter().all(|&s| !t.view(s).prequeue));
+    assert_eq!(t.room.capacity(), 4);
+    assert_eq!(t.room.active_count(), 4);
+    // The seed of the draw was the room's own (people waited in the pre-queue: the new
+    // configuration's seed did not replace it).
+    assert_eq!(t.room.draw_seed(), Some(DrawSeed::from_u64(5)));
+}

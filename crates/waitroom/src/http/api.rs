@@ -770,7 +770,8 @@ pub struct RoomStatsBody {
     pub admissions_per_minute: u64,
     pub oldest_waiting_seconds: u64,
     /// The estimated wait of someone joining now (0: admitted at once); `null` when no estimate
-    /// is possible (paused, before opening, a full room with too few slots freed lately). The
+    /// is possible (paused, before opening or in an event's pre-queue, a full room with too few
+    /// slots freed lately). The
     /// central estimate, whether or not `estimatedWaitRange` is narrow.
     pub newcomer_wait_seconds: Option<u64>,
     /// Passes issued for the room (`POST …/rooms/{roomId}/passes`) and neither used nor expired.
