@@ -68,7 +68,7 @@
 //!   of the first record at or after the switch, after its refill. Outside every event the room
 //!   runs on its own settings, as a Cloudflare-style "base" room does: between the drops of a
 //!   sale day the room still meters whoever comes (an operator who wants it shut between events
-//!   pauses it or gives it a low capacity). An event's end admits nobody new while the active
+//!   pauses it or makes it `reject` by a configuration). An event's end admits nobody new while the active
 //!   count is over the room's capacity (as a capacity decrease; nobody is evicted). For
 //!   `preQueueMinutes` before an event's start, joins go to the pre-queue instead of the line
 //!   (as before `opensAt`; the line already waiting is served as before), and the pre-queue is
