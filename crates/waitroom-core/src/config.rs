@@ -52,6 +52,62 @@ pub struct RoomConfig {
     /// alone, a configuration asks for none.
     #[serde(skip)]
     pub challenge_difficulty_bits: u8,
+    /// Scheduled events (see [`RoomEvent`]), in order of their start, none overlapping another
+    /// or another's pre-queue; at most `EVENTS_PER_ROOM_MAX`.
+    ///
+    /// Not in this struct's serde encoding either (see `queueing_method`): a room with events is
+    /// configured by `Command::ConfigureRoomScheduled` and `Command::ConfigureRoomFromFileScheduled`,
+    /// which carry them beside the method and the challenge; decoded alone, a configuration has
+    /// none.
+    #[serde(skip)]
+    pub events: Vec<RoomEvent>,
+}
+
+/// A scheduled event of a room: from `starts_at_ms` (inclusive) to `ends_at_ms` (exclusive) of
+/// log time, its own `capacity` and `admit_per_minute` (each, when `None`, the room's) replace
+/// the room's; for `pre_queue_minutes` before its start, joins wait in a pre-queue that is drawn
+/// at the start, like the room's own `opensAt` pre-queue. Outside every event the room runs on its
+/// own settings (see `Room`, "Events").
+///
+/// The field order is the encoding in records (postcard): append only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomEvent {
+    /// Names the event in the API and stats (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`, unique within
+    /// the room).
+    pub name: String,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    pub capacity: Option<u32>,
+    pub admit_per_minute: Option<u32>,
+    /// 1..=`EVENT_PRE_QUEUE_MINUTES_MAX`, or `None` for no pre-queue (joins before the start are
+    /// served on the room's own settings as they come).
+    pub pre_queue_minutes: Option<u32>,
+}
+
+impl RoomEvent {
+    /// An event with the room's own settings and no pre-queue.
+    pub fn new(name: &str, starts_at_ms: u64, ends_at_ms: u64) -> Self {
+        Self {
+            name: name.into(),
+            starts_at_ms,
+            ends_at_ms,
+            capacity: None,
+            admit_per_minute: None,
+            pre_queue_minutes: None,
+        }
+    }
+
+    /// When its pre-queue starts collecting joins: its start, less its pre-queue (its start when
+    /// it has none).
+    pub fn pre_queue_from_ms(&self) -> u64 {
+        let minutes = u64::from(self.pre_queue_minutes.unwrap_or(0));
+        self.starts_at_ms.saturating_sub(minutes * 60_000)
+    }
+
+    /// Running at `now_ms`.
+    pub fn runs_at(&self, now_ms: u64) -> bool {
+        self.starts_at_ms <= now_ms && now_ms < self.ends_at_ms
+    }
 }
 
 /// How a room serves its line. Every node applies it in the state machine, so every node admits
@@ -134,6 +190,72 @@ impl RoomConfig {
             target_url: None,
             queueing_method: QueueingMethod::Fifo,
             challenge_difficulty_bits: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// The event running at `now_ms`, if any (events are sorted and do not overlap).
+    pub fn event_at(&self, now_ms: u64) -> Option<&RoomEvent> {
+        let started = self.events.partition_point(|e| e.starts_at_ms <= now_ms);
+        let event = self.events.get(started.checked_sub(1)?)?;
+        event.runs_at(now_ms).then_some(event)
+    }
+
+    /// The first event that has not started by `now_ms`, if any.
+    pub fn next_event_after(&self, now_ms: u64) -> Option<&RoomEvent> {
+        let started = self.events.partition_point(|e| e.starts_at_ms <= now_ms);
+        self.events.get(started)
+    }
+
+    /// The first instant after `now_ms` at which an event starts or ends, if any: the settings in
+    /// force change there (a node ticks a quiet room at it, so that the switch happens on time).
+    pub fn next_event_boundary_after(&self, now_ms: u64) -> Option<u64> {
+        self.events
+            .iter()
+            .flat_map(|e| [e.starts_at_ms, e.ends_at_ms])
+            .find(|&at| at > now_ms)
+    }
+
+    /// The capacity in force at `now_ms`: the running event's, else the room's.
+    pub fn capacity_at(&self, now_ms: u64) -> u32 {
+        self.event_at(now_ms)
+            .and_then(|e| e.capacity)
+            .unwrap_or(self.capacity)
+    }
+
+    /// The admission rate in force at `now_ms`: the running event's, else the room's.
+    pub fn admit_per_minute_at(&self, now_ms: u64) -> Option<u32> {
+        self.event_at(now_ms)
+            .and_then(|e| e.admit_per_minute)
+            .or(self.admit_per_minute)
+    }
+
+    /// The room has opened (`opensAt` passed or unset) at `now_ms`.
+    pub fn opened_at(&self, now_ms: u64) -> bool {
+        self.opens_at_ms.is_none_or(|at| now_ms >= at)
+    }
+
+    /// The event whose pre-queue collects joins at `now_ms` (after its pre-queue starts, before
+    /// the event does), if any.
+    pub fn pre_queue_event_at(&self, now_ms: u64) -> Option<&RoomEvent> {
+        self.next_event_after(now_ms)
+            .filter(|e| e.pre_queue_minutes.is_some() && e.pre_queue_from_ms() <= now_ms)
+    }
+
+    /// Joins at `now_ms` go to the pre-queue: before `opensAt`, or in an event's pre-queue.
+    /// When that ends, the pre-queue is drawn.
+    pub fn pre_queue_collects_at(&self, now_ms: u64) -> bool {
+        !self.opened_at(now_ms) || self.pre_queue_event_at(now_ms).is_some()
+    }
+
+    /// When the pre-queue collecting at `now_ms` is drawn (the later of `opensAt` and the start
+    /// of the event whose pre-queue it is), or `None` if none collects.
+    pub fn pre_queue_draw_at(&self, now_ms: u64) -> Option<u64> {
+        let opens = self.opens_at_ms.filter(|&at| now_ms < at);
+        let event = self.pre_queue_event_at(now_ms).map(|e| e.starts_at_ms);
+        match (opens, event) {
+            (None, None) => None,
+            (a, b) => a.max(b),
         }
     }
 
@@ -166,6 +288,13 @@ impl RoomConfig {
             // A tag no method index reaches, so a method and a difficulty never hash alike.
             d.u64(1 << 32)
                 .u64(u64::from(self.challenge_difficulty_bits));
+        }
+        // Only when there are events, so a configuration without any keeps its digest.
+        if !self.events.is_empty() {
+            d.u64(2 << 32).u64(self.events.len() as u64);
+            for event in &self.events {
+                event.digest_into(&mut d);
+            }
         }
         d.finish()
     }
@@ -240,8 +369,102 @@ impl RoomConfig {
                 format!("must be 0 (no challenge) or 1..={CHALLENGE_DIFFICULTY_BITS_MAX}"),
             ));
         }
+        self.validate_events()
+    }
+
+    /// The events' part of `validate`: each in range, in order of their start, none starting
+    /// (pre-queue included) before the previous one ends, names unique.
+    fn validate_events(&self) -> Result<(), ConfigError> {
+        if self.events.len() > EVENTS_PER_ROOM_MAX {
+            return Err(ConfigError::new(
+                "events",
+                format!("must hold at most {EVENTS_PER_ROOM_MAX} events"),
+            ));
+        }
+        let mut previous: Option<&RoomEvent> = None;
+        for (n, event) in self.events.iter().enumerate() {
+            let field = |name: &str| format!("events[{n}].{name}");
+            let error = |name: &str, reason: String| {
+                Err(ConfigError {
+                    field: field(name),
+                    reason,
+                })
+            };
+            if !is_event_name(&event.name) {
+                return error(
+                    "name",
+                    "must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$".into(),
+                );
+            }
+            if self.events[..n].iter().any(|e| e.name == event.name) {
+                return error("name", "must be unique within the room".into());
+            }
+            if event.ends_at_ms > OPENS_AT_MS_MAX {
+                return error("endsAt", "must be a date before year 10000".into());
+            }
+            if event.ends_at_ms <= event.starts_at_ms {
+                return error("endsAt", "must be later than startsAt".into());
+            }
+            if let Some(capacity) = event.capacity
+                && !(1..=CAPACITY_MAX).contains(&capacity)
+            {
+                return error("capacity", format!("must be null or 1..={CAPACITY_MAX}"));
+            }
+            if let Some(rate) = event.admit_per_minute
+                && !(1..=ADMIT_PER_MINUTE_MAX).contains(&rate)
+            {
+                return error(
+                    "admitPerMinute",
+                    format!("must be null or 1..={ADMIT_PER_MINUTE_MAX}"),
+                );
+            }
+            if let Some(minutes) = event.pre_queue_minutes
+                && !(1..=EVENT_PRE_QUEUE_MINUTES_MAX).contains(&minutes)
+            {
+                return error(
+                    "preQueueMinutes",
+                    format!("must be null or 1..={EVENT_PRE_QUEUE_MINUTES_MAX}"),
+                );
+            }
+            if let Some(previous) = previous {
+                if event.starts_at_ms < previous.ends_at_ms {
+                    return error(
+                        "startsAt",
+                        "must not be before the previous event ends (events are in order of their start and do not overlap)".into(),
+                    );
+                }
+                if event.pre_queue_from_ms() < previous.ends_at_ms {
+                    return error(
+                        "preQueueMinutes",
+                        "must not start the pre-queue before the previous event ends".into(),
+                    );
+                }
+            }
+            previous = Some(event);
+        }
         Ok(())
     }
+}
+
+impl RoomEvent {
+    pub(crate) fn digest_into(&self, d: &mut Digester) {
+        d.bytes(self.name.as_bytes())
+            .u64(self.starts_at_ms)
+            .u64(self.ends_at_ms)
+            .option_u64(self.capacity.map(u64::from))
+            .option_u64(self.admit_per_minute.map(u64::from))
+            .option_u64(self.pre_queue_minutes.map(u64::from));
+    }
+}
+
+/// An event name: like a room id (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).
+fn is_event_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=EVENT_NAME_BYTES_MAX).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// An absolute `http://` or `https://` URL with a host, no whitespace or control characters.
@@ -364,6 +587,28 @@ mod tests {
                 challenge_difficulty_bits: 20,
                 ..base.clone()
             },
+            RoomConfig {
+                events: vec![RoomEvent::new("a", 1, 2)],
+                ..base.clone()
+            },
+            RoomConfig {
+                events: vec![RoomEvent::new("b", 1, 2)],
+                ..base.clone()
+            },
+            RoomConfig {
+                events: vec![RoomEvent {
+                    capacity: Some(3),
+                    ..RoomEvent::new("a", 1, 2)
+                }],
+                ..base.clone()
+            },
+            RoomConfig {
+                events: vec![RoomEvent {
+                    pre_queue_minutes: Some(3),
+                    ..RoomEvent::new("a", 1, 2)
+                }],
+                ..base.clone()
+            },
         ];
         let mut digests: Vec<[u8; 16]> = changed.iter().map(RoomConfig::digest).collect();
         digests.push(base.digest());
@@ -386,6 +631,7 @@ mod tests {
         let random = RoomConfig {
             queueing_method: QueueingMethod::Random,
             challenge_difficulty_bits: 20,
+            events: vec![RoomEvent::new("e", 1, 2)],
             ..fifo.clone()
         };
         let bytes = postcard::to_allocvec(&random).unwrap();
@@ -398,6 +644,60 @@ mod tests {
             assert_eq!(postcard::to_allocvec(&method).unwrap(), [i as u8]);
         }
         assert_eq!(QueueingMethod::from_index(5), None);
+    }
+
+    /// The running event, the next one, the settings in force and the pre-queue, at every
+    /// boundary.
+    #[test]
+    fn events_at_every_instant() {
+        let config = RoomConfig {
+            admit_per_minute: Some(10),
+            events: vec![
+                RoomEvent {
+                    capacity: Some(7),
+                    ..RoomEvent::new("a", 100, 200)
+                },
+                RoomEvent {
+                    admit_per_minute: Some(99),
+                    pre_queue_minutes: Some(1),
+                    ..RoomEvent::new("b", 200 + 60_000, 300_000)
+                },
+            ],
+            ..RoomConfig::with_capacity(2)
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let name = |e: Option<&RoomEvent>| e.map(|e| e.name.clone());
+        for (at, running, next, capacity, rate, collects, boundary) in [
+            (0, None, Some("a"), 2, Some(10), false, Some(100)),
+            (99, None, Some("a"), 2, Some(10), false, Some(100)),
+            (100, Some("a"), Some("b"), 7, Some(10), false, Some(200)),
+            (199, Some("a"), Some("b"), 7, Some(10), false, Some(200)),
+            (200, None, Some("b"), 2, Some(10), true, Some(60_200)),
+            (60_199, None, Some("b"), 2, Some(10), true, Some(60_200)),
+            (60_200, Some("b"), None, 2, Some(99), false, Some(300_000)),
+            (300_000, None, None, 2, Some(10), false, None),
+        ] {
+            assert_eq!(name(config.event_at(at)), running.map(String::from), "{at}");
+            assert_eq!(
+                name(config.next_event_after(at)),
+                next.map(String::from),
+                "{at}"
+            );
+            assert_eq!(config.capacity_at(at), capacity, "{at}");
+            assert_eq!(config.admit_per_minute_at(at), rate, "{at}");
+            assert_eq!(config.pre_queue_collects_at(at), collects, "{at}");
+            assert_eq!(config.next_event_boundary_after(at), boundary, "{at}");
+        }
+        assert_eq!(config.pre_queue_draw_at(200), Some(60_200));
+        assert_eq!(config.pre_queue_draw_at(100), None);
+        // Before `opensAt`, the later of the two draws.
+        let closed = RoomConfig {
+            opens_at_ms: Some(70_000),
+            ..config.clone()
+        };
+        assert!(closed.pre_queue_collects_at(100));
+        assert_eq!(closed.pre_queue_draw_at(100), Some(70_000));
+        assert_eq!(closed.pre_queue_draw_at(200), Some(70_000));
     }
 
     #[test]

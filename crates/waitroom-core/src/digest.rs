@@ -136,6 +136,17 @@ pub fn legacy_draw_seed(room: &str, opens_at_ms: u64) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
+/// The seed of a pre-queue draw at `draw_at_ms` in a room with scheduled events: a stream of
+/// the room's seed of its own for every draw (a room with events draws once per event, all with
+/// the seed of one configuration), so the order one draw reveals says nothing of the next.
+/// Every replica draws at the same record, so at the same time, and with the same seed.
+pub fn event_draw_seed(seed: u64, draw_at_ms: u64) -> u64 {
+    mix(
+        mix(seed ^ K1, draw_at_ms ^ K2) ^ seed.rotate_left(17),
+        K0 ^ draw_at_ms,
+    )
+}
+
 /// A session's ticket in the pre-queue draw: sessions are placed in increasing ticket order
 /// (ties, which need a 64-bit collision, broken by session id). Session ids are 128 random bits
 /// chosen by the server, so tickets are uniformly random and independent of join order; the

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //! - `ids`: room, session and record ids, idempotency keys (validated on construction).
-//! - `config`: [`RoomConfig`] and its validation (the ranges of the HTTP contract).
+//! - `config`: [`RoomConfig`], its scheduled [`RoomEvent`]s, and their validation (the ranges of
+//!   the HTTP contract).
 //! - `record`: [`Command`], [`Record`] and the versioned binary encoding.
 //! - `room`: [`Room`], the state machine: `apply` and the queries (views, stats, digest).
 //! - `snapshot`: a room's whole state as versioned, checksummed bytes
@@ -37,8 +38,8 @@ mod snapshot;
 mod spare;
 mod view;
 
-pub use config::{ConfigError, QueueingMethod, RoomConfig};
-pub use digest::{DrawSeed, admission_draw, draw_ticket, legacy_draw_seed};
+pub use config::{ConfigError, QueueingMethod, RoomConfig, RoomEvent};
+pub use digest::{DrawSeed, admission_draw, draw_ticket, event_draw_seed, legacy_draw_seed};
 pub use ids::{IdError, IdempotencyKey, RecordId, RoomId, SessionId};
 pub use pass::PassHash;
 pub use record::{Command, DecodeError, FORMAT_VERSION, LeaveReason, MAGIC, Record};

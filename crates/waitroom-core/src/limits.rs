@@ -21,6 +21,20 @@ pub const MAX_WAITING_MAX: u32 = 100_000_000;
 /// Latest `opensAt` accepted: 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write.
 pub const OPENS_AT_MS_MAX: u64 = 253_402_300_799_999;
 
+/// Scheduled events one room's configuration carries (`events`): at most 24, a drop every hour
+/// of a whole sale day. Bounded by the API's 4 KiB body rather than by memory: an event takes
+/// about 130 bytes of JSON with every setting and a short name, so 24 of them and the rest of the
+/// configuration fit in one `PUT` (the HTTP layer's 4 KiB), and at most 100 bytes each in a
+/// record and a snapshot.
+pub const EVENTS_PER_ROOM_MAX: usize = 24;
+/// An event's `name`: like a room id, at most 64 bytes.
+pub const EVENT_NAME_BYTES_MAX: usize = 64;
+/// An event's `preQueueMinutes`: null or 1..=1 440 (a day before its start).
+pub const EVENT_PRE_QUEUE_MINUTES_MAX: u32 = 24 * 60;
+/// Bytes one event takes in a snapshot at most: its name with its length, start, length of the
+/// event (varints of at most 8 bytes), a flags byte and three settings (varints of at most 5).
+pub const SNAPSHOT_EVENT_BYTES_MAX: u64 = 1 + EVENT_NAME_BYTES_MAX as u64 + 2 * 8 + 1 + 3 * 5;
+
 /// Sessions one room holds at once, in every state (waiting, active, and ended ones still
 /// remembered). Bounds a room's memory (about 110 bytes each, see the crate README) to ~13 GB
 /// even when `maxWaiting` is left unset; joins past it are refused as "room full".
@@ -77,9 +91,9 @@ pub const SNAPSHOT_CLOCK_MS_MAX: u64 = OPENS_AT_MS_MAX;
 /// here. The bound keeps a damaged snapshot from making the room's `+= 1` (or
 /// `ExpiredTotals::sum`) overflow later.
 pub const SNAPSHOT_TOTAL_MAX: u64 = 1 << 60;
-/// A snapshot's fixed part (header, configuration, counters, rate windows, trailer) is at most
-/// this; the target URL and the two rate windows are most of it.
-pub const SNAPSHOT_ROOM_BYTES_MAX: u64 = 8 * 1024;
+/// A snapshot's fixed part (header, configuration with its events, counters, rate windows,
+/// trailer) is at most this; the events, the target URL and the two rate windows are most of it.
+pub const SNAPSHOT_ROOM_BYTES_MAX: u64 = 24 * 1024;
 /// Bytes one session (or free slot) takes in a snapshot at most: a tag, the id, three times as
 /// varints of at most 7 bytes, an idempotency key with its length, and its slot on two lists as
 /// index deltas of at most 4 bytes.
@@ -130,9 +144,15 @@ const _: () = assert!(
 );
 const _: () = assert!(
     (ROOM_ID_BYTES_MAX + TARGET_URL_BYTES_MAX + 2 * RATE_BUCKETS * (7 + 5) + 512) as u64
+        + EVENTS_PER_ROOM_MAX as u64 * SNAPSHOT_EVENT_BYTES_MAX
         <= SNAPSHOT_ROOM_BYTES_MAX,
-    "the fixed part: room id, target URL, two windows of 60 buckets, and the rest"
+    "the fixed part: room id, target URL, two windows of 60 buckets, the events, and the rest"
 );
+const _: () = assert!(
+    EVENTS_PER_ROOM_MAX * (SNAPSHOT_EVENT_BYTES_MAX as usize + 8) + 4096 < RECORD_BYTES_MAX,
+    "a configuration with every event fits in a record"
+);
+const _: () = assert!(EVENT_NAME_BYTES_MAX <= u8::MAX as usize);
 
 /// Passes one `IssuePasses` record (one `POST …/rooms/{id}/passes`) issues: 1..=10 000. A pass
 /// is 16 bytes in the record (its hash) plus a byte of length: a full batch stays near 160 KiB,

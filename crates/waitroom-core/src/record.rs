@@ -12,10 +12,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{QueueingMethod, RoomConfig};
+use crate::config::{QueueingMethod, RoomConfig, RoomEvent};
 use crate::digest::DrawSeed;
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
-use crate::limits::{HEARTBEAT_BATCH_SESSIONS_MAX, PASSES_PER_RECORD_MAX, RECORD_BYTES_MAX};
+use crate::limits::{
+    EVENTS_PER_ROOM_MAX, HEARTBEAT_BATCH_SESSIONS_MAX, PASSES_PER_RECORD_MAX, RECORD_BYTES_MAX,
+};
 use crate::pass::PassHash;
 
 /// First byte of every encoded record: cheap detection of bytes that are not a record at all.
@@ -147,17 +149,49 @@ pub enum Command {
         queueing_method: QueueingMethod,
         challenge_difficulty_bits: u8,
     },
+    /// `ConfigureRoomChallenged` for a room with scheduled events (`RoomConfig::events`, which a
+    /// configuration's own encoding leaves out), its difficulty then 0 or more. Nodes write it
+    /// only for rooms with events (`Command::configure`), so the log of a room without events
+    /// stays readable by builds from before events. At most `EVENTS_PER_ROOM_MAX` events (else
+    /// the record does not decode).
+    ConfigureRoomScheduled {
+        config: RoomConfig,
+        draw_seed: DrawSeed,
+        queueing_method: QueueingMethod,
+        challenge_difficulty_bits: u8,
+        events: Vec<RoomEvent>,
+    },
+    /// `ConfigureRoomFromFileChallenged` with events, like `ConfigureRoomScheduled`.
+    ConfigureRoomFromFileScheduled {
+        config: RoomConfig,
+        file_entry_digest: [u8; 16],
+        draw_seed: DrawSeed,
+        queueing_method: QueueingMethod,
+        challenge_difficulty_bits: u8,
+        events: Vec<RoomEvent>,
+    },
 }
 
 impl Command {
-    /// The record a node writes to configure a room: `ConfigureRoomSeeded` for a `Fifo` room
-    /// without a challenge (as before queueing methods), `ConfigureRoomQueued` for any other
-    /// method without a challenge, `ConfigureRoomChallenged` for a room with one, so neither the
-    /// method nor the difficulty is ever lost and a room that uses neither is written as before.
-    /// Both move out of `config` (left at their defaults there, as a decoded record has them), so
-    /// a record equals its decoding; [`Command::room_config`] puts them back.
+    /// The record a node writes to configure a room: `ConfigureRoomScheduled` for a room with
+    /// events; else `ConfigureRoomSeeded` for a `Fifo` room without a challenge (as before
+    /// queueing methods), `ConfigureRoomQueued` for any other method without a challenge,
+    /// `ConfigureRoomChallenged` for a room with one, so neither the method, the difficulty nor
+    /// the events are ever lost and a room that uses none is written as before. They move out of
+    /// `config` (left at their defaults there, as a decoded record has them), so a record equals
+    /// its decoding; [`Command::room_config`] puts them back.
     pub fn configure(mut config: RoomConfig, draw_seed: DrawSeed) -> Self {
         let challenge_difficulty_bits = std::mem::take(&mut config.challenge_difficulty_bits);
+        let events = std::mem::take(&mut config.events);
+        if !events.is_empty() {
+            return Command::ConfigureRoomScheduled {
+                queueing_method: std::mem::take(&mut config.queueing_method),
+                config,
+                draw_seed,
+                challenge_difficulty_bits,
+                events,
+            };
+        }
         match (
             std::mem::take(&mut config.queueing_method),
             challenge_difficulty_bits,
@@ -184,6 +218,17 @@ impl Command {
         draw_seed: DrawSeed,
     ) -> Self {
         let challenge_difficulty_bits = std::mem::take(&mut config.challenge_difficulty_bits);
+        let events = std::mem::take(&mut config.events);
+        if !events.is_empty() {
+            return Command::ConfigureRoomFromFileScheduled {
+                queueing_method: std::mem::take(&mut config.queueing_method),
+                config,
+                file_entry_digest,
+                draw_seed,
+                challenge_difficulty_bits,
+                events,
+            };
+        }
         match (
             std::mem::take(&mut config.queueing_method),
             challenge_difficulty_bits,
@@ -217,6 +262,7 @@ impl Command {
         let with = |config: &RoomConfig, method: QueueingMethod, bits: u8| RoomConfig {
             queueing_method: method,
             challenge_difficulty_bits: bits,
+            events: Vec::new(),
             ..config.clone()
         };
         match self {
@@ -248,6 +294,23 @@ impl Command {
                 challenge_difficulty_bits,
                 ..
             } => Some(with(config, *queueing_method, *challenge_difficulty_bits)),
+            Command::ConfigureRoomScheduled {
+                config,
+                queueing_method,
+                challenge_difficulty_bits,
+                events,
+                ..
+            }
+            | Command::ConfigureRoomFromFileScheduled {
+                config,
+                queueing_method,
+                challenge_difficulty_bits,
+                events,
+                ..
+            } => Some(RoomConfig {
+                events: events.clone(),
+                ..with(config, *queueing_method, *challenge_difficulty_bits)
+            }),
             _ => None,
         }
     }
@@ -259,7 +322,8 @@ impl Command {
             Command::ConfigureRoom(_)
             | Command::ConfigureRoomSeeded { .. }
             | Command::ConfigureRoomQueued { .. }
-            | Command::ConfigureRoomChallenged { .. } => "configure_room",
+            | Command::ConfigureRoomChallenged { .. }
+            | Command::ConfigureRoomScheduled { .. } => "configure_room",
             Command::CloseRoom => "close_room",
             Command::Join { .. } => "join",
             Command::Heartbeat { .. } => "heartbeat",
@@ -269,7 +333,8 @@ impl Command {
             Command::ConfigureRoomFromFile { .. }
             | Command::ConfigureRoomFromFileSeeded { .. }
             | Command::ConfigureRoomFromFileQueued { .. }
-            | Command::ConfigureRoomFromFileChallenged { .. } => "configure_room_from_file",
+            | Command::ConfigureRoomFromFileChallenged { .. }
+            | Command::ConfigureRoomFromFileScheduled { .. } => "configure_room_from_file",
             Command::CheckDigest { .. } => "check_digest",
             Command::IssuePasses { .. } => "issue_passes",
             Command::JoinWithPass { .. } => "join",
@@ -345,6 +410,15 @@ impl Record {
             return Err(DecodeError::Malformed(format!(
                 "{} passes in one record (at most {PASSES_PER_RECORD_MAX})",
                 passes.len()
+            )));
+        }
+        if let Command::ConfigureRoomScheduled { events, .. }
+        | Command::ConfigureRoomFromFileScheduled { events, .. } = &self.command
+            && events.len() > EVENTS_PER_ROOM_MAX
+        {
+            return Err(DecodeError::Malformed(format!(
+                "{} events in one configuration (at most {EVENTS_PER_ROOM_MAX})",
+                events.len()
             )));
         }
         Ok(())
@@ -476,6 +550,31 @@ mod tests {
                 draw_seed: DrawSeed::from_u64(95),
                 queueing_method: QueueingMethod::Random,
                 challenge_difficulty_bits: 1,
+            },
+            Command::ConfigureRoomScheduled {
+                config: RoomConfig::with_capacity(11),
+                draw_seed: DrawSeed::from_u64(94),
+                queueing_method: QueueingMethod::Fifo,
+                challenge_difficulty_bits: 0,
+                events: vec![RoomEvent {
+                    capacity: Some(500),
+                    pre_queue_minutes: Some(15),
+                    ..RoomEvent::new("drop-1", 1_790_000_000_000, 1_790_003_600_000)
+                }],
+            },
+            Command::ConfigureRoomFromFileScheduled {
+                config: RoomConfig::with_capacity(12),
+                file_entry_digest: [5; 16],
+                draw_seed: DrawSeed::from_u64(93),
+                queueing_method: QueueingMethod::Random,
+                challenge_difficulty_bits: 3,
+                events: vec![
+                    RoomEvent::new("a", 1, 2),
+                    RoomEvent {
+                        admit_per_minute: Some(60),
+                        ..RoomEvent::new("b", 2, 3)
+                    },
+                ],
             },
         ]
         .into_iter()
@@ -703,7 +802,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_records_never_panic(index in 0usize..19, at in 0usize..2000, byte in proptest::num::u8::ANY) {
+        fn mutated_records_never_panic(index in 0usize..21, at in 0usize..2000, byte in proptest::num::u8::ANY) {
             let mut bytes = samples()[index].encode();
             let at = at % bytes.len();
             bytes[at] = byte;
@@ -880,5 +979,74 @@ mod tests {
                 .map(|c| c.challenge_difficulty_bits),
             Some(0)
         );
+    }
+
+    /// Pins the scheduled configurations' bytes: tags 17 and 18, after every earlier command's;
+    /// after the seed the method's index and the difficulty (one byte each, as in tag 15), then
+    /// the events: their count, then per event its name (length, bytes), start and end (varints)
+    /// and its three optional settings (0, or 1 and a varint). A configuration without events is
+    /// written as before events, and every older record reads as one without.
+    #[test]
+    fn scheduled_configurations_are_stable() {
+        let seed = DrawSeed::from_u64(0x0807_0605_0403_0201);
+        let scheduled = RoomConfig {
+            events: vec![RoomEvent {
+                capacity: Some(300),
+                pre_queue_minutes: Some(2),
+                ..RoomEvent::new("e", 100, 200)
+            }],
+            ..RoomConfig::with_capacity(5)
+        };
+        let command = Command::configure(scheduled.clone(), seed);
+        assert!(matches!(command, Command::ConfigureRoomScheduled { .. }));
+        assert_eq!(command.room_config(), Some(scheduled.clone()));
+        let record = Record::new(RecordId::from_u128(1), RoomId::new("r").unwrap(), command);
+        let mut expected = vec![b'W', 1, 1];
+        expected.extend([0; 15]);
+        expected.extend([1, b'r', 17]); // room "r"; command tag 17
+        expected.extend([5, 0, 60, 0xd8, 0x04, 120, 10, 0, 0, 0, 0]);
+        expected.extend([1, 2, 3, 4, 5, 6, 7, 8]); // the seed
+        expected.extend([0, 0]); // fifo, no challenge
+        expected.extend([1, 1, b'e', 100, 0xc8, 0x01]); // one event "e", 100 to 200
+        expected.extend([1, 0xac, 0x02, 0, 1, 2]); // capacity 300, no rate, pre-queue 2 minutes
+        assert_eq!(record.encode(), expected);
+        let decoded = Record::decode(&expected).unwrap();
+        assert_eq!(decoded, record);
+        assert_eq!(decoded.command.room_config(), Some(scheduled.clone()));
+
+        let command = Command::configure_from_file(scheduled.clone(), [7; 16], seed);
+        assert!(matches!(
+            command,
+            Command::ConfigureRoomFromFileScheduled { .. }
+        ));
+        let encoded =
+            Record::new(RecordId::from_u128(1), RoomId::new("r").unwrap(), command).encode();
+        assert_eq!(encoded[2 + 16 + 2], 18, "command tag 18");
+        assert_eq!(
+            Record::decode(&encoded).unwrap().command.room_config(),
+            Some(scheduled)
+        );
+
+        // Without events: the records of before; a decoded older record has none.
+        assert!(matches!(
+            Command::configure(RoomConfig::with_capacity(5), seed),
+            Command::ConfigureRoomSeeded { .. }
+        ));
+        // Too many events do not decode.
+        let too_many = Command::ConfigureRoomScheduled {
+            config: RoomConfig::with_capacity(5),
+            draw_seed: seed,
+            queueing_method: QueueingMethod::Fifo,
+            challenge_difficulty_bits: 0,
+            events: (0..=EVENTS_PER_ROOM_MAX as u64)
+                .map(|n| RoomEvent::new("e", n, n + 1))
+                .collect(),
+        };
+        let bytes =
+            Record::new(RecordId::from_u128(1), RoomId::new("r").unwrap(), too_many).encode();
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 }

@@ -58,6 +58,25 @@
 //!   the queueing method it is not in the digest. A replayed solution gets no second place: the
 //!   node derives the join's session id from the challenge, so the replay is a duplicate of a
 //!   session the room still remembers (see `waitroom::challenge`).
+//! - **Events** (`RoomConfig::events`: records `ConfigureRoomScheduled`,
+//!   `ConfigureRoomFromFileScheduled`; snapshot format version 6): which event runs is a function
+//!   of the configuration and the room's clock, so every replica switches at the same record:
+//!   the first whose time reaches the event's start (or end). While an event runs (start
+//!   inclusive, end exclusive), its `capacity` and `admitPerMinute` (where set) replace the
+//!   room's: admission and ETAs use them, the token bucket takes the event's rate (keeping the
+//!   tokens already earned, clamped to the new burst, as a reconfiguration does) at the start
+//!   of the first record at or after the switch, after its refill. Outside every event the room
+//!   runs on its own settings, as a Cloudflare-style "base" room does: between the drops of a
+//!   sale day the room still meters whoever comes (an operator who wants it shut between events
+//!   pauses it or makes it `reject` by a configuration). An event's end admits nobody new while the active
+//!   count is over the room's capacity (as a capacity decrease; nobody is evicted). For
+//!   `preQueueMinutes` before an event's start, joins go to the pre-queue instead of the line
+//!   (as before `opensAt`; the line already waiting is served as before), and the pre-queue is
+//!   drawn at the start, appended behind whoever waits in the line already (they came before
+//!   the pre-queue opened). A room with events draws every pre-queue (its `opensAt` one
+//!   included) with `event_draw_seed(seed, time of the draw)`, so each of its draws has a seed of
+//!   its own. Events that have ended stay in the configuration (the API shows what was
+//!   configured); a pass admits through an event's pre-queue as through `opensAt`'s.
 //! - **Duplicates**: a join whose session id is known is a duplicate; configure, close and
 //!   heartbeat records, and every rejected record, are remembered by id for
 //!   `RECORD_DEDUP_WINDOW_MS` (so are pass issues); accepted leaves and evictions and all ticks are idempotent by
@@ -118,9 +137,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use crate::config::{QueueingMethod, RoomConfig};
+use crate::config::{QueueingMethod, RoomConfig, RoomEvent};
 use crate::digest::{
-    Digester, DrawSeed, SessionHasherBuilder, admission_draw, draw_ticket, legacy_draw_seed,
+    Digester, DrawSeed, SessionHasherBuilder, admission_draw, draw_ticket, event_draw_seed,
+    legacy_draw_seed,
 };
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
@@ -136,13 +156,29 @@ fn with_method(config: &RoomConfig, method: QueueingMethod) -> RoomConfig {
     with_challenge(config, method, 0)
 }
 
-/// `config` with queueing method `method` and a challenge of `bits` (see
-/// `RoomConfig::challenge_difficulty_bits`).
+/// `config` with queueing method `method`, a challenge of `bits` (see
+/// `RoomConfig::challenge_difficulty_bits`) and no events (records that carry events say so:
+/// `with_events`; a decoded configuration never has any, and this keeps one built in memory the
+/// same).
 fn with_challenge(config: &RoomConfig, method: QueueingMethod, bits: u8) -> RoomConfig {
     RoomConfig {
         queueing_method: method,
         challenge_difficulty_bits: bits,
+        events: Vec::new(),
         ..config.clone()
+    }
+}
+
+/// `config` with method `method`, a challenge of `bits` and `events` (see `RoomConfig::events`).
+fn with_events(
+    config: &RoomConfig,
+    method: QueueingMethod,
+    bits: u8,
+    events: &[RoomEvent],
+) -> RoomConfig {
+    RoomConfig {
+        events: events.to_vec(),
+        ..with_challenge(config, method, bits)
     }
 }
 
@@ -679,6 +715,28 @@ impl Room {
                 *file_entry_digest,
                 Some(*draw_seed),
             ),
+            Command::ConfigureRoomScheduled {
+                config,
+                draw_seed,
+                queueing_method,
+                challenge_difficulty_bits,
+                events,
+            } => self.configure(
+                &with_events(config, *queueing_method, *challenge_difficulty_bits, events),
+                Some(*draw_seed),
+            ),
+            Command::ConfigureRoomFromFileScheduled {
+                config,
+                file_entry_digest,
+                draw_seed,
+                queueing_method,
+                challenge_difficulty_bits,
+                events,
+            } => self.configure_from_file(
+                &with_events(config, *queueing_method, *challenge_difficulty_bits, events),
+                *file_entry_digest,
+                Some(*draw_seed),
+            ),
             Command::CloseRoom => self.close(),
             Command::Join {
                 session,
@@ -714,6 +772,8 @@ impl Room {
                 | Command::ConfigureRoomFromFileQueued { .. }
                 | Command::ConfigureRoomChallenged { .. }
                 | Command::ConfigureRoomFromFileChallenged { .. }
+                | Command::ConfigureRoomScheduled { .. }
+                | Command::ConfigureRoomFromFileScheduled { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
                 | Command::IssuePasses { .. }
@@ -733,6 +793,8 @@ impl Room {
             if let Some(bucket) = &mut self.bucket {
                 bucket.refill(self.now_ms);
             }
+            // An event that started or ended brings its rate (see "Events").
+            self.set_bucket_rate(false);
             self.draw_if_open();
             // The command then sees a settled room (a slot freed by expiry is already refilled).
             self.admit();
@@ -742,8 +804,46 @@ impl Room {
         self.recent_records.purge(self.now_ms);
     }
 
+    /// The room has opened (`opensAt` passed or unset): admission may run.
     fn is_open(&self) -> bool {
-        self.config.opens_at_ms.is_none_or(|at| self.now_ms >= at)
+        self.config.opened_at(self.now_ms)
+    }
+
+    /// Joins go to the pre-queue now (before `opensAt`, or in an event's pre-queue).
+    fn pre_queue_collects(&self) -> bool {
+        self.config.pre_queue_collects_at(self.now_ms)
+    }
+
+    /// The capacity in force: the running event's, else the room's (see "Events").
+    pub fn capacity(&self) -> u32 {
+        self.config.capacity_at(self.now_ms)
+    }
+
+    /// The event running at the room's clock, while the room exists.
+    pub fn current_event(&self) -> Option<&RoomEvent> {
+        self.config().and_then(|c| c.event_at(self.now_ms))
+    }
+
+    /// The first event that has not started by the room's clock, while the room exists.
+    pub fn next_event(&self) -> Option<&RoomEvent> {
+        self.config().and_then(|c| c.next_event_after(self.now_ms))
+    }
+
+    /// Gives the token bucket the rate in force (see "Events"): none without one, a full new
+    /// bucket when one comes, else the same bucket at the new rate. `always` sets the rate even if
+    /// unchanged (a configuration does: it clamps the tokens to the burst as before events).
+    fn set_bucket_rate(&mut self, always: bool) {
+        let rate = self.config.admit_per_minute_at(self.now_ms);
+        self.bucket = match (rate, self.bucket.take()) {
+            (None, _) => None,
+            (Some(rate), Some(mut bucket)) => {
+                if always || bucket.admit_per_minute() != u64::from(rate) {
+                    bucket.set_rate(rate);
+                }
+                Some(bucket)
+            }
+            (Some(rate), None) => Some(TokenBucket::new(rate, self.now_ms)),
+        };
     }
 
     fn expire_due(&mut self) {
@@ -772,10 +872,14 @@ impl Room {
     }
 
     fn draw_if_open(&mut self) {
-        if self.prequeue.front().is_none() || !self.is_open() {
+        if self.prequeue.front().is_none() || self.pre_queue_collects() {
             return;
         }
-        let seed = self.draw_seed_bits();
+        let seed = if self.config.events.is_empty() {
+            self.draw_seed_bits()
+        } else {
+            event_draw_seed(self.draw_seed_bits(), self.now_ms)
+        };
         let mut drawn = self.prequeue.drain();
         let slots = &self.slots;
         drawn.sort_by_cached_key(|&i| {
@@ -857,7 +961,7 @@ impl Room {
                 break;
             }
             if method != QueueingMethod::Passthrough {
-                if self.active_count >= self.config.capacity {
+                if self.active_count >= self.capacity() {
                     break;
                 }
                 if let Some(bucket) = &mut self.bucket {
@@ -928,15 +1032,8 @@ impl Room {
             self.freed_slots = RateWindow::default();
             self.bucket = None;
         }
-        self.bucket = match (config.admit_per_minute, self.bucket.take()) {
-            (None, _) => None,
-            (Some(rate), Some(mut bucket)) => {
-                bucket.set_rate(rate);
-                Some(bucket)
-            }
-            (Some(rate), None) => Some(TokenBucket::new(rate, self.now_ms)),
-        };
         self.config = config.clone();
+        self.set_bucket_rate(true);
         // Shorter timeouts or an earlier opening take effect at once.
         self.expire_due();
         self.draw_if_open();
@@ -1025,7 +1122,7 @@ impl Room {
         let i = self.allocate(session);
         // A pass admits at once (see "Passes"): through the line's tail, so the session is
         // admitted by the same steps as any other.
-        let open = self.is_open() || pass.is_some();
+        let open = !self.pre_queue_collects() || pass.is_some();
         let slot = &mut self.slots[i as usize];
         if open {
             slot.state = SlotState::Waiting;
@@ -1214,6 +1311,8 @@ impl Room {
         match slot.state {
             SlotState::Prequeue => {
                 view.prequeue = true;
+                // When this pre-queue is drawn: `opensAt`, or the start of the event it is for.
+                view.opens_at_ms = config.pre_queue_draw_at(self.now_ms).or(view.opens_at_ms);
                 view.expires_at_ms = Some(waiting_deadline);
             }
             SlotState::Waiting => {
@@ -1271,7 +1370,7 @@ impl Room {
             .bucket
             .as_ref()
             .map(|bucket| needed * 60_000 / bucket.admit_per_minute());
-        let capacity = u64::from(self.config.capacity);
+        let capacity = u64::from(self.capacity());
         let active = u64::from(self.active_count);
         if active < capacity {
             // Slots are free, so only the rate limit holds people back.
@@ -1400,6 +1499,10 @@ impl Room {
     /// (`random`: the middle of the line they would join; `reject`: nobody can join, no
     /// estimate).
     fn newcomer_wait_seconds(&self) -> Option<u64> {
+        if self.pre_queue_collects() {
+            // A newcomer's place is still to be drawn.
+            return None;
+        }
         let ahead = match self.config.queueing_method {
             QueueingMethod::Reject | QueueingMethod::InviteOnly => return None,
             QueueingMethod::Random if self.line.len() > 0 => u64::from(self.line.len() / 2),
@@ -1407,7 +1510,7 @@ impl Room {
         };
         let admitted_at_once = ahead == 0
             && self.bucket.is_none()
-            && self.active_count < self.config.capacity
+            && self.active_count < self.capacity()
             && self.exists
             && !self.config.paused
             && self.is_open();
@@ -1552,6 +1655,13 @@ impl Room {
         // methods (snapshots carry it, and nodes compare it: see `Command::CheckDigest`).
         if c.queueing_method != QueueingMethod::Fifo {
             d.u64(8).u64(u64::from(c.queueing_method.index()));
+        }
+        // Only when there are events, so a room without any keeps its digest.
+        if !c.events.is_empty() {
+            d.u64(10).u64(c.events.len() as u64);
+            for event in &c.events {
+                event.digest_into(&mut d);
+            }
         }
         // Only when some are outstanding, so a room that never had passes keeps its digest.
         if !self.passes.is_empty() {

@@ -15,7 +15,7 @@
 //! format (restore recomputes it and compares): a change to the digest is a format change, and
 //! the new version must still restore snapshots carrying the old digest.
 //!
-//! This build writes versions 2 to 5 and reads versions 1 to 5. Version 2 is version 1 plus the
+//! This build writes versions 2 to 6 and reads versions 1 to 6. Version 2 is version 1 plus the
 //! room's secret draw seed (flag bit 7, and 8 bytes after the configuration); a version 1
 //! snapshot is of a room with no seed (it was written before seeds existed), and restores to the
 //! room it was, whose version 2 encoding is the same bytes with the version byte 2 (and the
@@ -32,7 +32,16 @@
 //! right after the method byte), its passes' count then being 0 or more; it is written only for
 //! a room whose configuration asks for a challenge, so a room without one is written exactly as
 //! before challenges, and versions 1 to 4 restore as rooms without one. A version 5 snapshot of a
-//! difficulty of 0 is refused. Within a version every state has exactly one encoding.
+//! difficulty of 0 is refused. Version 6 is version 5 plus the room's scheduled events
+//! (`RoomConfig::events`), right after the difficulty byte (which may then be 0): their count (1
+//! to `EVENTS_PER_ROOM_MAX`), then per event its name (length u8, bytes), its start (varint, ms
+//! since the epoch), its length (`end - start`, varint), a flags byte (bit 0 `capacity`, 1
+//! `admitPerMinute`, 2 `preQueueMinutes` set) and the settings it has, in that order, as
+//! varints. It is written only for a room with events, so a room without any is written exactly
+//! as before events, and versions 1 to 5 restore as rooms without events; a version 6 snapshot
+//! of none is refused. The token bucket (8.) is present exactly when the room exists and a rate
+//! is in force at the clock (the running event's or the room's: see `Room`, "Events"). Within a
+//! version every state has exactly one encoding.
 //!
 //! Integers are unsigned LEB128 varints in their shortest form ("varint"), so each state has
 //! exactly one encoding; times are varints of their distance back from an anchor (usually the
@@ -79,7 +88,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 
-use crate::config::{ConfigError, QueueingMethod, RoomConfig};
+use crate::config::{ConfigError, QueueingMethod, RoomConfig, RoomEvent};
 use crate::digest::{DrawSeed, SessionHasherBuilder};
 use crate::ids::{IdempotencyKey, RecordId, RoomId, SessionId};
 use crate::limits::*;
@@ -93,7 +102,9 @@ use crate::view::{ExpiredReason, ExpiredTotals};
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"WRSN";
 /// The newest snapshot format version this build writes (it reads this one and every earlier
 /// one); it writes a `fifo` room as version 2 (see the module documentation).
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 5;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 6;
+/// The format of rooms without events that ask for a challenge (version 6 without the events).
+const SNAPSHOT_FORMAT_VERSION_5: u8 = 5;
 /// The format of rooms without a challenge that hold passes (version 5 without the difficulty).
 const SNAPSHOT_FORMAT_VERSION_4: u8 = 4;
 /// The format of rooms that are not `fifo` and hold no passes (version 4 without the passes).
@@ -117,6 +128,14 @@ const FLAG_FILE_ENTRY: u8 = 1 << 6;
 const FLAG_DRAW_SEED: u8 = 1 << 7;
 const FLAGS_KNOWN_V1: u8 = FLAG_DRAW_SEED - 1;
 const FLAGS_KNOWN: u8 = u8::MAX;
+
+/// Version 6: which optional settings an event carries.
+const EVENT_CAPACITY: u8 = 1 << 0;
+const EVENT_ADMIT_PER_MINUTE: u8 = 1 << 1;
+const EVENT_PRE_QUEUE: u8 = 1 << 2;
+const EVENT_FLAGS_KNOWN: u8 = (1 << 3) - 1;
+/// Bytes an event takes at least (a one-byte name and its length, start, length, flags).
+const EVENT_BYTES_MIN: usize = 5;
 
 const TAG_STATE_MASK: u8 = 0b111;
 const TAG_REASON_SHIFT: u32 = 3;
@@ -216,8 +235,10 @@ impl Room {
         w.bytes(&SNAPSHOT_MAGIC);
         let method = self.config.queueing_method;
         let difficulty_bits = self.config.challenge_difficulty_bits;
-        let version = if difficulty_bits != 0 {
+        let version = if !self.config.events.is_empty() {
             SNAPSHOT_FORMAT_VERSION
+        } else if difficulty_bits != 0 {
+            SNAPSHOT_FORMAT_VERSION_5
         } else if !self.passes.is_empty() {
             SNAPSHOT_FORMAT_VERSION_4
         } else if method != QueueingMethod::Fifo {
@@ -278,8 +299,30 @@ impl Room {
         if version >= SNAPSHOT_FORMAT_VERSION_3 {
             w.u8(method.index());
         }
-        if version == SNAPSHOT_FORMAT_VERSION {
+        if version >= SNAPSHOT_FORMAT_VERSION_5 {
             w.u8(difficulty_bits);
+        }
+        if version == SNAPSHOT_FORMAT_VERSION {
+            w.varint(c.events.len() as u64);
+            for event in &c.events {
+                w.u8(event.name.len() as u8);
+                w.bytes(event.name.as_bytes());
+                w.varint(event.starts_at_ms);
+                w.varint(event.ends_at_ms.saturating_sub(event.starts_at_ms));
+                w.u8(flag(event.capacity.is_some(), EVENT_CAPACITY)
+                    | flag(event.admit_per_minute.is_some(), EVENT_ADMIT_PER_MINUTE)
+                    | flag(event.pre_queue_minutes.is_some(), EVENT_PRE_QUEUE));
+                for value in [
+                    event.capacity,
+                    event.admit_per_minute,
+                    event.pre_queue_minutes,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    w.varint(value.into());
+                }
+            }
         }
         w.varint(back(self.created_at_ms));
 
@@ -287,7 +330,7 @@ impl Room {
         for total in self.expired_total.0 {
             w.varint(total);
         }
-        if self.exists && c.admit_per_minute.is_some() {
+        if self.exists && c.admit_per_minute_at(now).is_some() {
             let bucket = self.bucket.as_ref();
             w.varint(bucket.map_or(0, TokenBucket::units));
             w.varint(back(bucket.map_or(now, TokenBucket::last_refill_ms)));
@@ -475,9 +518,8 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
         },
         queueing_method: QueueingMethod::Fifo,
         challenge_difficulty_bits: 0,
+        events: Vec::new(),
     };
-    // Every configuration a room holds passed this when it was applied.
-    config.validate().map_err(SnapshotError::InvalidConfig)?;
     let file_entry_digest = if flags & FLAG_FILE_ENTRY != 0 {
         Some(r.array()?)
     } else {
@@ -498,16 +540,56 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
             Some(method) => method,
         };
     }
-    if version == SNAPSHOT_FORMAT_VERSION {
+    if version >= SNAPSHOT_FORMAT_VERSION_5 {
         config.challenge_difficulty_bits = match r.u8()? {
-            0 => return malformed("no challenge in format version 5"),
+            0 if version == SNAPSHOT_FORMAT_VERSION_5 => {
+                return malformed("no challenge in format version 5");
+            }
             bits if bits > CHALLENGE_DIFFICULTY_BITS_MAX => {
                 return malformed("challenge difficulty out of range");
             }
             bits => bits,
         };
     }
-    let open = config.opens_at_ms.is_none_or(|at| now >= at);
+    if version == SNAPSHOT_FORMAT_VERSION {
+        let count = r.varint()?;
+        if count == 0 {
+            return malformed("no events in format version 6");
+        }
+        if count > EVENTS_PER_ROOM_MAX as u64 {
+            return malformed("more events than a room holds");
+        }
+        if count > (r.0.len() / EVENT_BYTES_MIN) as u64 {
+            return Err(SnapshotError::Truncated);
+        }
+        for _ in 0..count {
+            let len = r.u8()?;
+            let Ok(name) = std::str::from_utf8(r.take(len.into())?) else {
+                return malformed("an event name is not UTF-8");
+            };
+            let name = name.to_owned();
+            let starts_at_ms = r.varint()?;
+            let Some(ends_at_ms) = starts_at_ms.checked_add(r.varint()?) else {
+                return malformed("an event ends after the year 9999");
+            };
+            let flags = r.u8()?;
+            if flags & !EVENT_FLAGS_KNOWN != 0 {
+                return malformed("unknown event flags");
+            }
+            config.events.push(RoomEvent {
+                name,
+                starts_at_ms,
+                ends_at_ms,
+                capacity: r.u32_if(flags & EVENT_CAPACITY != 0)?,
+                admit_per_minute: r.u32_if(flags & EVENT_ADMIT_PER_MINUTE != 0)?,
+                pre_queue_minutes: r.u32_if(flags & EVENT_PRE_QUEUE != 0)?,
+            });
+        }
+    }
+    // Every configuration a room holds passed this when it was applied.
+    config.validate().map_err(SnapshotError::InvalidConfig)?;
+    // Sessions wait in the pre-queue only while it collects: it is drawn as soon as it stops.
+    let open = !config.pre_queue_collects_at(now);
     let created_at_ms = r.time_back_from(now)?;
 
     let admitted_total = r.total()?;
@@ -515,7 +597,7 @@ fn decode_body(r: &mut Reader, version: u8) -> Result<(Room, [u8; 16])> {
     for total in &mut expired_total.0 {
         *total = r.total()?;
     }
-    let bucket = match config.admit_per_minute {
+    let bucket = match config.admit_per_minute_at(now) {
         Some(rate) if exists => {
             let units = r.varint()?;
             let last_refill_ms = r.time_back_from(now)?;
@@ -1252,7 +1334,38 @@ mod tests {
             }
             rooms.push((name, s.done()));
         }
+        // A sale day: an event running on its own capacity and rate, the next one's pre-queue
+        // collecting.
+        let mut s = Script::new();
+        s.configure(T0, scheduled(T0));
+        for n in 0..6 {
+            s.join(T0 + MINUTE + n as u64, n);
+        }
+        for n in 10..14 {
+            s.join(T0 + 4 * MINUTE + n as u64, n);
+        }
+        rooms.push(("scheduled events", s.done()));
         rooms
+    }
+
+    /// Two events from `t0`: "first" from 1 to 3 minutes after it (capacity 2, 30 a minute),
+    /// "second" from 5 to 9 minutes (capacity 4, a 2-minute pre-queue).
+    fn scheduled(t0: u64) -> RoomConfig {
+        RoomConfig {
+            events: vec![
+                RoomEvent {
+                    capacity: Some(2),
+                    admit_per_minute: Some(30),
+                    ..RoomEvent::new("first", t0 + MINUTE, t0 + 3 * MINUTE)
+                },
+                RoomEvent {
+                    capacity: Some(4),
+                    pre_queue_minutes: Some(2),
+                    ..RoomEvent::new("second", t0 + 5 * MINUTE, t0 + 9 * MINUTE)
+                },
+            ],
+            ..long_timeouts(1)
+        }
     }
 
     /// Everything observable through the public API is equal.
@@ -2051,6 +2164,81 @@ mod tests {
 
     const PINNED_V5_CRC: [u8; 4] = [170, 229, 206, 108];
 
+    /// Version 6: version 5's body (the difficulty byte then 0 or more) with the events after
+    /// the difficulty byte; written only for a room with events, and a room without them is
+    /// written as before.
+    #[test]
+    fn version_6_is_stable() {
+        let mut v2 = tiny();
+        v2.draw_seed = Some(DrawSeed::from_u64(0x0807_0605_0403_0201));
+        let v2_bytes = v2.encode_snapshot();
+        let mut room = v2.clone();
+        room.config.events = vec![RoomEvent {
+            capacity: Some(300),
+            pre_queue_minutes: Some(2),
+            ..RoomEvent::new("e", 100, 200)
+        }];
+        let bytes = room.encode_snapshot();
+        assert_eq!(bytes[4], 6, "version");
+        let method_at = FLAGS_AT_IN_TINY + 1 + 7 + 3 + 1 + 9 + 16 + 8;
+        let events = [
+            0, 0, // fifo, no challenge
+            1, 1, b'e', 100, 100, // one event "e" from 100, 100 long
+            0b101, 0xac, 0x02, 2, // capacity 300 and a 2-minute pre-queue
+        ];
+        assert_eq!(bytes[method_at..method_at + events.len()], events);
+        // Before: version 2's body, but for the digest (events are in it).
+        assert_eq!(
+            bytes[DIGEST_AT + 16..method_at],
+            v2_bytes[DIGEST_AT + 16..method_at]
+        );
+        assert_ne!(room.digest(), v2.digest());
+        // After: version 2's body, then no passes.
+        let rest = &v2_bytes[method_at..v2_bytes.len() - TRAILER_BYTES];
+        let after = method_at + events.len();
+        assert_eq!(&bytes[after..after + rest.len()], rest);
+        assert_eq!(bytes[after + rest.len()], 0, "no passes");
+        assert_eq!(bytes.len(), after + rest.len() + 1 + TRAILER_BYTES);
+        assert_eq!(bytes[bytes.len() - TRAILER_BYTES..], PINNED_V6_CRC);
+        let restored = Room::restore_snapshot(&bytes).unwrap();
+        assert_same(&room, &restored, "pinned");
+        assert_eq!(restored.last_config().events, room.config.events);
+        // Without events the room is written as before events.
+        room.config.events.clear();
+        assert_eq!(room.encode_snapshot(), v2_bytes);
+
+        let refused = |at: usize, byte: u8| {
+            let mut bad = bytes.clone();
+            bad[at] = byte;
+            reseal(&mut bad);
+            error(&bad)
+        };
+        assert_eq!(
+            refused(method_at + 2, 0),
+            Some(SnapshotError::Malformed("no events in format version 6"))
+        );
+        assert_eq!(
+            refused(method_at + 2, EVENTS_PER_ROOM_MAX as u8 + 1),
+            Some(SnapshotError::Malformed("more events than a room holds"))
+        );
+        assert_eq!(
+            refused(method_at + 7, 0b1000),
+            Some(SnapshotError::Malformed("unknown event flags"))
+        );
+        // An event out of range (a name with a space) is an invalid configuration.
+        assert!(matches!(
+            refused(method_at + 4, b' '),
+            Some(SnapshotError::InvalidConfig(_))
+        ));
+        // Version 5 has no events: the same body under version byte 5 is refused.
+        let mut bad = bytes.clone();
+        bad[4] = 5;
+        reseal(&mut bad);
+        assert!(error(&bad).is_some());
+    }
+
+    const PINNED_V6_CRC: [u8; 4] = [206, 45, 36, 17];
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -2075,7 +2263,7 @@ mod tests {
         /// same bytes (one encoding per state).
         #[test]
         fn mutated_snapshots_never_panic(
-            sample in 0usize..14,
+            sample in 0usize..15,
             mutations in proptest::collection::vec(mutation(), 1..4),
         ) {
             let mut bytes = samples().swap_remove(sample).1.encode_snapshot();

@@ -47,6 +47,15 @@
 //! allows, and nobody else admitted in that step) and from 2 (it never waited: it has no place
 //! in the line); every other invariant holds as it is.
 //!
+//! Scheduled events are in the mix (`ConfigureRoomScheduled`, `ConfigureRoomFromFileScheduled`,
+//! as nodes write them for rooms with events): up to three events around the room's clock, each
+//! with or without its own capacity, rate and pre-queue, some invalid (a pre-queue that opens
+//! before the previous event ends). The model finds the running event and the collecting
+//! pre-queue by linear scans, switches capacity and rate at the boundaries (which are among the
+//! instants steps jump to), and draws each pre-queue with `event_draw_seed`; the real room must
+//! admit exactly whom the model does. Invariants 1 and 3 use the capacity in force (an event's
+//! end lowers it like a reconfiguration), which must be the model's.
+//!
 //! Failing cases shrink and are saved under `proptest-regressions/` (commit them).
 //! `PROPTEST_CASES` sets the number of cases (default 3 000, which CI runs).
 
@@ -166,6 +175,72 @@ impl Model {
         self.config.opens_at_ms.is_none_or(|at| self.now >= at)
     }
 
+    /// The event running now, by a linear scan.
+    fn event(&self) -> Option<&RoomEvent> {
+        self.config
+            .events
+            .iter()
+            .find(|e| e.starts_at_ms <= self.now && self.now < e.ends_at_ms)
+    }
+
+    /// The start of the event whose pre-queue collects now, by a linear scan.
+    fn pre_queue_event_start(&self) -> Option<u64> {
+        self.config
+            .events
+            .iter()
+            .find(|e| {
+                e.pre_queue_minutes.is_some_and(|m| {
+                    e.starts_at_ms.saturating_sub(u64::from(m) * 60_000) <= self.now
+                        && self.now < e.starts_at_ms
+                })
+            })
+            .map(|e| e.starts_at_ms)
+    }
+
+    /// Joins go to the pre-queue: before opening, or in an event's pre-queue.
+    fn collecting(&self) -> bool {
+        !self.open() || self.pre_queue_event_start().is_some()
+    }
+
+    fn capacity(&self) -> u64 {
+        u64::from(
+            self.event()
+                .and_then(|e| e.capacity)
+                .unwrap_or(self.config.capacity),
+        )
+    }
+
+    fn rate(&self) -> Option<u32> {
+        self.event()
+            .and_then(|e| e.admit_per_minute)
+            .or(self.config.admit_per_minute)
+    }
+
+    /// The bucket at the rate in force (`always`: set it even if unchanged, as a configuration
+    /// does).
+    fn set_bucket_rate(&mut self, always: bool) {
+        let now = self.now;
+        self.bucket = match (self.rate(), self.bucket.take()) {
+            (None, _) => None,
+            (Some(apm), Some(mut b)) => {
+                if always || b.apm != u64::from(apm) {
+                    b.apm = apm.into();
+                    b.units = b.units.min(b.cap());
+                }
+                Some(b)
+            }
+            (Some(apm), None) => {
+                let mut b = MBucket {
+                    apm: apm.into(),
+                    units: 0,
+                    last: now,
+                };
+                b.units = b.cap();
+                Some(b)
+            }
+        };
+    }
+
     fn active(&self) -> u64 {
         self.sessions
             .iter()
@@ -208,10 +283,14 @@ impl Model {
     }
 
     fn draw(&mut self) {
-        if !self.open() || self.prequeue.is_empty() {
+        if self.collecting() || self.prequeue.is_empty() {
             return;
         }
-        let seed = self.seed_bits();
+        let seed = if self.config.events.is_empty() {
+            self.seed_bits()
+        } else {
+            event_draw_seed(self.seed_bits(), self.now)
+        };
         let mut drawn = std::mem::take(&mut self.prequeue);
         drawn.sort_by_key(|id| (draw_ticket(seed, &id.0), *id));
         for id in drawn {
@@ -232,6 +311,7 @@ impl Model {
                 b.units = (b.units + (self.now - b.last) * b.apm).min(cap);
                 b.last = self.now;
             }
+            self.set_bucket_rate(false);
             self.draw();
             self.admit();
         }
@@ -258,7 +338,7 @@ impl Model {
         let method = self.config.queueing_method;
         while !self.line.is_empty() {
             if method != QueueingMethod::Passthrough {
-                if self.active() >= u64::from(self.config.capacity) {
+                if self.active() >= self.capacity() {
                     break;
                 }
                 if let Some(b) = &mut self.bucket {
@@ -307,6 +387,12 @@ impl Model {
             })
             .collect();
         due.extend(c.opens_at_ms);
+        for e in &c.events {
+            due.extend([e.starts_at_ms, e.ends_at_ms]);
+            if let Some(m) = e.pre_queue_minutes {
+                due.push(e.starts_at_ms.saturating_sub(u64::from(m) * 60_000));
+            }
+        }
         if let Some(b) = &self.bucket
             && b.units < 60_000
         {
@@ -335,24 +421,8 @@ impl Model {
                 self.freed.clear();
                 self.bucket = None;
             }
-            self.bucket = match (config.admit_per_minute, self.bucket.take()) {
-                (None, _) => None,
-                (Some(apm), Some(mut b)) => {
-                    b.apm = apm.into();
-                    b.units = b.units.min(b.cap());
-                    Some(b)
-                }
-                (Some(apm), None) => {
-                    let mut b = MBucket {
-                        apm: apm.into(),
-                        units: 0,
-                        last: self.now,
-                    };
-                    b.units = b.cap();
-                    Some(b)
-                }
-            };
             self.config = config.clone();
+            self.set_bucket_rate(true);
             self.expire();
             self.draw();
         }
@@ -384,11 +454,28 @@ impl Model {
                 challenge_difficulty_bits,
                 ..
             } => (*queueing_method, *challenge_difficulty_bits),
+            Command::ConfigureRoomScheduled {
+                queueing_method,
+                challenge_difficulty_bits,
+                ..
+            }
+            | Command::ConfigureRoomFromFileScheduled {
+                queueing_method,
+                challenge_difficulty_bits,
+                ..
+            } => (*queueing_method, *challenge_difficulty_bits),
             _ => (QueueingMethod::Fifo, 0),
+        };
+        // Records before events configure a room without any; the scheduled ones say theirs.
+        let events = match &record.command {
+            Command::ConfigureRoomScheduled { events, .. }
+            | Command::ConfigureRoomFromFileScheduled { events, .. } => events.clone(),
+            _ => vec![],
         };
         let with_method = |config: &RoomConfig| RoomConfig {
             queueing_method: method,
             challenge_difficulty_bits: bits,
+            events: events.clone(),
             ..config.clone()
         };
         let accepted = match &record.command {
@@ -398,6 +485,9 @@ impl Model {
                 config, draw_seed, ..
             }
             | Command::ConfigureRoomChallenged {
+                config, draw_seed, ..
+            }
+            | Command::ConfigureRoomScheduled {
                 config, draw_seed, ..
             } => self.configure(&with_method(config), Some(*draw_seed)),
             Command::ConfigureRoomFromFile {
@@ -418,14 +508,18 @@ impl Model {
                 config,
                 file_entry_digest,
                 ..
+            }
+            | Command::ConfigureRoomFromFileScheduled {
+                config,
+                file_entry_digest,
+                ..
             } => {
                 let config = &with_method(config);
                 let seed = match &record.command {
                     Command::ConfigureRoomFromFileSeeded { draw_seed, .. }
                     | Command::ConfigureRoomFromFileQueued { draw_seed, .. }
-                    | Command::ConfigureRoomFromFileChallenged { draw_seed, .. } => {
-                        Some(*draw_seed)
-                    }
+                    | Command::ConfigureRoomFromFileChallenged { draw_seed, .. }
+                    | Command::ConfigureRoomFromFileScheduled { draw_seed, .. } => Some(*draw_seed),
                     _ => None,
                 };
                 if self.file_digest == Some(*file_entry_digest) {
@@ -468,7 +562,7 @@ impl Model {
                     QueueingMethod::Reject | QueueingMethod::InviteOnly
                 );
                 if self.exists && !known && !replay && !full && !refused {
-                    let open = self.open();
+                    let open = !self.collecting();
                     let line_seq = open.then(|| {
                         self.next_line_seq += 1;
                         self.next_line_seq - 1
@@ -591,6 +685,8 @@ impl Model {
                 | Command::ConfigureRoomFromFileQueued { .. }
                 | Command::ConfigureRoomChallenged { .. }
                 | Command::ConfigureRoomFromFileChallenged { .. }
+                | Command::ConfigureRoomScheduled { .. }
+                | Command::ConfigureRoomFromFileScheduled { .. }
                 | Command::CloseRoom
                 | Command::Heartbeat { .. }
                 | Command::IssuePasses { .. }
@@ -634,7 +730,7 @@ impl Model {
         }
         let needed = position + 1;
         let by_rate = self.bucket.as_ref().map(|b| needed * 60_000 / b.apm);
-        let capacity = u64::from(self.config.capacity);
+        let capacity = self.capacity();
         let active = self.active();
         if active < capacity {
             return by_rate.map(|ms| (ms, ms, ms));
@@ -758,7 +854,16 @@ impl Model {
                     high_seconds: high.div_ceil(1000),
                 }),
             prequeue: s.state == MState::Pre,
-            opens_at_ms: c.opens_at_ms,
+            // A pre-queued session is told when its pre-queue is drawn: the later of `opensAt`
+            // (if still ahead) and the start of the event whose pre-queue it is.
+            opens_at_ms: if s.state == MState::Pre {
+                c.opens_at_ms
+                    .filter(|&at| self.now < at)
+                    .max(self.pre_queue_event_start())
+                    .or(c.opens_at_ms)
+            } else {
+                c.opens_at_ms
+            },
             joined_at_ms: s.joined,
             admitted_at_ms: s.admitted,
             expires_at_ms: expires,
@@ -794,14 +899,15 @@ impl Model {
                 };
                 let at_once = ahead == 0
                     && self.bucket.is_none()
-                    && self.active() < u64::from(self.config.capacity)
+                    && self.active() < self.capacity()
                     && self.exists
                     && !self.config.paused
                     && self.open();
                 if matches!(
                     self.config.queueing_method,
                     QueueingMethod::Reject | QueueingMethod::InviteOnly
-                ) {
+                ) || self.collecting()
+                {
                     None
                 } else if at_once {
                     Some(0)
@@ -854,6 +960,7 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
             3 => 1u8..=CHALLENGE_DIFFICULTY_BITS_MAX,
             1 => Just(CHALLENGE_DIFFICULTY_BITS_MAX + 1),
         ],
+        events_strategy(now),
     )
         .prop_map(
             move |(
@@ -865,6 +972,7 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
                 invalid,
                 method,
                 challenge_difficulty_bits,
+                events,
             )| {
                 RoomConfig {
                     // Now and then an invalid configuration, which must change nothing.
@@ -880,9 +988,47 @@ fn config_strategy(now: u64) -> impl Strategy<Value = RoomConfig> {
                     target_url: Some("https://tickets.example.com/select".into()),
                     queueing_method: method,
                     challenge_difficulty_bits,
+                    events,
                 }
             },
         )
+}
+
+/// Mostly none; else up to three events from a little before `now` on, each with or without
+/// its own capacity, rate and (a minute or two of) pre-queue, the gaps between them either
+/// short or over a minute, so that a pre-queue sometimes fits and sometimes starts before the
+/// previous event ends (an invalid configuration, which must change nothing).
+fn events_strategy(now: u64) -> impl Strategy<Value = Vec<RoomEvent>> {
+    let event = (
+        prop_oneof![1 => 0u64..20_000, 1 => 60_000u64..130_000],
+        1_000u64..40_000,
+        prop::option::weighted(0.6, 1u32..=6),
+        prop::option::weighted(0.3, 1u32..=240),
+        prop::option::weighted(0.4, 1u32..=2),
+    );
+    prop_oneof![
+        3 => Just(vec![]),
+        2 => prop::collection::vec(event, 1..=3),
+    ]
+    .prop_map(move |events| {
+        let mut at = now.saturating_sub(10_000);
+        events
+            .into_iter()
+            .enumerate()
+            .map(
+                |(n, (gap, length, capacity, admit_per_minute, pre_queue_minutes))| {
+                    let starts_at_ms = at + gap;
+                    at = starts_at_ms + length;
+                    RoomEvent {
+                        capacity,
+                        admit_per_minute,
+                        pre_queue_minutes,
+                        ..RoomEvent::new(&format!("drop-{n}"), starts_at_ms, at)
+                    }
+                },
+            )
+            .collect()
+    })
 }
 
 impl ReferenceStateMachine for RoomModel {
@@ -1116,7 +1262,10 @@ impl StateMachineTest for RoomModel {
         if let Some(config) = room.config()
             && config.queueing_method != QueueingMethod::Passthrough
         {
-            let capacity = u64::from(config.capacity);
+            // The capacity in force: a running event's, else the room's. An event's end lowers it
+            // like a reconfiguration does.
+            let capacity = u64::from(room.capacity());
+            assert_eq!(capacity, model.capacity(), "capacity in force");
             if room.active_count() > capacity && passed == 1 {
                 // The pass holder aside, the line pushed nobody past capacity (admissions due
                 // before the join, while a slot was free, are fine).
@@ -1137,8 +1286,8 @@ impl StateMachineTest for RoomModel {
                 );
             }
         }
-        if let Some(config) = room.config() {
-            sut.previous_capacity = config.capacity;
+        if room.config().is_some() {
+            sut.previous_capacity = room.capacity();
         }
 
         // 2. Nobody admitted while a live session ahead of them still waits (but a `random`
@@ -1187,7 +1336,7 @@ impl StateMachineTest for RoomModel {
                     !(someone_in_line
                         && open
                         && model.has_token()
-                        && room.active_count() < config.capacity.into()),
+                        && room.active_count() < room.capacity().into()),
                     "a slot is idle while someone waits"
                 );
             }

@@ -1688,7 +1688,7 @@ fn a_challenge_survives_a_snapshot() {
         SEED,
     ));
     let bytes = t.room.encode_snapshot();
-    assert_eq!(bytes[4], SNAPSHOT_FORMAT_VERSION);
+    assert_eq!(bytes[4], 5, "format version 5: a challenge, no events");
     let restored = Room::restore_snapshot(&bytes).expect("a room's own snapshot");
     assert_eq!(restored.last_config().challenge_difficulty_bits, 20);
     assert_eq!(restored.digest(), t.room.digest());
@@ -1700,4 +1700,342 @@ fn a_challenge_survives_a_snapshot() {
         2,
         "written as before challenges"
     );
+}
+
+const MINUTE: u64 = 60 * SECOND;
+
+/// A room of capacity 1 with two events: "early" (T0 + 10 min to + 20 min, capacity 4, a
+/// 5-minute pre-queue) and "late" (T0 + 30 min to + 40 min, capacity 2, 100 admissions a minute,
+/// no pre-queue).
+fn scheduled() -> RoomConfig {
+    RoomConfig {
+        events: vec![
+            RoomEvent {
+                capacity: Some(4),
+                pre_queue_minutes: Some(5),
+                ..RoomEvent::new("early", T0 + 10 * MINUTE, T0 + 20 * MINUTE)
+            },
+            RoomEvent {
+                capacity: Some(2),
+                admit_per_minute: Some(100),
+                ..RoomEvent::new("late", T0 + 30 * MINUTE, T0 + 40 * MINUTE)
+            },
+        ],
+        ..config(1)
+    }
+}
+
+fn configure_scheduled(config: RoomConfig, seed: u64) -> Timeline {
+    let command = Command::configure(config, DrawSeed::from_u64(seed));
+    assert!(matches!(command, Command::ConfigureRoomScheduled { .. }));
+    Timeline::configured(command)
+}
+
+/// Outside events the room's own settings hold; from an event's start (inclusive) to its end
+/// (exclusive) the event's capacity does, switched by the record whose time reaches the boundary.
+#[test]
+fn events_switch_capacity_at_their_start_and_end() {
+    let mut t = configure_scheduled(scheduled(), 1);
+    assert_eq!(t.room.capacity(), 1);
+    assert_eq!(t.room.current_event(), None);
+    assert_eq!(t.room.next_event().map(|e| e.name.as_str()), Some("early"));
+    // Before any pre-queue: the room's own capacity of 1, first come first served.
+    let a = t.join(T0 + 1, 1);
+    let b = t.join(T0 + 2, 2);
+    let c = t.join(T0 + 3, 3);
+    assert_eq!(t.status(a), Status::Active);
+    assert_eq!(t.view(b).position, Some(0));
+    // One millisecond before the start nothing changes; at the start the event's capacity
+    // admits two more.
+    t.at(T0 + 10 * MINUTE - 1, Command::Tick);
+    assert_eq!(t.status(b), Status::Waiting);
+    t.at(T0 + 10 * MINUTE, Command::Tick);
+    assert_eq!(t.room.capacity(), 4);
+    assert_eq!(
+        t.room.current_event().map(|e| e.name.as_str()),
+        Some("early")
+    );
+    assert_eq!(t.room.next_event().map(|e| e.name.as_str()), Some("late"));
+    assert_eq!(t.status(b), Status::Active);
+    assert_eq!(t.status(c), Status::Active);
+    // At the end the room's capacity is back: nobody is evicted, nobody new admitted while the
+    // active count is over it.
+    let d = t.join(T0 + 15 * MINUTE, 4);
+    assert_eq!(t.status(d), Status::Active, "a slot of the event was free");
+    let e = t.join(T0 + 16 * MINUTE, 5);
+    t.heartbeat(T0 + 19 * MINUTE, &[a, b, c, d, e]);
+    t.at(T0 + 20 * MINUTE, Command::Tick);
+    assert_eq!(t.room.capacity(), 1);
+    assert_eq!(t.room.current_event(), None);
+    assert_eq!(t.room.active_count(), 4);
+    t.complete(T0 + 21 * MINUTE, a);
+    t.complete(T0 + 21 * MINUTE, b);
+    t.complete(T0 + 21 * MINUTE, c);
+    assert_eq!(t.status(e), Status::Waiting, "still at capacity 1");
+    t.complete(T0 + 21 * MINUTE, d);
+    assert_eq!(t.status(e), Status::Active);
+    // After the last event: the room's own settings.
+    t.at(T0 + 40 * MINUTE, Command::Tick);
+    assert_eq!(t.room.capacity(), 1);
+    assert_eq!(t.room.next_event(), None);
+}
+
+/// Joins in an event's pre-queue wait for its start and are drawn there, behind whoever waited
+/// in the line before the pre-queue opened and ahead of everyone who joins later.
+#[test]
+fn an_events_pre_queue_is_drawn_at_its_start() {
+    let mut t = configure_scheduled(scheduled(), 7);
+    let first = t.join(T0 + 1, 1); // admitted: capacity 1
+    let early = t.join(T0 + 2, 2); // in line before the pre-queue opens
+    assert_eq!(t.status(first), Status::Active);
+    // The pre-queue opens 5 minutes before the start.
+    let before = t.join(T0 + 5 * MINUTE - 1, 3);
+    assert!(!t.view(before).prequeue);
+    let pre: Vec<SessionId> = (10..40)
+        .map(|n| t.join(T0 + 5 * MINUTE + n as u64, n))
+        .collect();
+    for &s in &pre {
+        let view = t.view(s);
+        assert!(view.prequeue);
+        assert_eq!(view.position, None);
+        assert_eq!(
+            view.opens_at_ms,
+            Some(T0 + 10 * MINUTE),
+            "drawn at the start"
+        );
+    }
+    assert_eq!(t.room.stats().newcomer_wait_seconds, None);
+    // The line is still served meanwhile.
+    t.complete(T0 + 6 * MINUTE, first);
+    assert_eq!(t.status(early), Status::Active);
+    t.heartbeat(T0 + 9 * MINUTE, &[early, before]);
+    t.heartbeat(T0 + 9 * MINUTE, &pre);
+    // At the start: the event's capacity of 4 admits `before` and the first two drawn.
+    t.at(T0 + 10 * MINUTE, Command::Tick);
+    let later = t.join(T0 + 10 * MINUTE + 1, 99);
+    assert!(pre.iter().all(|&s| !t.view(s).prequeue));
+    let mut all = vec![early, before];
+    all.extend(&pre);
+    all.push(later);
+    let order = placed(&t, &all);
+    assert_eq!(order[..2], [early, before]);
+    assert_eq!(*order.last().unwrap(), later);
+    let drawn = &order[2..order.len() - 1];
+    assert_eq!(drawn.len(), pre.len());
+    assert_ne!(drawn, &pre[..], "drawn, not in join order");
+    // The draw is the one of `event_draw_seed(seed, time of the draw)`.
+    let mut expected = pre.clone();
+    let seed = event_draw_seed(7, T0 + 10 * MINUTE);
+    expected.sort_by_key(|s| (draw_ticket(seed, &s.0), *s));
+    // (The two admitted at the start are placed by id: admitted in the same millisecond.)
+    let mut admitted = drawn[..2].to_vec();
+    admitted.sort_unstable();
+    let mut first_two = expected[..2].to_vec();
+    first_two.sort_unstable();
+    assert_eq!(admitted, first_two);
+    assert_eq!(drawn[2..], expected[2..]);
+    // Another seed draws another order; the same log draws the same.
+    let replay = |seed: u64| {
+        let mut t = configure_scheduled(scheduled(), seed);
+        t.join(T0 + 1, 1);
+        for n in 10..40 {
+            t.join(T0 + 5 * MINUTE + n as u64, n);
+        }
+        t.at(T0 + 10 * MINUTE, Command::Tick);
+        placed(&t, &pre)
+    };
+    assert_eq!(replay(7), replay(7));
+    assert_ne!(replay(7), replay(8));
+}
+
+/// An event's rate replaces the room's (none here) while it runs; the bucket goes with the
+/// event.
+#[test]
+fn an_events_rate_limits_admissions_while_it_runs() {
+    let mut config = scheduled();
+    config.capacity = 50;
+    config.events[1].capacity = Some(50);
+    config.events[1].admit_per_minute = Some(60); // one a second, a burst of 1
+    let mut t = configure_scheduled(config, 3);
+    let sessions: Vec<SessionId> = (1..=5)
+        .map(|n| t.join(T0 + 25 * MINUTE + n as u64, n))
+        .collect();
+    assert!(
+        sessions.iter().all(|&s| t.status(s) == Status::Active),
+        "no rate outside events"
+    );
+    let start = T0 + 30 * MINUTE;
+    let sessions: Vec<SessionId> = (10..=15).map(|n| t.join(start + n as u64, n)).collect();
+    let active = |t: &Timeline| {
+        sessions
+            .iter()
+            .filter(|&&s| t.status(s) == Status::Active)
+            .count()
+    };
+    assert_eq!(active(&t), 1, "a burst of one token");
+    t.heartbeat(start + 2 * SECOND, &sessions);
+    assert_eq!(active(&t), 2, "then a token a second, a burst of one");
+    t.heartbeat(start + 3 * SECOND, &sessions);
+    assert_eq!(active(&t), 3);
+    // At the end, no more rate.
+    t.heartbeat(T0 + 39 * MINUTE, &sessions);
+    t.at(T0 + 40 * MINUTE, Command::Tick);
+    assert_eq!(active(&t), sessions.len());
+}
+
+/// Every event setting is checked, and a configuration with events survives records and
+/// snapshots.
+#[test]
+fn events_are_validated() {
+    let field = |config: RoomConfig| config.validate().unwrap_err().field;
+    let with = |f: &dyn Fn(&mut Vec<RoomEvent>)| {
+        let mut config = scheduled();
+        f(&mut config.events);
+        config
+    };
+    assert_eq!(scheduled().validate(), Ok(()));
+    assert_eq!(field(with(&|e| e[0].name = "".into())), "events[0].name");
+    assert_eq!(
+        field(with(&|e| e[1].name = "bad name".into())),
+        "events[1].name"
+    );
+    assert_eq!(
+        field(with(&|e| e[1].name = "early".into())),
+        "events[1].name"
+    );
+    assert_eq!(
+        field(with(&|e| e[0].ends_at_ms = e[0].starts_at_ms)),
+        "events[0].endsAt"
+    );
+    assert_eq!(
+        field(with(&|e| e[0].capacity = Some(0))),
+        "events[0].capacity"
+    );
+    assert_eq!(
+        field(with(&|e| e[1].admit_per_minute = Some(0))),
+        "events[1].admitPerMinute"
+    );
+    assert_eq!(
+        field(with(&|e| e[0].pre_queue_minutes = Some(24 * 60 + 1))),
+        "events[0].preQueueMinutes"
+    );
+    // Overlapping, out of order, or a pre-queue that starts before the previous event ends.
+    assert_eq!(
+        field(with(&|e| e[1].starts_at_ms = e[0].ends_at_ms - 1)),
+        "events[1].startsAt"
+    );
+    assert_eq!(field(with(&|e| e.swap(0, 1))), "events[1].startsAt");
+    assert_eq!(
+        field(with(&|e| e[1].pre_queue_minutes = Some(11))),
+        "events[1].preQueueMinutes"
+    );
+    assert_eq!(scheduled().validate(), Ok(()));
+    assert_eq!(
+        with(&|e| e[1].pre_queue_minutes = Some(10)).validate(),
+        Ok(()),
+        "a pre-queue may start as the previous event ends"
+    );
+    let too_many = RoomConfig {
+        events: (0..=limits::EVENTS_PER_ROOM_MAX as u64)
+            .map(|n| RoomEvent::new(&format!("e{n}"), T0 + 2 * n, T0 + 2 * n + 1))
+            .collect(),
+        ..config(1)
+    };
+    assert_eq!(field(too_many), "events");
+    // An invalid configuration is refused by the room too.
+    let mut t = configure_scheduled(scheduled(), 1);
+    let bad = with(&|e| e[0].capacity = Some(0));
+    assert!(matches!(
+        t.at(T0 + 1, Command::configure(bad, DrawSeed::from_u64(1))),
+        Outcome::Rejected(Rejection::InvalidConfig(_))
+    ));
+    assert_eq!(t.room.config().unwrap().events, scheduled().events);
+}
+
+/// A room with events round-trips through its snapshot at every stage of a sale day, and goes on
+/// exactly as the original.
+#[test]
+fn a_scheduled_room_round_trips_through_snapshots() {
+    let mut t = configure_scheduled(scheduled(), 11);
+    let mut restored = Room::restore_snapshot(&t.room.encode_snapshot()).unwrap();
+    assert_eq!(restored.last_config(), t.room.last_config());
+    let mut n = 0;
+    for at in [
+        T0 + 1,
+        T0 + 6 * MINUTE,
+        T0 + 10 * MINUTE,
+        T0 + 12 * MINUTE,
+        T0 + 20 * MINUTE,
+        T0 + 30 * MINUTE,
+        T0 + 30 * MINUTE + 500,
+        T0 + 41 * MINUTE,
+    ] {
+        for _ in 0..4 {
+            n += 1;
+            let record = t.record(Command::Join {
+                session: SessionId::from_u128(n),
+                idempotency_key: None,
+            });
+            t.room.apply(&record, at);
+            restored.apply(&record, at);
+        }
+        let bytes = t.room.encode_snapshot();
+        assert_eq!(bytes[4], SNAPSHOT_FORMAT_VERSION);
+        assert_eq!(restored.encode_snapshot(), bytes);
+        restored = Room::restore_snapshot(&bytes).unwrap();
+        assert_eq!(restored.digest(), t.room.digest());
+        assert_eq!(restored.stats(), t.room.stats());
+        assert_eq!(restored.encode_snapshot(), bytes);
+    }
+}
+
+/// A pass admits at once through an event's pre-queue, as through `opensAt`'s; a configuration
+/// that moves the event acts at once (here: its start is now past, so the pre-queue is drawn).
+#[test]
+fn passes_and_reconfigurations_during_an_events_pre_queue() {
+    let mut t = configure_scheduled(scheduled(), 5);
+    let waiting: Vec<SessionId> = (1..=6)
+        .map(|n| t.join(T0 + 6 * MINUTE + n as u64, n))
+        .collect();
+    assert!(waiting.iter().all(|&s| t.view(s).prequeue));
+    assert_eq!(
+        t.at(
+            T0 + 7 * MINUTE,
+            Command::IssuePasses {
+                passes: vec![[1; 16]],
+                expires_at_ms: T0 + 60 * MINUTE,
+            }
+        ),
+        Outcome::PassesIssued { issued: 1 }
+    );
+    let guest = SessionId::from_u128(50);
+    assert_eq!(
+        t.at(
+            T0 + 7 * MINUTE,
+            Command::JoinWithPass {
+                session: guest,
+                idempotency_key: None,
+                pass: [1; 16],
+            }
+        ),
+        Outcome::Joined { session: guest }
+    );
+    assert_eq!(t.status(guest), Status::Active);
+    assert!(waiting.iter().all(|&s| t.view(s).prequeue));
+    // The operator brings the event forward to now: drawn at once, and its capacity of 4 admits
+    // three more beside the guest.
+    let mut earlier = scheduled();
+    earlier.events[0].starts_at_ms = T0 + 8 * MINUTE;
+    earlier.events[0].pre_queue_minutes = Some(3);
+    let outcome = t.at(
+        T0 + 8 * MINUTE,
+        Command::configure(earlier, DrawSeed::from_u64(6)),
+    );
+    assert_eq!(outcome, Outcome::Configured { created: false });
+    assert!(waiting.iter().all(|&s| !t.view(s).prequeue));
+    assert_eq!(t.room.capacity(), 4);
+    assert_eq!(t.room.active_count(), 4);
+    // The seed of the draw was the room's own (people waited in the pre-queue: the new
+    // configuration's seed did not replace it).
+    assert_eq!(t.room.draw_seed(), Some(DrawSeed::from_u64(5)));
 }

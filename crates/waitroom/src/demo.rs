@@ -341,6 +341,7 @@ async fn configure_room(node: &Node, capacity: u32, target_url: &str) -> Result<
         target_url: Some(target_url.to_string()),
         queueing_method: QueueingMethodBody::Fifo,
         challenge_difficulty_bits: 0,
+        events: Vec::new(),
     }
     .to_config()
     .map_err(|problem| format!("the demo room's configuration: {}", problem.detail))?;

@@ -13,8 +13,9 @@
 //! each backend's documentation); `record` is the record's id. By command: `join` adds
 //! `session` and `idempotencyKey` (or null); `heartbeat` adds `sessions`; `leave` adds `session`
 //! and `reason` (`left`, `completed`); `evict` adds `session`; `configure_room` adds `config`;
-//! `configure_room_from_file` adds `config` and `fileEntryDigest`; `close_room` and `tick` add
-//! nothing. Sessions are shown as clients see them (`wr_…`). The secret seed of the pre-queue
+//! `configure_room_from_file` adds `config` and `fileEntryDigest` (either also `queueingMethod`,
+//! `challengeDifficultyBits` and `events` when the record carries them); `close_room` and `tick`
+//! add nothing. Sessions are shown as clients see them (`wr_…`). The secret seed of the pre-queue
 //! draw that configuration records carry is left out: a dump taken (and passed around) before
 //! the opening must not let anyone compute the draw.
 //!
@@ -283,6 +284,32 @@ pub fn record_line(entry: &Entry, record: &Record) -> Value {
             "challengeDifficultyBits": challenge_difficulty_bits,
             "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         }),
+        Command::ConfigureRoomScheduled {
+            config,
+            queueing_method,
+            challenge_difficulty_bits,
+            events,
+            ..
+        } => json!({
+            "config": config,
+            "queueingMethod": queueing_method.as_str(),
+            "challengeDifficultyBits": challenge_difficulty_bits,
+            "events": events,
+        }),
+        Command::ConfigureRoomFromFileScheduled {
+            config,
+            file_entry_digest,
+            queueing_method,
+            challenge_difficulty_bits,
+            events,
+            ..
+        } => json!({
+            "config": config,
+            "queueingMethod": queueing_method.as_str(),
+            "challengeDifficultyBits": challenge_difficulty_bits,
+            "events": events,
+            "fileEntryDigest": file_entry_digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }),
         Command::CheckDigest {
             every_ms,
             interval,
@@ -298,4 +325,42 @@ pub fn record_line(entry: &Entry, record: &Record) -> Value {
         line.extend(details);
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use waitroom_core::{DrawSeed, RecordId, RoomConfig, RoomEvent};
+    use waitroom_log::{Position, ShardId};
+
+    use super::*;
+
+    /// A configuration with scheduled events shows them (and never the seed).
+    #[test]
+    fn a_scheduled_configuration_shows_its_events() {
+        let config = RoomConfig {
+            events: vec![RoomEvent {
+                capacity: Some(9),
+                ..RoomEvent::new("drop", 1_000, 2_000)
+            }],
+            ..RoomConfig::with_capacity(2)
+        };
+        let seed = 0x1234_5678_9abc_def0;
+        let record = Record::new(
+            RecordId::from_u128(1),
+            RoomId::new("r").unwrap(),
+            Command::configure(config, DrawSeed::from_u64(seed)),
+        );
+        let entry = Entry {
+            shard: ShardId::new("file"),
+            position: Position(7),
+            timestamp_ms: 500,
+            payload: record.encode().into(),
+        };
+        let line = record_line(&entry, &record);
+        assert_eq!(line["command"], "configure_room");
+        assert_eq!(line["events"][0]["name"], "drop");
+        assert_eq!(line["events"][0]["capacity"], 9);
+        assert_eq!(line["queueingMethod"], "fifo");
+        assert!(!line.to_string().contains(&seed.to_string()), "{line}");
+    }
 }

@@ -627,8 +627,8 @@ impl Collector for RoomCollector {
             ("room_active", "ACTIVE sessions", |f| f.stats.active_count),
             (
                 "room_capacity",
-                "The room's capacity: ACTIVE sessions at most (more only after it was lowered, \
-                 until they finish)",
+                "The room's capacity in force (a running scheduled event's, else the room's): \
+                 ACTIVE sessions at most (more only after it was lowered, until they finish)",
                 |f| u64::from(f.capacity),
             ),
             (

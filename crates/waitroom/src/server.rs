@@ -543,6 +543,47 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    /// A rooms-file entry carries events as `[[rooms.<id>.events]]` tables (times as quoted
+    /// RFC 3339 strings, like `opensAt`), checked like a PUT body's.
+    #[test]
+    fn a_rooms_file_entry_schedules_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rooms.toml");
+        let entry = r#"
+[rooms.sale-day]
+capacity = 50
+
+[[rooms.sale-day.events]]
+name = "presale"
+startsAt = "2030-06-01T09:00:00Z"
+endsAt = "2030-06-01T10:00:00Z"
+capacity = 200
+preQueueMinutes = 30
+
+[[rooms.sale-day.events]]
+name = "general"
+startsAt = "2030-06-01T12:00:00Z"
+endsAt = "2030-06-01T16:00:00Z"
+admitPerMinute = 3000
+"#;
+        std::fs::write(&path, entry).unwrap();
+        let rooms = super::read_rooms_file(&path).unwrap();
+        let events = &rooms[0].1.events;
+        assert_eq!(
+            events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["presale", "general"]
+        );
+        assert_eq!(
+            (events[0].capacity, events[0].pre_queue_minutes),
+            (Some(200), Some(30))
+        );
+        assert_eq!(events[1].admit_per_minute, Some(3000));
+        // Out of order: refused, naming the field.
+        std::fs::write(&path, entry.replace("T12:00", "T09:30")).unwrap();
+        let error = super::read_rooms_file(&path).unwrap_err();
+        assert!(error.contains("events[1].startsAt"), "{error}");
+    }
+
     /// Asked for more than the hard limit, the node takes all of it (only ever raising the soft
     /// limit, so the other tests of this process are not disturbed).
     #[cfg(unix)]

@@ -1985,3 +1985,300 @@ async fn the_load_tool_solves_challenges_to_join() {
     assert_eq!(stats["admittedTotal"], 20);
     server.stop().await;
 }
+
+/// `events` in a room's configuration: accepted and answered in UTC, replaced whole by the next
+/// `PUT`, and every rule broken is a `400` problem naming the event and the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_configured_and_validated_over_http() {
+    let server = TestServer::start().await;
+    let at = |hour: u32, minute: u32| format!("2030-06-01T{hour:02}:{minute:02}:00+02:00");
+    let utc = |hour: u32, minute: u32| format!("2030-06-01T{:02}:{minute:02}:00.000Z", hour - 2);
+    let presale = json!({ "name": "presale", "startsAt": at(9, 0), "endsAt": at(10, 0),
+        "capacity": 200, "preQueueMinutes": 30 });
+    let general = json!({ "name": "general.1", "startsAt": at(12, 0), "endsAt": at(16, 0),
+        "capacity": 1000, "admitPerMinute": 3000, "preQueueMinutes": 60 });
+    let body = server
+        .put_room(
+            "day",
+            json!({ "capacity": 50, "events": [presale.clone(), general.clone()] }),
+        )
+        .await;
+    let events = &body["config"]["events"];
+    assert_eq!(
+        events,
+        &json!([
+            { "name": "presale", "startsAt": utc(9, 0), "endsAt": utc(10, 0), "capacity": 200,
+              "admitPerMinute": null, "preQueueMinutes": 30 },
+            { "name": "general.1", "startsAt": utc(12, 0), "endsAt": utc(16, 0), "capacity": 1000,
+              "admitPerMinute": 3000, "preQueueMinutes": 60 },
+        ])
+    );
+    let stats = &body["stats"];
+    assert_eq!(stats["currentEvent"], Value::Null);
+    assert_eq!(stats["nextEvent"], "presale");
+    assert_eq!(stats["capacityNow"], 50);
+    assert_eq!(stats["admitPerMinuteNow"], Value::Null);
+    assert_eq!(server.room("day").await["config"]["events"], *events);
+    // The answered configuration, sent back, is the same configuration.
+    let again = server.put_room("day", body["config"].clone()).await;
+    assert_eq!(again["config"], body["config"]);
+    // A PUT replaces the whole list: without `events`, none.
+    let cleared = server.put_room("day", json!({ "capacity": 50 })).await;
+    assert_eq!(cleared["config"]["events"], json!([]));
+    assert_eq!(cleared["stats"]["nextEvent"], Value::Null);
+
+    let put = |config: Value| {
+        server
+            .client
+            .put(server.url("/api/waiting-room/rooms/day"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&config)
+            .send()
+    };
+    let with = |change: &dyn Fn(&mut Vec<Value>)| {
+        let mut events = vec![presale.clone(), general.clone()];
+        change(&mut events);
+        json!({ "capacity": 50, "events": events })
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (with(&|e| e[0]["name"] = json!("")), "events[0].name"),
+        (
+            with(&|e| e[1]["name"] = json!("two words")),
+            "events[1].name",
+        ),
+        (with(&|e| e[1]["name"] = json!("presale")), "events[1].name"),
+        (
+            with(&|e| e[0]["name"] = json!("x".repeat(65))),
+            "events[0].name",
+        ),
+        (
+            with(&|e| e[0]["endsAt"] = json!(at(9, 0))),
+            "events[0].endsAt",
+        ),
+        (
+            with(&|e| e[0]["endsAt"] = json!(at(8, 59))),
+            "events[0].endsAt",
+        ),
+        (
+            with(&|e| e[0]["startsAt"] = json!("tomorrow")),
+            "events[0].startsAt",
+        ),
+        (
+            with(&|e| e[1]["endsAt"] = json!("2030-06-01")),
+            "events[1].endsAt",
+        ),
+        (with(&|e| e[0]["capacity"] = json!(0)), "events[0].capacity"),
+        (
+            with(&|e| e[0]["capacity"] = json!(1_000_001)),
+            "events[0].capacity",
+        ),
+        (
+            with(&|e| e[1]["admitPerMinute"] = json!(0)),
+            "events[1].admitPerMinute",
+        ),
+        (
+            with(&|e| e[1]["preQueueMinutes"] = json!(0)),
+            "events[1].preQueueMinutes",
+        ),
+        (
+            with(&|e| e[1]["preQueueMinutes"] = json!(1441)),
+            "events[1].preQueueMinutes",
+        ),
+        // A pre-queue that would open before the previous event ends.
+        (
+            with(&|e| e[1]["preQueueMinutes"] = json!(121)),
+            "events[1].preQueueMinutes",
+        ),
+        // Overlapping, and out of order.
+        (
+            with(&|e| e[1]["startsAt"] = json!(at(9, 30))),
+            "events[1].startsAt",
+        ),
+        (with(&|e| e.swap(0, 1)), "events[1].startsAt"),
+    ];
+    for (config, field) in cases {
+        let problem = assert_problem(put(config.clone()).await.unwrap(), 400).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.starts_with(field), "{field}: {detail} ({config})");
+    }
+    // More than 24 events.
+    let many: Vec<Value> = (0..25)
+        .map(|n| {
+            let (hour, minute) = (n / 2, n % 2 * 30);
+            json!({ "name": format!("e{n}"), "startsAt": at(hour, minute),
+                "endsAt": at(hour, minute + 20) })
+        })
+        .collect();
+    let problem = assert_problem(
+        put(json!({ "capacity": 1, "events": many })).await.unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("events must hold at most 24"),
+        "{problem}"
+    );
+    assert_eq!(
+        server
+            .put_room("day", json!({ "capacity": 1, "events": many[..24] }))
+            .await["config"]["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        24,
+        "24 events fit in the body"
+    );
+    // Malformed events: an unknown field, a missing one, a fraction, not a list.
+    for events in [
+        json!([{ "name": "a", "startsAt": at(9, 0), "endsAt": at(10, 0), "nope": 1 }]),
+        json!([{ "name": "a", "startsAt": at(9, 0) }]),
+        json!([{ "name": "a", "startsAt": at(9, 0), "endsAt": at(10, 0), "capacity": 1.5 }]),
+        json!({ "name": "a" }),
+    ] {
+        let problem = assert_problem(
+            put(json!({ "capacity": 1, "events": events }))
+                .await
+                .unwrap(),
+            400,
+        )
+        .await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid JSON body"),
+            "{problem}"
+        );
+    }
+    // Nothing refused changed the room.
+    assert_eq!(
+        server.room("day").await["config"]["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        24
+    );
+    server.stop().await;
+}
+
+/// An event starts on its own: its pre-queue is drawn at its start, its own capacity admits
+/// people, the stats name it; at its end the room's own capacity holds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_starts_and_admits_with_its_own_capacity() {
+    let server = TestServer::start().await;
+    let starts_ms = now_ms() + 2_000;
+    let ends_ms = starts_ms + 2_500;
+    let starts_at = waitroom::http::api::rfc3339_ms(starts_ms);
+    let config = json!({
+        "capacity": 1,
+        "events": [
+            { "name": "drop", "startsAt": starts_at,
+              "endsAt": waitroom::http::api::rfc3339_ms(ends_ms),
+              "capacity": 3, "preQueueMinutes": 1 },
+            { "name": "later", "startsAt": waitroom::http::api::rfc3339_ms(ends_ms + 3_600_000),
+              "endsAt": waitroom::http::api::rfc3339_ms(ends_ms + 7_200_000) },
+        ],
+    });
+    let body = server.put_room("drop", config).await;
+    assert_eq!(body["stats"]["nextEvent"], "drop");
+    // In the event's pre-queue: nobody admitted, everyone's place still to be drawn.
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        let (status, view) = server.join("drop").await;
+        assert_eq!(status, 201);
+        assert_eq!(view["status"], "WAITING", "{view}");
+        assert_eq!(view["prequeue"], true);
+        assert_eq!(view["position"], Value::Null);
+        assert_eq!(view["opensAt"].as_str(), Some(starts_at.as_str()));
+        sessions.push(id(&view));
+    }
+    assert!(
+        now_ms() < starts_ms,
+        "the joins took too long for this test"
+    );
+    assert_eq!(server.room("drop").await["stats"]["activeCount"], 0);
+    // At the start: drawn, and three admitted at the event's capacity.
+    let room = eventually(Duration::from_secs(5), || async {
+        let room = server.room("drop").await;
+        (room["stats"]["currentEvent"] == "drop").then_some(room)
+    })
+    .await;
+    assert_eq!(room["stats"]["activeCount"], 3);
+    assert_eq!(room["stats"]["waitingCount"], 2);
+    assert_eq!(room["stats"]["capacityNow"], 3);
+    assert_eq!(room["stats"]["nextEvent"], "later");
+    let views: Vec<Value> = join_all(sessions.iter().map(|s| server.session(s)))
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert!(views.iter().all(|v| v["prequeue"] == false));
+    let mut positions: Vec<u64> = views
+        .iter()
+        .filter_map(|v| v["position"].as_u64())
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(positions, [0, 1]);
+    // At the end: the room's own capacity of 1; nobody is evicted, nobody new admitted.
+    let room = eventually(Duration::from_secs(6), || async {
+        let room = server.room("drop").await;
+        (room["stats"]["currentEvent"].is_null()).then_some(room)
+    })
+    .await;
+    assert_eq!(room["stats"]["capacityNow"], 1);
+    assert_eq!(room["stats"]["nextEvent"], "later");
+    let admitted: Vec<&String> = sessions
+        .iter()
+        .zip(&views)
+        .filter(|(_, v)| v["status"] == "ACTIVE")
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(admitted.len(), 3);
+    for session in &admitted {
+        let (status, view) = server.heartbeat(session).await;
+        assert_eq!((status, view["status"].as_str()), (200, Some("ACTIVE")));
+    }
+    server.leave(admitted[0]).await;
+    server.leave(admitted[1]).await;
+    let room = server.room("drop").await;
+    assert_eq!(
+        room["stats"]["activeCount"], 1,
+        "still at the room's capacity"
+    );
+    assert_eq!(room["stats"]["waitingCount"], 2);
+    server.leave(admitted[2]).await;
+    assert_eq!(server.room("drop").await["stats"]["activeCount"], 1);
+    server.stop().await;
+}
+
+/// A room nobody is in still switches to its event on time: the node ticks it at the start and
+/// the end, so the stats name the event (and its capacity is in force) when it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_room_switches_events_on_time() {
+    let server = TestServer::start().await;
+    let starts_ms = now_ms() + 1_000;
+    let config = json!({
+        "capacity": 1,
+        "events": [{ "name": "soon", "startsAt": waitroom::http::api::rfc3339_ms(starts_ms),
+            "endsAt": waitroom::http::api::rfc3339_ms(starts_ms + 1_500), "capacity": 9 }],
+    });
+    let body = server.put_room("quiet", config).await;
+    assert_eq!(body["stats"]["currentEvent"], Value::Null);
+    let running = eventually(Duration::from_secs(5), || async {
+        let room = server.room("quiet").await;
+        (room["stats"]["currentEvent"] == "soon").then_some(room)
+    })
+    .await;
+    assert_eq!(running["stats"]["capacityNow"], 9);
+    assert_eq!(running["stats"]["nextEvent"], Value::Null);
+    let ended = eventually(Duration::from_secs(5), || async {
+        let room = server.room("quiet").await;
+        room["stats"]["currentEvent"].is_null().then_some(room)
+    })
+    .await;
+    assert_eq!(ended["stats"]["capacityNow"], 1);
+    server.stop().await;
+}

@@ -777,3 +777,90 @@ impl Drop for Demo {
         self.stop();
     }
 }
+
+/// A room with scheduled events: the console names the running and the next event and counts
+/// against the event's capacity, and saving the form (which does not edit events) keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_events_and_keeps_them_when_saving() {
+    with_browser(LAPTOP, |browser| async move {
+        let server = TestServer::start().await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let at = |offset_s: u64, back: bool| {
+            let ms = if back {
+                now_ms - offset_s * 1000
+            } else {
+                now_ms + offset_s * 1000
+            };
+            waitroom::http::api::rfc3339_ms(ms)
+        };
+        let mut config = room_config(1);
+        config["events"] = json!([
+            { "name": "drop", "startsAt": at(60, true), "endsAt": at(3_600, false),
+              "capacity": 3 },
+            { "name": "later", "startsAt": at(7_200, false), "endsAt": at(10_800, false),
+              "preQueueMinutes": 30 },
+        ]);
+        server.put_room(SALE, config).await;
+
+        browser.goto(&server.url("/admin")).await;
+        wait_for_view(&browser, "sign-in").await;
+        type_into(&browser, "token", ADMIN_TOKEN).await;
+        browser.click("sign-in").await;
+        wait_for_view(&browser, "rooms").await;
+        browser
+            .client
+            .find(Locator::Css(&format!(
+                "#rooms-body tr[data-room=\"{SALE}\"] a"
+            )))
+            .await
+            .expect("the room's link")
+            .click()
+            .await
+            .expect("click the room's link");
+        wait_for_view(&browser, "room").await;
+        wait_for_figures(&browser, "0", "0 / 3").await;
+        browser
+            .wait_for(
+                "the running and the next event",
+                "const text = document.getElementById('fig-event').textContent;
+                 return text.startsWith('drop until ')
+                   && text.includes(' (capacity 3); next: later at ')
+                   && text.endsWith(', pre-queue from 30 min before');",
+            )
+            .await;
+        browser
+            .wait_for(
+                "the form's note on events",
+                "return document.getElementById('cfg-events').textContent
+                   .startsWith('2 scheduled events (drop, later): saving keeps them');",
+            )
+            .await;
+        browser.screenshot("console-events").await;
+
+        type_into(&browser, "cfg-capacity", "5").await;
+        browser.click("save-config").await;
+        browser
+            .wait_for(
+                "the save",
+                "return document.getElementById('config-message').textContent
+                   .startsWith('Saved: capacity 5');",
+            )
+            .await;
+        let room = server.room(SALE).await;
+        assert_eq!(room["config"]["capacity"], 5);
+        let names: Vec<&str> = room["config"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["drop", "later"], "the save kept the events");
+        // The event's capacity still holds while it runs.
+        assert_eq!(room["stats"]["capacityNow"], 3);
+        server.stop().await;
+    })
+    .await;
+}

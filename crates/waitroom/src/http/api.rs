@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use waitroom_core::{
-    ExpiredReason, QueueingMethod, RoomConfig, RoomStats, SessionView, Status, WaitRange,
+    ExpiredReason, QueueingMethod, Room, RoomConfig, RoomEvent, RoomStats, SessionView, Status,
+    WaitRange,
 };
 
 use super::problem::Problem;
@@ -481,6 +482,74 @@ pub struct RoomConfigBody {
     #[serde(default, deserialize_with = "integral::u32")]
     #[schema(default = 0, minimum = 0, maximum = 28, example = 22)]
     pub challenge_difficulty_bits: u32,
+    /// Scheduled events (default none): at most 24, in order of their start, none starting
+    /// (its pre-queue included) before the previous one ends, names unique. While one runs, its
+    /// `capacity` and `admitPerMinute` replace the room's; outside every event the room runs on
+    /// its own settings. See docs/api.md, "Events".
+    #[serde(default)]
+    #[schema(max_items = 24)]
+    pub events: Vec<EventBody>,
+}
+
+/// A scheduled event of a room (`events` in a [`RoomConfigBody`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventBody {
+    /// Names the event in `stats` (`currentEvent`, `nextEvent`); unique within the room.
+    #[schema(
+        example = "drop-1",
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        min_length = 1,
+        max_length = 64
+    )]
+    pub name: String,
+    /// When the event starts (RFC 3339, as `opensAt`; answered in UTC).
+    #[schema(format = DateTime)]
+    pub starts_at: String,
+    /// When it ends (RFC 3339): later than `startsAt`.
+    #[schema(format = DateTime)]
+    pub ends_at: String,
+    /// null (the room's) or 1..=1 000 000: the capacity while the event runs.
+    #[serde(default, deserialize_with = "integral::option_u32")]
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub capacity: Option<u32>,
+    /// null (the room's) or 1..=10 000 000: the admission rate while the event runs.
+    #[serde(default, deserialize_with = "integral::option_u32")]
+    #[schema(minimum = 1, maximum = 10000000)]
+    pub admit_per_minute: Option<u32>,
+    /// null (none) or 1..=1 440: for this long before `startsAt`, joins wait in a pre-queue
+    /// drawn in random order at `startsAt`, as before `opensAt`.
+    #[serde(default, deserialize_with = "integral::option_u32")]
+    #[schema(minimum = 1, maximum = 1440)]
+    pub pre_queue_minutes: Option<u32>,
+}
+
+impl EventBody {
+    fn to_event(&self, n: usize) -> Result<RoomEvent, Problem> {
+        let time = |field: &str, text: &str| {
+            parse_rfc3339_ms(text)
+                .map_err(|why| Problem::bad_request(format!("events[{n}].{field} {why}")))
+        };
+        Ok(RoomEvent {
+            name: self.name.clone(),
+            starts_at_ms: time("startsAt", &self.starts_at)?,
+            ends_at_ms: time("endsAt", &self.ends_at)?,
+            capacity: self.capacity,
+            admit_per_minute: self.admit_per_minute,
+            pre_queue_minutes: self.pre_queue_minutes,
+        })
+    }
+
+    fn from_event(event: &RoomEvent) -> Self {
+        Self {
+            name: event.name.clone(),
+            starts_at: rfc3339_ms(event.starts_at_ms),
+            ends_at: rfc3339_ms(event.ends_at_ms),
+            capacity: event.capacity,
+            admit_per_minute: event.admit_per_minute,
+            pre_queue_minutes: event.pre_queue_minutes,
+        }
+    }
 }
 
 /// `queueingMethod`, with an error that names the field and the four values (serde's own says
@@ -650,6 +719,12 @@ impl RoomConfigBody {
             // Past `u8` is past the range too: the state machine's check names the field.
             challenge_difficulty_bits: u8::try_from(self.challenge_difficulty_bits)
                 .unwrap_or(u8::MAX),
+            events: self
+                .events
+                .iter()
+                .enumerate()
+                .map(|(n, event)| event.to_event(n))
+                .collect::<Result<_, _>>()?,
         };
         config
             .validate()
@@ -671,6 +746,7 @@ impl RoomConfigBody {
             target_url: config.target_url.clone(),
             queueing_method: config.queueing_method.into(),
             challenge_difficulty_bits: config.challenge_difficulty_bits.into(),
+            events: config.events.iter().map(EventBody::from_event).collect(),
         }
     }
 }
@@ -694,15 +770,27 @@ pub struct RoomStatsBody {
     pub admissions_per_minute: u64,
     pub oldest_waiting_seconds: u64,
     /// The estimated wait of someone joining now (0: admitted at once); `null` when no estimate
-    /// is possible (paused, before opening, a full room with too few slots freed lately). The
+    /// is possible (paused, before opening or in an event's pre-queue, a full room with too few
+    /// slots freed lately). The
     /// central estimate, whether or not `estimatedWaitRange` is narrow.
     pub newcomer_wait_seconds: Option<u64>,
     /// Passes issued for the room (`POST …/rooms/{roomId}/passes`) and neither used nor expired.
     pub passes_outstanding: u64,
+    /// The name of the event running now (by the room's clock: the time of the last record it
+    /// applied), or null.
+    pub current_event: Option<String>,
+    /// The name of the first event that has not started yet, or null.
+    pub next_event: Option<String>,
+    /// The capacity in force: the running event's, else the room's `capacity`.
+    pub capacity_now: u32,
+    /// The admission rate in force: the running event's, else the room's `admitPerMinute`.
+    pub admit_per_minute_now: Option<u32>,
 }
 
-impl From<&RoomStats> for RoomStatsBody {
-    fn from(s: &RoomStats) -> Self {
+impl RoomStatsBody {
+    /// The statistics of `room`, with its events.
+    pub fn of(room: &Room) -> Self {
+        let s: RoomStats = room.stats();
         let t = &s.expired_total;
         Self {
             waiting_count: s.waiting_count,
@@ -719,6 +807,10 @@ impl From<&RoomStats> for RoomStatsBody {
             oldest_waiting_seconds: s.oldest_waiting_seconds,
             newcomer_wait_seconds: s.newcomer_wait_seconds,
             passes_outstanding: s.passes_outstanding,
+            current_event: room.current_event().map(|e| e.name.clone()),
+            next_event: room.next_event().map(|e| e.name.clone()),
+            capacity_now: room.capacity(),
+            admit_per_minute_now: room.last_config().admit_per_minute_at(room.now_ms()),
         }
     }
 }

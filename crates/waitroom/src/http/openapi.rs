@@ -23,7 +23,7 @@ use super::{api, challenge, console, ops, page, passes, problem, rooms, sessions
     components(schemas(
         api::JoinRequest, api::SessionBody, api::WaitRangeBody, api::StatusBody, api::ExpiredReasonBody,
         api::RoomConfigBody, api::RoomBody, api::RoomStatsBody, api::ExpiredTotalBody,
-        api::RoomListBody, api::QueueingMethodBody, problem::ProblemBody,
+        api::RoomListBody, api::QueueingMethodBody, api::EventBody, problem::ProblemBody,
         passes::IssuePassesRequest, passes::PassesBody, challenge::ChallengeBody,
     )),
     modifiers(&Security),
@@ -171,6 +171,34 @@ mod tests {
         assert_eq!(
             waitroom_core::QueueingMethod::ALL.map(|m| m.as_str()),
             ["fifo", "random", "passthrough", "reject", "inviteOnly"]
+        );
+        // Events: their count and each setting's range.
+        assert_eq!(
+            config["events"]["maxItems"].as_u64(),
+            Some(core::EVENTS_PER_ROOM_MAX as u64)
+        );
+        let event = &schemas["EventBody"]["properties"];
+        let event_range = |field: &str| {
+            (
+                event[field]["minimum"].as_u64(),
+                event[field]["maximum"].as_u64(),
+            )
+        };
+        assert_eq!(
+            event_range("capacity"),
+            (Some(1), Some(core::CAPACITY_MAX.into()))
+        );
+        assert_eq!(
+            event_range("admitPerMinute"),
+            (Some(1), Some(core::ADMIT_PER_MINUTE_MAX.into()))
+        );
+        assert_eq!(
+            event_range("preQueueMinutes"),
+            (Some(1), Some(core::EVENT_PRE_QUEUE_MINUTES_MAX.into()))
+        );
+        assert_eq!(
+            event["name"]["maxLength"].as_u64(),
+            Some(core::EVENT_NAME_BYTES_MAX as u64)
         );
         let max_length = |schema: &Value| schema["maxLength"].as_u64().map(|n| n as usize);
         assert_eq!(

@@ -9,7 +9,7 @@ use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 use waitroom_core::{Command, Outcome, Rejection, Room, RoomId};
 
-use super::api::{RoomBody, RoomConfigBody, RoomListBody};
+use super::api::{RoomBody, RoomConfigBody, RoomListBody, RoomStatsBody};
 use super::problem::{PROBLEM_JSON, Problem, ProblemBody};
 use super::{AppState, json_body, json_response, require_admin};
 use crate::ids::new_draw_seed;
@@ -22,7 +22,7 @@ pub(crate) fn room_body(room: &Room) -> RoomBody {
     RoomBody {
         room_id: room.id().to_string(),
         config: RoomConfigBody::from_config(room.last_config()),
-        stats: (&room.stats()).into(),
+        stats: RoomStatsBody::of(room),
         state_digest: None,
     }
 }
@@ -59,7 +59,7 @@ fn unknown_room(room: &RoomId) -> Problem {
                 ("closeRoom" = (operation_id = "close", parameters(("roomId" = "$response.body#/roomId")))),
                 ("join" = (operation_id = "join", request_body = json!({"roomId": "$response.body#/roomId"}))),
             )),
-        (status = 400, description = "Malformed room id or body, a value out of range, or a heartbeat interval not below both idle timeouts", body = ProblemBody, content_type = PROBLEM_JSON),
+        (status = 400, description = "Malformed room id or body, a value out of range, a heartbeat interval not below both idle timeouts, or events out of order, overlapping, with a duplicate name or more than 24 (the detail names the field, e.g. `events[1].startsAt`)", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 401, description = "No admin token", body = ProblemBody, content_type = PROBLEM_JSON),
         (status = 405, description = "A method other than PUT, GET, HEAD and DELETE", body = ProblemBody, content_type = PROBLEM_JSON, headers(("Allow" = String))),
         (status = 413, description = "Body over 4 KiB", body = ProblemBody, content_type = PROBLEM_JSON),

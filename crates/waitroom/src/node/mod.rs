@@ -622,7 +622,8 @@ impl RoomStatsSource for Node {
                 Some(RoomFigures {
                     room: cell.id.clone(),
                     stats: room.stats(),
-                    capacity: config.capacity,
+                    // The capacity in force: a running event's, else the room's.
+                    capacity: room.capacity(),
                     paused: config.paused,
                 })
             })

@@ -1,6 +1,7 @@
 //! The ticker: time only moves in a room when a record arrives, so every `tick_interval_ms` the
 //! node appends a `Tick` for each room that has live sessions and heard nothing for that long
-//! (expiry, the rate limit's refill and the pre-queue draw then happen on time). Ticks are
+//! (expiry, the rate limit's refill and the pre-queue draw then happen on time), and for each room
+//! that reached its `opensAt` or a scheduled event's start or end. Ticks are
 //! idempotent, so several nodes ticking the same room is harmless. A closed room that still
 //! remembers ended sessions or record ids is ticked now and then, so its
 //! clock reaches the end of their retention: the applier then drops the vacant room and its log.
@@ -39,7 +40,13 @@ pub(crate) async fn run(node: Arc<Node>) {
                         .config()
                         .and_then(|c| c.opens_at_ms)
                         .is_some_and(|at| at <= now_ms && room.now_ms() < at);
-                    quiet_ms >= interval_ms && (room.has_live_sessions() || opening)
+                    // A scheduled event starts or ends: the stats name it, and the settings in
+                    // force change, on time even in a quiet room.
+                    let switching = room
+                        .config()
+                        .and_then(|c| c.next_event_boundary_after(room.now_ms()))
+                        .is_some_and(|at| at <= now_ms);
+                    quiet_ms >= interval_ms && (room.has_live_sessions() || opening || switching)
                 } else {
                     // Nothing in it waits for time but forgetting: a slow pace is enough.
                     !room.is_vacant() && quiet_ms >= node.options.closed_room_tick_interval_ms

@@ -162,7 +162,7 @@
     if (room.config.queueingMethod === 'reject') return { text: 'Refusing joins', kind: 'paused' };
     if (room.config.queueingMethod === 'inviteOnly') return { text: 'Invite-only', kind: 'paused' };
     if (room.config.queueingMethod === 'passthrough') return { text: 'Passthrough', kind: 'open' };
-    if (room.stats.activeCount >= room.config.capacity) return { text: 'Full', kind: 'full' };
+    if (room.stats.activeCount >= (room.stats.capacityNow ?? room.config.capacity)) return { text: 'Full', kind: 'full' };
     return { text: 'Admitting', kind: 'open' };
   }
 
@@ -297,7 +297,7 @@
         [link],
         [badge(state)],
         fmt(stats.waitingCount),
-        `${fmt(stats.activeCount)} / ${fmt(config.capacity)}`,
+        `${fmt(stats.activeCount)} / ${fmt(stats.capacityNow ?? config.capacity)}`,
         fmt(stats.admissionsPerMinute),
         duration(stats.oldestWaitingSeconds),
         duration(stats.newcomerWaitSeconds),
@@ -344,11 +344,13 @@
     stateNode.className = `badge ${state.kind}`;
     setText('room-state', state.text);
     setText('fig-waiting', fmt(stats.waitingCount));
-    setText('fig-active', `${fmt(stats.activeCount)} / ${fmt(config.capacity)}`);
+    // The capacity in force: a running event's, else the room's.
+    setText('fig-active', `${fmt(stats.activeCount)} / ${fmt(stats.capacityNow ?? config.capacity)}`);
     setText('fig-apm', fmt(stats.admissionsPerMinute));
     setText('fig-oldest', duration(stats.oldestWaitingSeconds));
     setText('fig-newcomer', duration(stats.newcomerWaitSeconds));
     setText('fig-passes', fmt(stats.passesOutstanding));
+    setText('fig-event', eventText(stats, config.events || []));
     setText('fig-admitted', fmt(stats.admittedTotal));
     setText('fig-expired', expiredText(stats, REASONS));
     setText('pause', config.paused ? 'Resume admissions' : 'Pause admissions');
@@ -356,6 +358,29 @@
     $('close-room').textContent = `Close ${id}…`;
     fillConfig(config);
     renderCharts(id, config);
+  }
+
+  // The running and the next scheduled event, in this browser's time zone.
+  function eventText(stats, events) {
+    const byName = (name) => events.find((e) => e.name === name);
+    const local = (text) => new Date(Date.parse(text)).toLocaleString('en-GB');
+    const settings = (e) => [
+      e.capacity === null ? null : `capacity ${fmt(e.capacity)}`,
+      e.admitPerMinute === null ? null : `${fmt(e.admitPerMinute)} a minute`,
+    ].filter(Boolean).join(', ');
+    const parts = [];
+    const current = stats.currentEvent && byName(stats.currentEvent);
+    if (current) {
+      const own = settings(current);
+      parts.push(`${current.name} until ${local(current.endsAt)}${own ? ` (${own})` : ''}`);
+    }
+    const next = stats.nextEvent && byName(stats.nextEvent);
+    if (next) {
+      const queue = next.preQueueMinutes === null ? '' : `, pre-queue from ${next.preQueueMinutes} min before`;
+      parts.push(`next: ${next.name} at ${local(next.startsAt)}${queue}`);
+    }
+    if (parts.length) return parts.join('; ');
+    return events.length ? 'None left (all ended)' : 'None scheduled';
   }
 
   // The form follows the server's configuration until the operator edits it; then it says when
@@ -378,6 +403,11 @@
     }
     for (const name of TEXT_FIELDS) $(`cfg-${name}`).value = config[name] || '';
     $('cfg-queueingMethod').value = config.queueingMethod || 'fifo';
+    const events = config.events || [];
+    setText('cfg-events', events.length
+      ? `${events.length} scheduled event${events.length === 1 ? '' : 's'} (${events.map((e) => e.name).join(', ')}): `
+        + 'saving keeps them as they are on the node; change them with PUT …/rooms/{roomId} or the rooms file.'
+      : 'No scheduled events (add them with PUT …/rooms/{roomId} or the rooms file).');
     for (const name of [...Object.keys(INTEGER_FIELDS), ...TEXT_FIELDS]) fieldError(name, '');
     showOpensAtLocal();
   }
@@ -463,6 +493,9 @@
         message('config-message', 'Nothing was saved: correct the fields marked above.', 'error');
         return;
       }
+      // The form does not edit events: a PUT replaces the whole configuration, so they go back
+      // as the node has them.
+      body.events = latest.config.events || [];
       const saved = await api('PUT', `/rooms/${encodeURIComponent(id)}`, body);
       rooms.set(id, saved);
       record(saved, Date.now());
@@ -674,7 +707,7 @@
     }
   }
 
-  // One sample: [time ms, waiting, active, capacity, admissions/min, newcomer's wait s or -1].
+  // One sample: [time ms, waiting, active, capacity in force, admissions/min, newcomer's wait s or -1].
   function record(room, now) {
     const id = room.roomId;
     let samples = history.get(id);
@@ -685,7 +718,7 @@
     }
     const s = room.stats;
     const wait = s.newcomerWaitSeconds === null ? -1 : s.newcomerWaitSeconds;
-    samples.push([now, s.waitingCount, s.activeCount, room.config.capacity, s.admissionsPerMinute, wait]);
+    samples.push([now, s.waitingCount, s.activeCount, s.capacityNow ?? room.config.capacity, s.admissionsPerMinute, wait]);
     const since = now - HISTORY_SPAN_MS;
     let drop = 0;
     while (drop < samples.length && samples[drop][0] < since) drop += 1;
