@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -13,7 +14,7 @@ use super::frame::parse_frame;
 use super::segments::{io_error, segment_path};
 use super::settings::{SUBSCRIBE_BATCH_BYTES_MAX, SUBSCRIBE_BATCH_ENTRIES_MAX};
 use super::{Head, Shared};
-use crate::{Entry, Event, LogError, Position};
+use crate::{Entry, Event, LogError, Position, ShardId};
 
 pub(super) fn reader_failed(error: tokio::task::JoinError) -> LogError {
     LogError::Io(io::Error::other(format!(
@@ -54,6 +55,15 @@ impl Cursor {
                 return Some(Ok(trimmed));
             }
             if self.next < limit {
+                if let Some(entries) = self.read_tail(limit) {
+                    self.shared
+                        .read_batches_from_tail
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Some(Ok(Event::Entries(entries)));
+                }
+                self.shared
+                    .read_batches_from_files
+                    .fetch_add(1, Ordering::Relaxed);
                 let result = self.read(limit).await;
                 // A segment trimmed between finding it and opening it.
                 if result.is_err()
@@ -84,6 +94,35 @@ impl Cursor {
             shard: self.shared.shard.clone(),
             through: Position(u128::from(first - 1)),
         })
+    }
+
+    /// The next entries from the head's tail (the writer's last write, in memory), when it holds
+    /// the next frame: what a subscription keeping up with the log reads. `None` sends the
+    /// subscription to the files.
+    fn read_tail(&mut self, limit: u64) -> Option<Vec<Entry>> {
+        let (tail, tail_at) = {
+            let head = self.head.borrow();
+            (head.tail.clone(), head.tail_at)
+        };
+        let skip = usize::try_from(self.next.checked_sub(tail_at)?).ok()?;
+        let tail = tail.get(skip..).map(|_| tail.slice(skip..))?;
+        // Never past the limit (the subscribe-time end until `CaughtUp`).
+        let available = usize::try_from(limit - self.next)
+            .unwrap_or(usize::MAX)
+            .min(tail.len());
+        let (entries, next) = parse_entries(
+            &self.shared.shard,
+            tail,
+            available,
+            self.next,
+            SUBSCRIBE_BATCH_ENTRIES_MAX,
+        )
+        .ok()?;
+        if entries.is_empty() {
+            return None;
+        }
+        self.next = next;
+        Some(entries)
     }
 
     async fn read(&mut self, limit: u64) -> Result<Vec<Entry>, LogError> {
@@ -168,27 +207,21 @@ impl SegmentReader {
             self.buffered = Bytes::new();
             self.buffered_at = position;
         }
-        let mut entries = Vec::new();
-        let mut payload_bytes = 0;
         loop {
-            while entries.len() < entries_max && payload_bytes < SUBSCRIBE_BATCH_BYTES_MAX {
-                // Never parse past the segment's end or the limit, even if bytes were read ahead.
-                let available = usize::try_from(segment_end - position)
-                    .unwrap_or(usize::MAX)
-                    .min(self.buffered.len());
-                let Some(frame) = parse_frame(&self.buffered, available, position)? else {
-                    break;
-                };
-                payload_bytes += frame.payload.len();
-                entries.push(Entry {
-                    shard: shared.shard.clone(),
-                    position: Position(position.into()),
-                    timestamp_ms: frame.timestamp_ms,
-                    payload: frame.payload,
-                });
-                self.buffered.advance(frame.bytes);
-                position += frame.bytes as u64;
-            }
+            // Never parse past the segment's end or the limit, even if bytes were read ahead.
+            let available = usize::try_from(segment_end - position)
+                .unwrap_or(usize::MAX)
+                .min(self.buffered.len());
+            let (entries, after) = parse_entries(
+                &shared.shard,
+                self.buffered.clone(),
+                available,
+                position,
+                entries_max,
+            )?;
+            self.buffered
+                .advance(usize::try_from(after - position).unwrap_or(usize::MAX));
+            position = after;
             self.buffered_at = position;
             if !entries.is_empty() || position >= segment_end {
                 return Ok((entries, position));
@@ -226,4 +259,34 @@ impl SegmentReader {
         let (_, file) = self.segment.insert((base, file));
         Ok(file)
     }
+}
+
+/// Parses the whole frames at the start of `buffer[..available]` (which starts at log position
+/// `position`): up to `entries_max` of them and [`SUBSCRIBE_BATCH_BYTES_MAX`] of payloads.
+/// Returns them and the position after the last one.
+fn parse_entries(
+    shard: &ShardId,
+    mut buffer: Bytes,
+    mut available: usize,
+    mut position: u64,
+    entries_max: usize,
+) -> Result<(Vec<Entry>, u64), LogError> {
+    let mut entries = Vec::new();
+    let mut payload_bytes = 0;
+    while entries.len() < entries_max && payload_bytes < SUBSCRIBE_BATCH_BYTES_MAX {
+        let Some(frame) = parse_frame(&buffer, available, position)? else {
+            break;
+        };
+        payload_bytes += frame.payload.len();
+        entries.push(Entry {
+            shard: shard.clone(),
+            position: Position(position.into()),
+            timestamp_ms: frame.timestamp_ms,
+            payload: frame.payload,
+        });
+        buffer.advance(frame.bytes);
+        available -= frame.bytes;
+        position += frame.bytes as u64;
+    }
+    Ok((entries, position))
 }

@@ -361,6 +361,55 @@ async fn damage_in_an_older_segment_is_corrupt() {
     expect_corrupt(FileLog::open(temp.path(), small));
 }
 
+/// A subscription keeping up with the log gets each new write from memory (the head's tail), not
+/// from the files; one that starts behind reads the files, then follows from memory too; what
+/// both deliver is exactly what was appended, in order, at the same positions.
+#[tokio::test]
+async fn a_subscription_keeping_up_reads_new_writes_from_memory() {
+    let temp = tempfile::tempdir().unwrap();
+    // Small segments and 200-byte records: the writes cross segment boundaries.
+    let log = FileLog::open(temp.path(), options(FsyncPolicy::default(), 4096)).unwrap();
+    append_records(&log, 0..5).await;
+    let mut follower = log.subscribe(Checkpoint::start()).await.unwrap();
+    let mut followed = Vec::new();
+    let next_entries = async |stream: &mut BoxStream<'static, Result<Event, LogError>>,
+                              into: &mut Vec<Entry>,
+                              count: usize| {
+        while into.len() < count {
+            match next_event(stream).await {
+                Event::Entries(batch) => into.extend(batch),
+                Event::CaughtUp => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    next_entries(&mut follower, &mut followed, 5).await;
+    let (_, from_files) = log.read_batches();
+    assert!(from_files >= 1, "the history is read from the files");
+    for index in 5..40 {
+        log.append(vec![
+            record(format!("record {index:<193}")),
+            record(format!("record {index}b")),
+        ])
+        .await
+        .unwrap();
+        next_entries(&mut follower, &mut followed, 5 + 2 * (index as usize - 4)).await;
+    }
+    let (from_tail, from_files_after) = log.read_batches();
+    assert_eq!(
+        from_files_after, from_files,
+        "a subscription keeping up never goes back to the files"
+    );
+    assert!(from_tail >= 35, "{from_tail} batches from memory");
+    // The same entries as a subscription that reads everything from the files.
+    let read = read_to_caught_up(&log, Checkpoint::start()).await;
+    assert_eq!(payloads(&followed), payloads(&read));
+    let positions = |entries: &[Entry]| entries.iter().map(|e| e.position).collect::<Vec<_>>();
+    assert_eq!(positions(&followed), positions(&read));
+    let segments = segment_files(temp.path()).len();
+    assert!(segments >= 3, "the writes crossed segments: {segments}");
+}
+
 #[tokio::test]
 async fn a_corrupt_frame_fails_the_subscription() {
     let temp = tempfile::tempdir().unwrap();

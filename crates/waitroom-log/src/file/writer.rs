@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::frame::encode_frame;
@@ -35,6 +36,11 @@ pub(super) struct Writer {
     pub(super) failure: Option<String>,
     /// One group's frames, reused between groups.
     pub(super) buffer: Vec<u8>,
+    /// The frames of the current group (its last, when published), and their position: published
+    /// in [`Head`] for subscriptions keeping up. Positions run on across segments, so a group
+    /// that rolled over to a new segment is still one run of frames.
+    pub(super) tail: Vec<u8>,
+    pub(super) tail_at: u64,
     /// Held until the writer ends.
     pub(super) _lock: File,
 }
@@ -124,6 +130,8 @@ impl Writer {
         self.head.send_replace(Head {
             end: self.end,
             last_frame: self.last_frame,
+            tail: Bytes::copy_from_slice(&self.tail),
+            tail_at: self.tail_at,
         });
         for request in group {
             // An appender that gave up waiting dropped its receiver; its records are in the log.
@@ -141,6 +149,8 @@ impl Writer {
     fn write_group(&mut self, group: &[Request]) -> io::Result<()> {
         let timestamp_ms = self.last_timestamp_ms.max(wall_clock_ms());
         self.buffer.clear();
+        self.tail.clear();
+        self.tail_at = self.end;
         for request in group {
             for payload in &request.payloads {
                 let frame_bytes = (FRAME_HEADER_BYTES + payload.len()) as u64;
@@ -158,6 +168,7 @@ impl Writer {
         self.last_timestamp_ms = timestamp_ms;
         // Keep a buffer for the next group, but not one sized for the largest group ever.
         self.buffer.shrink_to(APPEND_BATCH_BYTES_MAX);
+        self.tail.shrink_to(APPEND_BATCH_BYTES_MAX);
         Ok(())
     }
 
@@ -166,6 +177,7 @@ impl Writer {
             return Ok(());
         }
         self.segment.write_all(&self.buffer)?;
+        self.tail.extend_from_slice(&self.buffer);
         let written = self.buffer.len() as u64;
         self.segment_bytes += written;
         self.end += written;
