@@ -20,10 +20,11 @@
 #
 #   OLD_BIN=/path/to/old/target/release bench/estimates.sh   # into bench/results/<UTC date>/estimates
 #   SCENARIOS="steady burst" OLD_BIN=… bench/estimates.sh
+#   SCENARIOS="capacity pause" bench/estimates.sh           # no OLD_BIN: this tree's node only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-OLD_BIN="${OLD_BIN:?set OLD_BIN to the release directory of the build to compare with}"
+OLD_BIN="${OLD_BIN:-}"
 SCENARIOS="${SCENARIOS:-steady ramp burst capacity pause abandon}"
 CAPACITY="${CAPACITY:-50}"
 HOLD_SECONDS="${HOLD_SECONDS:-10..30}"
@@ -33,11 +34,18 @@ out="${OUT:-bench/results/$(date -u +%Y-%m-%d)/estimates}"
 mkdir -p "$out"
 
 bench_build --bin waitroom
-[ -x "$OLD_BIN/waitroom" ] || { echo "no $OLD_BIN/waitroom" >&2; exit 1; }
+estimators=(new)
+if [ -n "$OLD_BIN" ]; then
+  [ -x "$OLD_BIN/waitroom" ] || { echo "no $OLD_BIN/waitroom" >&2; exit 1; }
+  estimators=(old new)
+fi
 bench_start_waitroom new
 new_url="$WAITROOM_URL"
-BENCH_BIN="$OLD_BIN" bench_start_waitroom old
-old_url="$WAITROOM_URL"
+old_url=""
+if [ -n "$OLD_BIN" ]; then
+  BENCH_BIN="$OLD_BIN" bench_start_waitroom old
+  old_url="$WAITROOM_URL"
+fi
 
 scenario_flags() {
   case "$1" in
@@ -54,13 +62,14 @@ scenario_flags() {
 summary="$out/summary.txt"
 {
   echo "estimates: capacity $CAPACITY, holds $HOLD_SECONDS s, reads every 2 s, at most $DURATION s a run;"
-  echo "old and new nodes side by side on the same workload; on $(bench_machine)"
-  echo "new: $(bench_version); old: $("$OLD_BIN/waitroom" --version 2>/dev/null || echo waitroom), built $(date -u -r "$OLD_BIN/waitroom" +%Y-%m-%dT%H:%M:%SZ)"
+  echo "${estimators[*]} node(s) side by side on the same workload; on $(bench_machine)"
+  echo "new: $(bench_version)"
+  [ -z "$OLD_BIN" ] || echo "old: $("$OLD_BIN/waitroom" --version 2>/dev/null || echo waitroom), built $(date -u -r "$OLD_BIN/waitroom" +%Y-%m-%dT%H:%M:%SZ)"
 } >"$summary"
 for scenario in $SCENARIOS; do
   read -r -a flags <<<"$(scenario_flags "$scenario")"
   pids=()
-  for which in old new; do
+  for which in "${estimators[@]}"; do
     url="$old_url"
     [ "$which" = new ] && url="$new_url"
     command=(waitroom load --url "$url" --room "estimates-$scenario" --capacity "$CAPACITY"
@@ -77,22 +86,23 @@ for scenario in $SCENARIOS; do
   for pid in "${pids[@]}"; do
     wait "$pid" || { cat "$bench_scratch/$scenario"-*.stderr >&2; exit 1; }
   done
-  for which in old new; do
+  for which in "${estimators[@]}"; do
     echo "-- $scenario/$which" >>"$summary"
     grep -E '^(users|overshoot|eta)' "$out/$scenario/$which/stdout.txt" >>"$summary" || true
   done
 done
 
-python3 - "$out" $SCENARIOS >"$out/table.md" <<'PY'
+python3 - "$out" "${estimators[*]}" $SCENARIOS >"$out/table.md" <<'PY'
 import json, sys
-out, scenarios = sys.argv[1], sys.argv[2:]
+out, estimators, scenarios = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 def pct(p, key, scale=1.0, digits=1):
     return "-" if not p else f"{p[key] * scale:.{digits}f}"
 print("| scenario | estimator | figures | figure error %, p50 / p90 / p99 / max | figure error s, p50 / p90 / p99 / max "
-      "| ranges (wait inside) | not yet | shown error %, p90 / p99 | after 120 s: figures off > 60 s (max s) | after 120 s: ranges missed by > 60 s (max s) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+      "| ranges (wait inside) | not yet | shown error %, p90 / p99 | after 120 s: figures off > 60 s (max s) | after 120 s: ranges missed by > 60 s (max s) "
+      "| shown, no change of the room during the wait: n, error % p90 / p99 | shown, a change during the wait: n, error % p90 / p99 |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for scenario in scenarios:
-    for which in ("old", "new"):
+    for which in estimators:
         eta = json.load(open(f"{out}/{scenario}/{which}/report.json"))["metrics"]["etaError"]
         rel, ab = eta["relative"], eta["absoluteSeconds"]
         shown = eta["shown"]["relative"]
@@ -101,6 +111,12 @@ for scenario in scenarios:
         total = eta["samples"] + ranges["samples"] + eta["notYetSamples"]
         fig_max = settled["figureAbsoluteMaxSeconds"]
         range_max = settled["rangeMissMaxSeconds"]
+        no_change, across = eta.get("noChange"), eta.get("acrossChange")
+        def split(part):
+            if part is None:
+                return "-"
+            rel = part["relative"]
+            return f"{part['samples']}: {pct(rel, 'p90', 100)} / {pct(rel, 'p99', 100)}"
         print(f"| {scenario} | {which} | {eta['samples']} "
               f"| {pct(rel, 'p50', 100)} / {pct(rel, 'p90', 100)} / {pct(rel, 'p99', 100)} / {pct(rel, 'max', 100)} "
               f"| {pct(ab, 'p50')} / {pct(ab, 'p90')} / {pct(ab, 'p99')} / {pct(ab, 'max')} "
@@ -108,6 +124,7 @@ for scenario in scenarios:
               f"| {eta['notYetSamples']} of {total} "
               f"| {pct(shown, 'p90', 100)} / {pct(shown, 'p99', 100)} "
               f"| {settled['figuresOverLimit']} of {settled['figures']} ({'-' if fig_max is None else f'{fig_max:.1f}'}) "
-              f"| {settled['rangesMissedOverLimit']} of {settled['ranges']} ({'-' if range_max is None else f'{range_max:.1f}'}) |")
+              f"| {settled['rangesMissedOverLimit']} of {settled['ranges']} ({'-' if range_max is None else f'{range_max:.1f}'}) "
+              f"| {split(no_change)} | {split(across)} |")
 PY
 cat "$summary" "$out/table.md"

@@ -183,6 +183,63 @@ describe("@waitroom/client against a real node", { skip }, () => {
     assert.ok(admittedAt - freedAt < 5_000, `admitted ${admittedAt - freedAt} ms after the slot was freed`);
   });
 
+  test("follow holds its reads whenever the view says turnSoon, with no estimate yet", async () => {
+    // Both slots were taken at once: the room expects two admissions soon, so the second in line
+    // is marked turnSoon although nothing says yet how long people stay (no estimate) and it
+    // has not moved (no progress of its own). Heartbeats a minute apart.
+    const roomId = await room("js-turn-soon", { capacity: 2, heartbeatIntervalSeconds: 60 });
+    const holders = [await join(roomId, { baseUrl: node.url }), await join(roomId, { baseUrl: node.url })];
+    await join(roomId, { baseUrl: node.url });
+    const requests = [];
+    const recording = (url, init) => {
+      const { pathname, search } = new URL(url);
+      requests.push(`${init.method} ${pathname}${search}`);
+      return fetch(url, init);
+    };
+    const person = await join(roomId, { baseUrl: node.url, fetch: recording });
+    assert.equal(person.view.position, 1);
+    assert.equal(person.view.turnSoon, true);
+    assert.equal(person.view.estimatedWaitRange, null);
+    let admittedAt = null;
+    const followed = follow(person, {
+      onAdmitted: () => {
+        admittedAt = Date.now();
+      },
+    });
+    await eventually("a held read", FOLLOW_WAIT_MS, () =>
+      requests.some((r) => r.startsWith("GET ") && r.endsWith(`?waitSeconds=${LIMITS.heldReadMaxSeconds}`)),
+    );
+    await leave(holders[0]); // the one ahead is admitted
+    const freedAt = Date.now();
+    await leave(holders[1]); // this one's turn
+    const final = await followed;
+    assert.equal(final.status, "ACTIVE");
+    assert.ok(admittedAt - freedAt < 5_000, `admitted ${admittedAt - freedAt} ms after the slot was freed`);
+  });
+
+  test("follow reads nothing between heartbeats while the view does not say turnSoon", async () => {
+    const roomId = await room("js-not-soon", { capacity: 1, heartbeatIntervalSeconds: 60 });
+    await join(roomId, { baseUrl: node.url });
+    await join(roomId, { baseUrl: node.url });
+    await join(roomId, { baseUrl: node.url });
+    const requests = [];
+    const recording = (url, init) => {
+      const { pathname, search } = new URL(url);
+      requests.push(`${init.method} ${pathname}${search}`);
+      return fetch(url, init);
+    };
+    const person = await join(roomId, { baseUrl: node.url, fetch: recording });
+    assert.equal(person.view.position, 2);
+    assert.equal(person.view.turnSoon, false);
+    const controller = new AbortController();
+    const followed = follow(person, { signal: controller.signal }).catch((error) => error);
+    const quietUntil = Date.now() + 3_000;
+    await eventually("3 s pass", 10_000, () => Date.now() >= quietUntil);
+    controller.abort();
+    await followed;
+    assert.deepEqual(requests.filter((r) => r.startsWith("GET ")), [], `requests: ${requests.join(", ")}`);
+  });
+
   test("follow reports each position change until admission", async () => {
     const roomId = await room("js-positions", { capacity: 1 });
     const holder = await join(roomId, { baseUrl: node.url });

@@ -80,6 +80,15 @@ pub const ETA_RANGE_SIGMAS: u64 = 2;
 pub const ETA_POINT_SPREAD_PERCENT_MAX: u64 = 20;
 /// ...and at most this long (a longer half-width: the range alone).
 pub const ETA_POINT_SPREAD_MS_MAX: u64 = 60_000;
+/// `turnSoon` (see `Room::turn_soon`) looks this far ahead, in percent of the room's heartbeat
+/// interval: a session reads its view at least once a heartbeat interval, so it must be marked
+/// one interval before its turn; the half interval more is the margin for a turnover that speeds
+/// up (the first fill of a room, a burst of leavers). Every marked session holds a read: a longer
+/// horizon is more reads (about one per held read's wait, per marked session).
+pub const TURN_SOON_HORIZON_PERCENT: u64 = 150;
+/// ...and the slots freed lately are scaled to the horizon from the time they span, at least
+/// this long (a room open for less has freed few, and its turnover is rising: the first fill).
+pub const TURN_SOON_SPAN_MS_MIN: u64 = 1_000;
 
 /// Latest room clock a snapshot may carry (`Room::restore_snapshot`): the last instant of year
 /// 9999, like `opensAt`. Log timestamps are real times, so no room gets near it; bounding it keeps

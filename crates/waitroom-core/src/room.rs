@@ -1297,6 +1297,7 @@ impl Room {
             waiting_count: self.waiting_count(),
             estimated_wait_seconds: None,
             estimated_wait_range: None,
+            turn_soon: false,
             prequeue: false,
             opens_at_ms: config.opens_at_ms,
             joined_at_ms: slot.joined_at_ms,
@@ -1324,6 +1325,7 @@ impl Room {
                     let position = u64::from(self.line.ahead_of(slot.aux));
                     view.position = Some(position);
                     view.set_estimate(self.estimate(position));
+                    view.turn_soon = self.turn_soon(position);
                 }
                 view.expires_at_ms = Some(waiting_deadline);
             }

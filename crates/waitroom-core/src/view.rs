@@ -4,8 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, QueueingMethod};
 use crate::ids::SessionId;
+use crate::limits::{RATE_BUCKET_MS, TURN_SOON_HORIZON_PERCENT, TURN_SOON_SPAN_MS_MIN};
+use crate::room::Room;
 
 /// A session's status (`status` in docs/api.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,6 +81,9 @@ pub struct SessionView {
     pub estimated_wait_seconds: Option<u64>,
     /// WAITING after the draw, once a rate is known: the wait lies in this range (low ≤ high).
     pub estimated_wait_range: Option<WaitRange>,
+    /// WAITING in line, with the turn likely to come before the next heartbeat (see
+    /// [`Room::turn_soon`]): clients hold a read (`waitSeconds`) to learn of it at once.
+    pub turn_soon: bool,
     /// The session waits in the pre-queue: its place is drawn when the room opens.
     pub prequeue: bool,
     pub opens_at_ms: Option<u64>,
@@ -93,6 +98,73 @@ pub struct SessionView {
     /// ACTIVE only: the room's target URL.
     pub target_url: Option<String>,
     pub expired_reason: Option<ExpiredReason>,
+}
+
+/// # Turn soon
+/// `turnSoon` marks the sessions whose turn may come before their next heartbeat: the node holds
+/// their status reads (`waitSeconds`) until the turn comes, and clients ask for held reads only
+/// then, so a person learns of the turn at once while only the front of the line holds a
+/// connection. It must err towards `true` — a turn it misses is noticed a heartbeat late — and
+/// needs no estimate: the first fill of a room, when nothing says yet how long people stay, is
+/// when it matters most.
+impl Room {
+    /// A session `position` places from the front of an open, running room's line (`random`
+    /// rooms, which draw each admission among everyone, and the pre-queue, have no position):
+    /// `position < max(1, soon)`, `soon` being the admissions expected within the horizon `h`,
+    /// `TURN_SOON_HORIZON_PERCENT` of the heartbeat interval. Over the `RATE_BUCKET_MS` buckets
+    /// that cover the last `h + RATE_BUCKET_MS` (at least `h`; at most the rate window) since the
+    /// room opened, `soon` is the largest of
+    /// - the admissions in them (the first fill's included, not extrapolated: right after the
+    ///   opening, `capacity` people are admitted at once, which is no rate);
+    /// - the slots freed in them, scaled to `h` from the time they span (at least
+    ///   `TURN_SOON_SPAN_MS_MIN`): the turnover, which a young room has shown for a short time
+    ///   only;
+    /// - with `admitPerMinute` and free slots (the rate limit binds): `admitPerMinute × h`;
+    /// - while the room opened less than `h + RATE_BUCKET_MS` ago (its first fill), the
+    ///   admissions plus the sessions active now: nothing says yet how long people stay, so any
+    ///   of them may leave within the horizon, and the turnover measured so far lags behind one
+    ///   that is still rising.
+    ///
+    /// Integer arithmetic on the room's state, like the estimates: every node agrees. At most
+    /// about `soon` sessions per room are marked, whatever the length of the line.
+    pub(crate) fn turn_soon(&self, position: u64) -> bool {
+        let config = &self.config;
+        let open = config.opens_at_ms.is_none_or(|at| self.now_ms >= at);
+        if !self.exists
+            || config.paused
+            || !open
+            || config.queueing_method == QueueingMethod::Random
+        {
+            return false;
+        }
+        if position == 0 {
+            return true;
+        }
+        let horizon_ms =
+            TURN_SOON_HORIZON_PERCENT * u64::from(config.heartbeat_interval_seconds) * 10;
+        let opened_ms = self.created_at_ms.max(config.opens_at_ms.unwrap_or(0));
+        let window_ms = horizon_ms + RATE_BUCKET_MS;
+        let (admitted, _) = self.admissions.recent(self.now_ms, window_ms, opened_ms);
+        let (freed, span_ms) = self.freed_slots.recent(self.now_ms, window_ms, opened_ms);
+        let turnover = u128::from(freed) * u128::from(horizon_ms)
+            / u128::from(span_ms.max(TURN_SOON_SPAN_MS_MIN));
+        let by_rate = match &self.bucket {
+            Some(bucket) if self.active_count < config.capacity => {
+                u128::from(bucket.admit_per_minute()) * u128::from(horizon_ms) / 60_000
+            }
+            _ => 0,
+        };
+        let first_fill = if self.now_ms.saturating_sub(opened_ms) < window_ms {
+            u128::from(admitted) + u128::from(self.active_count)
+        } else {
+            0
+        };
+        let soon = u128::from(admitted)
+            .max(turnover)
+            .max(by_rate)
+            .max(first_fill);
+        u128::from(position) < soon
+    }
 }
 
 /// A range of waits, whole seconds: `low_seconds ≤ high_seconds`.

@@ -68,7 +68,7 @@ use waitroom_core::limits::{
     CHALLENGE_DIFFICULTY_BITS_MAX, ETA_FREES_MIN, ETA_POINT_SPREAD_MS_MAX,
     ETA_POINT_SPREAD_PERCENT_MAX, ETA_RANGE_SIGMAS, ETA_SETTLE_HOLDS, ETA_WINDOW_MS,
     PASS_LIFETIME_MS_MAX, PASSES_PER_RECORD_MAX, PASSES_PER_ROOM_MAX, RATE_BUCKET_MS,
-    RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS,
+    RECORD_DEDUP_WINDOW_MS, SESSION_RETENTION_MS, TURN_SOON_HORIZON_PERCENT, TURN_SOON_SPAN_MS_MIN,
 };
 use waitroom_core::*;
 
@@ -804,6 +804,29 @@ impl Model {
         Some((central.max(floor), low.max(floor), high.max(floor)))
     }
 
+    /// See the core's "Turn soon": the admissions expected within 1.5 heartbeat intervals.
+    fn turn_soon(&self, position: u64) -> bool {
+        let c = &self.config;
+        if !self.exists || c.paused || !self.open() || c.queueing_method == QueueingMethod::Random {
+            return false;
+        }
+        let horizon = TURN_SOON_HORIZON_PERCENT * u64::from(c.heartbeat_interval_seconds) * 10;
+        let window = (horizon + RATE_BUCKET_MS).min(ETA_WINDOW_MS);
+        let opened = self.created_at.max(c.opens_at_ms.unwrap_or(0));
+        let (admitted, _) = Self::recent_count(&self.admissions, self.now, window, opened);
+        let (freed, span) = Self::recent_count(&self.freed, self.now, window, opened);
+        let mut soon = admitted.max(freed * horizon / span.max(TURN_SOON_SPAN_MS_MIN));
+        if let Some(bucket) = &self.bucket
+            && self.active() < u64::from(c.capacity)
+        {
+            soon = soon.max(bucket.apm * horizon / 60_000);
+        }
+        if self.now - opened < window {
+            soon = soon.max(admitted + self.active());
+        }
+        position < soon.max(1)
+    }
+
     fn eta_point(estimate: (u64, u64, u64)) -> Option<u64> {
         let (central, low, high) = estimate;
         let half = (central - low).max(high - central);
@@ -853,6 +876,7 @@ impl Model {
                     low_seconds: low / 1000,
                     high_seconds: high.div_ceil(1000),
                 }),
+            turn_soon: position.is_some_and(|p| self.turn_soon(p)),
             prequeue: s.state == MState::Pre,
             // A pre-queued session is told when its pre-queue is drawn: the later of `opensAt`
             // (if still ahead) and the start of the event whose pre-queue it is.

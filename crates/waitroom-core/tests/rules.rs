@@ -2039,3 +2039,103 @@ fn passes_and_reconfigurations_during_an_events_pre_queue() {
     // configuration's seed did not replace it).
     assert_eq!(t.room.draw_seed(), Some(DrawSeed::from_u64(5)));
 }
+
+/// The positions of the line marked `turn_soon`, front first: `turn_soon` must hold for a
+/// prefix of the line (the front), so this is its length, checked to be a prefix.
+fn turn_soon_prefix(t: &Timeline, ids: impl Iterator<Item = u128>) -> u64 {
+    let mut marked = 0;
+    let mut ended = false;
+    for n in ids {
+        let view = t.view(SessionId::from_u128(n));
+        if view.status != Status::Waiting {
+            continue;
+        }
+        if view.turn_soon {
+            assert!(!ended, "session {n} is marked behind one that is not");
+            assert_eq!(view.position, Some(marked));
+            marked += 1;
+        } else {
+            ended = true;
+        }
+    }
+    marked
+}
+
+#[test]
+fn turn_soon_marks_the_first_fill_without_an_estimate() {
+    // Ten admitted at the opening, nothing freed: no estimate, and nothing says how long people
+    // stay. The ten inside may all leave within the horizon (1.5 heartbeat intervals, 15 s), and
+    // the turnover is only starting: the first fill marks the admissions plus the active, 20.
+    let mut r = Turnover::new(10, 1000);
+    assert_eq!(r.view(11).estimated_wait_range, None);
+    assert_eq!(turn_soon_prefix(&r.t, 1..=1000), 20);
+    // Five freed within the first second: still no estimate, but a turnover of five a second
+    // is 75 within 15 s, more than the 15 admitted.
+    r.free(5, 200);
+    assert_eq!(r.view(16).estimated_wait_range, None);
+    assert_eq!(turn_soon_prefix(&r.t, 1..=1000), 75);
+    // The horizon is 1.5 of the room's heartbeat intervals: at 30 s, 45 s of that turnover.
+    let mut slow = config(10);
+    slow.heartbeat_interval_seconds = 30;
+    r.configure(r.now, slow);
+    assert_eq!(turn_soon_prefix(&r.t, 1..=1000), 225);
+}
+
+#[test]
+fn turn_soon_in_steady_turnover_is_the_horizon_of_it() {
+    // One slot freed a second for 400 s: 16 freed and admitted in the 15 s (three buckets and the
+    // current one, which starts now) before now. The 16th in line has about 16 s to wait.
+    let mut r = Turnover::new(10, 2000);
+    r.free(400, SECOND);
+    assert_eq!(turn_soon_prefix(&r.t, 1..=2000), 16);
+    let front = r.view(411 + 15);
+    assert_eq!((front.position, front.turn_soon), (Some(15), true));
+    assert!(within(front.estimated_wait_range, 16), "{front:?}");
+    // Half a bucket later the oldest bucket still counts: 19 freed and admitted in 17.5 s. The
+    // frees are scaled to the 15 s horizon (16), the admissions are not (the first fill's must
+    // not be): the larger, 19, errs towards marking.
+    r.free(3, 2500 / 3);
+    assert_eq!(turn_soon_prefix(&r.t, 1..=2000), 19);
+}
+
+#[test]
+fn turn_soon_is_false_where_no_turn_comes_or_nobody_has_a_place() {
+    // Paused: nobody, not even the next in line.
+    let mut r = Turnover::new(2, 10);
+    assert_eq!(turn_soon_prefix(&r.t, 1..=10), 4);
+    let mut paused = config(2);
+    paused.paused = true;
+    r.configure(r.now + 1, paused);
+    assert_eq!(turn_soon_prefix(&r.t, 1..=10), 0);
+    // A random room draws each admission among everyone: no position, no mark.
+    let mut random = config(2);
+    random.queueing_method = QueueingMethod::Random;
+    r.configure(r.now + 1, random);
+    assert!((3..=10).all(|n| !r.view(n).turn_soon));
+    // The pre-queue: not open yet.
+    let mut later = config(2);
+    later.opens_at_ms = Some(T0 + 60 * SECOND);
+    let mut t = Timeline::new(later);
+    t.join(T0, 1);
+    let view = t.view(SessionId::from_u128(1));
+    assert!(view.prequeue && !view.turn_soon);
+    // Once open, the first `capacity` are admitted and the next is marked.
+    t.join(T0 + 60 * SECOND, 2);
+    t.join(T0 + 60 * SECOND, 3);
+    assert_eq!(turn_soon_prefix(&t, 1..=3), 1);
+    assert!(!t.view(SessionId::from_u128(1)).turn_soon, "ACTIVE");
+}
+
+#[test]
+fn turn_soon_under_a_rate_limit_is_the_rate_times_the_horizon() {
+    // 60 a minute with free slots: one admitted at once (the burst), then one a second; the room
+    // will admit 15 within 15 s, whatever it admitted lately (more than the first fill's 1 + 1).
+    let mut limited = config(100);
+    limited.admit_per_minute = Some(60);
+    let mut t = Timeline::new(limited);
+    for n in 1..=100 {
+        t.join(T0, n);
+    }
+    assert_eq!(t.room.stats().active_count, 1);
+    assert_eq!(turn_soon_prefix(&t, 1..=100), 15);
+}

@@ -59,6 +59,9 @@ struct SessionViewWire {
     /// Absent from servers that predate it.
     #[serde(default)]
     estimated_wait_range: Option<WaitRange>,
+    /// Absent from servers that predate it.
+    #[serde(default)]
+    turn_soon: Option<bool>,
     #[serde(default)]
     prequeue: bool,
     #[serde(default)]
@@ -90,6 +93,8 @@ pub struct SessionView {
     pub position: Option<u64>,
     pub estimated_wait_seconds: Option<u64>,
     pub estimated_wait_range: Option<WaitRange>,
+    /// `turnSoon`: `None` from a server that predates it.
+    pub turn_soon: Option<bool>,
     pub prequeue: bool,
     pub opens_at_us: Option<TimeUs>,
     pub joined_at_us: TimeUs,
@@ -137,6 +142,7 @@ impl SessionView {
             estimated_wait_range: wire
                 .estimated_wait_range
                 .filter(|range| range.low_seconds <= range.high_seconds),
+            turn_soon: wire.turn_soon,
             prequeue: wire.prequeue,
             heartbeat_interval_seconds: wire.heartbeat_interval_seconds,
             admission_token: wire.admission_token,

@@ -46,6 +46,9 @@
 //!   both together ("shown"). **Settled**: the same for samples received at least
 //!   `ETA_SETTLED_AFTER_SECONDS` after the run started (the room is configured at the start),
 //!   with the count of figures, and of ranges, off by more than `ETA_ABSOLUTE_ERROR_LIMIT_SECONDS`.
+//!   **By change**: "shown" split by whether a change of the room (a configuration PUT of the
+//!   run, `--reconfigure`) came during the wait: the answer received before the PUT was answered,
+//!   the admission after it was sent. What the operator will change, no estimate can foresee.
 //! - **Clock offset** (server − client): every join proves the true join instant, in
 //!   `[joinedAt, joinedAt + 1 ms)` on the server's clock, lies in `[sent, received]` on the
 //!   client's, so the offset lies in `[max(joinedAt − received), min(joinedAt + 1 ms − sent)]`.
@@ -266,6 +269,12 @@ pub struct EtaError {
     pub shown: ErrorSummary,
     /// Samples received once the room had run `ETA_SETTLED_AFTER_SECONDS`.
     pub settled: SettledEta,
+    /// Figures and ranges shown (as `shown`) split by whether an operator's change of the room
+    /// (a `--reconfigure` PUT) came between the answer and the admission: an answer received
+    /// before the PUT was answered, for a user admitted after it was sent. No estimate can
+    /// foresee such a change; `shown` pools both.
+    pub across_change: ErrorSummary,
+    pub no_change: ErrorSummary,
 }
 
 /// Errors of a set of samples.
@@ -835,6 +844,15 @@ fn eta_error(trace: &Trace) -> EtaError {
     let mut widths = Vec::new();
     let (mut inside, mut not_yet, mut settled_not_yet) = (0, 0, 0);
     let mut excluded = 0;
+    // The run's changes of the room, as `(sent, received)`: the configuration before the first
+    // user is one too, but no answer comes before it.
+    let changes: Vec<(TimeUs, TimeUs)> = trace
+        .requests
+        .iter()
+        .filter(|request| request.kind == RequestKind::Configure)
+        .map(|request| (request.sent_us, request.received_us))
+        .collect();
+    let (mut across_change, mut no_change) = (Errors::default(), Errors::default());
     let mut unresolved = 0;
     for user in &trace.users {
         let Some(admitted_at_us) = user.admitted_at_us else {
@@ -849,11 +867,20 @@ fn eta_error(trace: &Trace) -> EtaError {
             }
             let actual_us = actual_us as f64;
             let settled = sample.at_us >= settled_from_us;
+            let spans_change = changes.iter().any(|&(sent_us, received_us)| {
+                sample.at_us < received_us && admitted_at_us > sent_us
+            });
+            let by_change = if spans_change {
+                &mut across_change
+            } else {
+                &mut no_change
+            };
             match sample.shown {
                 EtaShown::Figure(seconds) => {
                     let error_us = (seconds as f64 * 1e6 - actual_us).abs();
                     figures.push(error_us, actual_us);
                     shown.push(error_us, actual_us);
+                    by_change.push(error_us, actual_us);
                     if settled {
                         settled_figures.push(error_us, actual_us);
                         settled_shown.push(error_us, actual_us);
@@ -869,6 +896,7 @@ fn eta_error(trace: &Trace) -> EtaError {
                     widths.push((high_us - low_us) / actual_us);
                     ranges.push(miss_us, actual_us);
                     shown.push(miss_us, actual_us);
+                    by_change.push(miss_us, actual_us);
                     if settled {
                         settled_ranges.push(miss_us, actual_us);
                         settled_shown.push(miss_us, actual_us);
@@ -909,6 +937,8 @@ fn eta_error(trace: &Trace) -> EtaError {
         not_yet_samples: not_yet,
         shown: shown.summary(),
         settled,
+        across_change: across_change.summary(),
+        no_change: no_change.summary(),
     }
 }
 
@@ -1334,7 +1364,7 @@ mod tests {
                 shown: range(0, 50),
             },
         ];
-        let eta = analyse(&trace(1, vec![admitted])).metrics.eta_error;
+        let eta = analyse(&trace(1, vec![admitted.clone()])).metrics.eta_error;
         assert_eq!(
             (eta.samples, eta.ranges.samples, eta.ranges.inside),
             (1, 3, 1)
@@ -1352,6 +1382,29 @@ mod tests {
         assert_eq!(settled.range_miss_max_seconds, Some(50.0));
         assert_eq!(settled.not_yet, 1);
         assert_eq!(settled.shown.samples, 2);
+        // No change of the room in the trace: every shown answer had none during its wait.
+        assert_eq!((eta.no_change.samples, eta.across_change.samples), (4, 0));
+        // The room changed at 120..121 s (a PUT): the answers of 10 s and 100 s waited across
+        // it (one inside its range, one 50 s short), those of 150 s and 200 s did not.
+        let mut changed = trace(1, vec![admitted]);
+        changed.requests.push(RequestRecord {
+            kind: RequestKind::Configure,
+            outcome: Outcome::Ok,
+            sent_us: 120 * S,
+            received_us: 121 * S,
+        });
+        let split = analyse(&changed).metrics.eta_error;
+        assert_eq!(
+            (split.across_change.samples, split.no_change.samples),
+            (2, 2)
+        );
+        let across = split.across_change.absolute_seconds.unwrap();
+        assert!(
+            (across.max - 50.0).abs() < 1e-9 && across.p50.abs() < 1e-9,
+            "{across:?}"
+        );
+        let no_change = split.no_change.absolute_seconds.unwrap();
+        assert!((no_change.max - 70.0).abs() < 1e-9, "{no_change:?}");
     }
 
     #[test]

@@ -128,9 +128,10 @@ pub struct Args {
     /// Which waiting users read their status between heartbeats: `interval` (every one, every
     /// --poll-interval-ms), `front` (only those near the front of the line — next, or an
     /// estimated wait shorter than the heartbeat interval — every --poll-interval-ms, like the
-    /// waiting page before held reads) or `held` (those near the front, each read held by the
-    /// server until the turn comes, `waitSeconds`, like the waiting page). Outside of `interval`
-    /// the others only heartbeat.
+    /// waiting page before held reads), `held` (those near the front, each read held by the
+    /// server until the turn comes, `waitSeconds`, like the waiting page before `turnSoon`) or
+    /// `turn-soon` (those whose view says `turnSoon`, each read held, like the waiting page).
+    /// Outside of `interval` the others only heartbeat.
     #[arg(long, value_enum, default_value_t = Reads::Interval)]
     pub reads: Reads,
 
@@ -209,8 +210,12 @@ pub enum Reads {
     Interval,
     /// Users near the front, every `--poll-interval-ms`.
     Front,
-    /// Users near the front, each read held until the turn comes (`waitSeconds`).
+    /// Users near the front by the client's own judgement (the waiting page before `turnSoon`),
+    /// each read held until the turn comes (`waitSeconds`).
     Held,
+    /// Users whose view says `turnSoon` (the room's judgement, the waiting page now), each read
+    /// held until the turn comes (`waitSeconds`).
+    TurnSoon,
 }
 
 impl fmt::Display for Reads {
@@ -219,6 +224,7 @@ impl fmt::Display for Reads {
             Self::Interval => "interval",
             Self::Front => "front",
             Self::Held => "held",
+            Self::TurnSoon => "turn-soon",
         })
     }
 }
@@ -610,11 +616,12 @@ impl LoadOptions {
             return Err(invalid("--forwarded-for is not a header name"));
         }
         check_range("users", self.users, 1, USERS_MAX)?;
-        if self.reads == Reads::Held
+        if matches!(self.reads, Reads::Held | Reads::TurnSoon)
             && self.request_timeout_ms < HELD_READ_SECONDS * 1_000 + HELD_READ_MARGIN_MS
         {
             return Err(invalid(format!(
-                "--reads held holds reads {HELD_READ_SECONDS} s: --request-timeout-ms must be at least {}",
+                "--reads {} holds reads {HELD_READ_SECONDS} s: --request-timeout-ms must be at least {}",
+                self.reads,
                 HELD_READ_SECONDS * 1_000 + HELD_READ_MARGIN_MS
             )));
         }

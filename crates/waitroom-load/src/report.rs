@@ -350,6 +350,14 @@ impl Report {
             format_percentiles(eta.shown.relative.as_ref()),
             format_percentiles(eta.shown.absolute_seconds.as_ref())
         ));
+        line(format!(
+            "eta split {} shown with no change of the room during the wait, relative error {}; \
+             {} across a change, relative error {}",
+            eta.no_change.samples,
+            format_percentiles(eta.no_change.relative.as_ref()),
+            eta.across_change.samples,
+            format_percentiles(eta.across_change.relative.as_ref())
+        ));
         let settled = &eta.settled;
         line(format!(
             "eta after {} s: {} figures, {} off by > {} s (max {}); {} ranges, {} missed by > {} s \

@@ -399,6 +399,7 @@ mod tests {
             position: None,
             estimated_wait_seconds: None,
             estimated_wait_range: None,
+            turn_soon: None,
             prequeue: false,
             opens_at_us: None,
             joined_at_us: 1_000,

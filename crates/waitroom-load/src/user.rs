@@ -60,6 +60,11 @@ pub struct UserContext {
 }
 
 impl UserContext {
+    /// Reads between heartbeats are held by the server (`waitSeconds`).
+    fn holds_reads(&self) -> bool {
+        matches!(self.reads, Reads::Held | Reads::TurnSoon)
+    }
+
     /// Counts `added` trace records; past the bound, stops the run.
     pub fn count_records(&self, added: u64) {
         let total = self.live.records.fetch_add(added, Ordering::Relaxed) + added;
@@ -297,13 +302,21 @@ impl SimulatedUser {
                 .abandon_waiting_after_us
                 .map(|after_us| received_us + after_us as TimeUs);
             let poll_interval_us = self.context.poll_interval_us as TimeUs;
-            let mut next_poll_us = received_us + poll_interval_us;
+            // `turn-soon`, as the waiting page: reads are spaced from the last read, not from the
+            // last request (a heartbeat or the join leaves no read pending to wait for).
+            let reads_apart = self.context.reads == Reads::TurnSoon;
+            let mut next_poll_us = if reads_apart {
+                received_us
+            } else {
+                received_us + poll_interval_us
+            };
             let mut last_read_sent_us = TimeUs::MIN / 2;
             let progress = view.position.map(|position| (position, received_us));
             loop {
                 let reads = match self.context.reads {
                     Reads::Interval => true,
                     Reads::Front | Reads::Held => self.near_front(&view, progress, self.now_us()),
+                    Reads::TurnSoon => view.turn_soon == Some(true),
                 };
                 let mut next_us = next_heartbeat_us;
                 if reads {
@@ -318,16 +331,22 @@ impl SimulatedUser {
                     self.end(EndKind::Leave, &session_id, None).await;
                     return;
                 }
-                // A held read must end before the next heartbeat is due.
-                let held_seconds = ((next_heartbeat_us - now_us) / 1_000_000)
-                    .clamp(0, HELD_READ_SECONDS as TimeUs)
-                    as u64;
+                // `held`: a held read must end before the next heartbeat is due. `turn-soon`: as
+                // the waiting page, whose reads and heartbeats run side by side, a read is held
+                // for the whole wait; a heartbeat that falls due meanwhile goes right after it
+                // (late by at most the wait, far within the idle timeout).
+                let held_seconds = if self.context.reads == Reads::TurnSoon {
+                    HELD_READ_SECONDS
+                } else {
+                    ((next_heartbeat_us - now_us) / 1_000_000).clamp(0, HELD_READ_SECONDS as TimeUs)
+                        as u64
+                };
                 let (kind, exchange) = if next_heartbeat_us <= now_us
-                    || (self.context.reads == Reads::Held && held_seconds == 0)
+                    || (self.context.holds_reads() && held_seconds == 0)
                 {
                     let exchange = self.context.http.heartbeat(&session_id).await;
                     (RequestKind::Heartbeat, exchange)
-                } else if self.context.reads == Reads::Held {
+                } else if self.context.holds_reads() {
                     last_read_sent_us = now_us;
                     let exchange = self.context.http.held_poll(&session_id, held_seconds).await;
                     (RequestKind::HeldPoll, exchange)
@@ -336,7 +355,7 @@ impl SimulatedUser {
                 };
                 // A failed request is retried at the next tick, like a page would.
                 let answered_us = exchange.received_us;
-                next_poll_us = if kind == RequestKind::HeldPoll {
+                next_poll_us = if kind == RequestKind::HeldPoll || reads_apart {
                     // Read again at once after a held answer; a poll interval after the last
                     // read began otherwise (a node that holds no more reads answers at once).
                     answered_us.max(last_read_sent_us + poll_interval_us)

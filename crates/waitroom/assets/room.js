@@ -75,17 +75,13 @@
   const REDIRECT_LOOP_GUARD_MS = 20000;
   /** Tab switches closer together than this do not each cause a request. */
   const RESYNC_MIN_INTERVAL_MS = 2000;
-  /** Near the front of the line the page reads its view, asking the server to hold the answer
+  /** While the view says `turnSoon` the page reads its view, asking the server to hold the answer
    *  until its turn comes or this many seconds pass (`?waitSeconds=`, at most 8: the API's bound),
    *  then reads again at once (see `scheduleFrontCheck`). */
   const HELD_READ_SECONDS = 8;
   /** ...and at least this long after the previous read began: a server that holds no more reads
    *  answers at once, and the page then reads once a second, as it did before held reads. */
   const FRONT_CHECK_MS = 1000;
-  /** "Near the front": a turn expected within this many heartbeat intervals, by the server's
-   *  estimate or by the page's own progress (an estimate up to twice too long still lets the page
-   *  hold its read before the turn comes, rather than learn of it at the next heartbeat). */
-  const NEAR_FRONT_HEARTBEATS = 2;
   /** At `opensAt` everyone re-reads; a random delay up to this spreads that herd out. */
   const OPENING_JITTER_MS = 4000;
   /** A clock difference from the server smaller than this is within the `Date` header's
@@ -196,7 +192,6 @@
   let generation = 0;
   let heartbeatTimer = null;
   let frontInFlight = false; // a held read of the view is on its way
-  let progressFrom = null; // { id, position, at }: the first place this page saw, and when
   let heartbeatInFlight = null; // generation of the heartbeat in flight, or null
   let failures = 0; // consecutive failed heartbeats
   let lastSyncAt = 0;
@@ -624,12 +619,6 @@
   function accept(next) {
     if (!record || next.waitingRoomSessionId !== record.id) return;
     view = next;
-    if (next.status === "WAITING" && Number.isInteger(next.position) && next.prequeue !== true) {
-      // Where this page's own progress is measured from (see isNearFront).
-      if (!progressFrom || progressFrom.id !== record.id || next.position > progressFrom.position) {
-        progressFrom = { id: record.id, position: next.position, at: Date.now() };
-      }
-    }
     if (next.status === "WAITING" && Number.isInteger(next.position)) {
       // The progress bar runs from the first position we saw down to 0.
       if (record.startPosition === null || next.position > record.startPosition) {
@@ -660,26 +649,13 @@
   // runs. So a page near the front also reads its view (a GET: answered from the node's memory,
   // nothing written to the log), asking the server to hold the answer until the turn comes
   // (`waitSeconds`): the page learns of it the moment the slot frees, with one request per
-  // HELD_READ_SECONDS instead of one per second. "Near" is next in line, or a turn expected
-  // within NEAR_FRONT_HEARTBEATS heartbeat intervals, so about (admissions per second x 2 x
-  // heartbeat interval) pages do this at once, whatever the size of the line.
+  // HELD_READ_SECONDS instead of one per second. "Near" is the server's `turnSoon`: the room marks
+  // the sessions whose turn may come within 1.5 heartbeat intervals (from its admissions and freed
+  // slots of the last moments, estimate or not: the first fill included), so about (admissions
+  // per second x 1.5 x heartbeat interval) pages do this at once, whatever the size of the line;
+  // the server holds reads for these sessions only.
   function isNearFront(v) {
-    if (!v || v.status !== "WAITING" || v.prequeue === true) return false;
-    if (v.position === 0) return true;
-    const horizonMs = NEAR_FRONT_HEARTBEATS * intervalMs(v);
-    const eta = v.estimatedWaitSeconds;
-    if (Number.isInteger(eta) && eta * 1000 < horizonMs) return true;
-    // A range: the turn may come as early as its low end.
-    const low = v.estimatedWaitRange && v.estimatedWaitRange.lowSeconds;
-    if (Number.isInteger(low) && low * 1000 < horizonMs) return true;
-    // The page's own progress since it first saw its place: a second opinion, for when the
-    // server's estimate is missing or too long (the first fill of a room, a burst of leavers).
-    if (Number.isInteger(v.position) && progressFrom && record && progressFrom.id === record.id) {
-      const moved = progressFrom.position - v.position;
-      const elapsedMs = Date.now() - progressFrom.at;
-      if (moved > 0 && (v.position * elapsedMs) / moved < horizonMs) return true;
-    }
-    return false;
+    return !!v && v.status === "WAITING" && v.turnSoon === true;
   }
 
   function scheduleFrontCheck(delayMs = FRONT_CHECK_MS) {

@@ -1,6 +1,7 @@
 //! Held status reads (`GET /api/waiting-room/sessions/{id}?waitSeconds=`): a read of a WAITING
-//! session answers when its turn comes, or when the wait passes; bad waits are `400`s; past
-//! `--held-reads-max` a read is answered at once.
+//! session whose view says `turnSoon` answers when its turn comes, or when the wait passes; one
+//! whose view does not is answered at once; bad waits are `400`s; past `--held-reads-max` a read
+//! is answered at once.
 
 mod common;
 
@@ -154,14 +155,78 @@ async fn a_bad_wait_is_a_clear_400() {
     server.stop().await;
 }
 
+/// `turnSoon` is the room's judgement of the front, estimate or not: with the one slot of a new
+/// room taken (no slot freed, so no estimate), the one inside may leave any time, so the first
+/// two in line are marked (the admission and the active session), and the third is not. The
+/// third's read is answered at once, not held; once a slot frees and the line moves, it is marked
+/// too, and its read is held until its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_turn_soon_is_held() {
+    let server = TestServer::start().await;
+    server.put_room("soon", room_config()).await;
+    let (_, first) = server.join("soon").await;
+    let mut line = Vec::new();
+    for _ in 0..3 {
+        let (_, joined) = server.join("soon").await;
+        line.push(joined);
+    }
+    let soon: Vec<(Value, Value, Value)> = line
+        .iter()
+        .map(|view| {
+            (
+                view["position"].clone(),
+                view["turnSoon"].clone(),
+                view["estimatedWaitRange"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        soon,
+        [
+            (json!(0), json!(true), Value::Null),
+            (json!(1), json!(true), Value::Null),
+            (json!(2), json!(false), Value::Null),
+        ]
+    );
+    // Not soon: answered at once, WAITING, and never counted as held.
+    let (status, view, took) = held_read(&server, &id(&line[2]), "waitSeconds=8").await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("WAITING")));
+    assert_eq!(view["turnSoon"], false);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // A slot frees: the first in line is admitted; one slot freed within a second is a turnover
+    // of 15 within 15 s.
+    let (status, _) = server
+        .post_action(&id(&first), "complete", first["admissionToken"].as_str())
+        .await;
+    assert_eq!(status, 200);
+    let (status, view, took) = held_read(&server, &id(&line[2]), "waitSeconds=1").await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("WAITING")));
+    assert_eq!(
+        (&view["position"], &view["turnSoon"]),
+        (&json!(1), &json!(true))
+    );
+    assert!(took >= Duration::from_millis(900), "held {took:?}");
+    // An ACTIVE session's views say false.
+    assert_eq!(first["turnSoon"], false);
+    server.stop().await;
+}
+
 /// Past `--held-reads-max`, a read is answered at once, as without `waitSeconds`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_a_read_is_answered_at_once() {
     let server = TestServer::start_with(|options| options.held_reads_max = 1).await;
-    server.put_room("capped", room_config()).await;
+    let mut config = room_config();
+    config["capacity"] = json!(2);
+    server.put_room("capped", config).await;
     let (_, _first) = server.join("capped").await;
+    let (_, _also) = server.join("capped").await;
     let (_, second) = server.join("capped").await;
     let (_, third) = server.join("capped").await;
+    // Both would be held (`turnSoon`), but the node holds one read only.
+    assert_eq!(
+        (&second["turnSoon"], &third["turnSoon"]),
+        (&json!(true), &json!(true))
+    );
     let holder = {
         let url = server.url(&format!(
             "/api/waiting-room/sessions/{}?waitSeconds=3",

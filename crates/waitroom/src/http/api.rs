@@ -266,6 +266,13 @@ pub struct SessionBody<'a> {
     /// `null` while no estimate is possible ("not yet": paused, before `opensAt`, or a full room
     /// that has freed too few slots lately to know how long people stay).
     pub estimated_wait_range: Option<WaitRangeBody>,
+    /// WAITING in line only: the turn may come before the next heartbeat (`position` below the
+    /// admissions the room expects within 1.5 `heartbeatIntervalSeconds`, from its admissions and
+    /// freed slots of the last moments; no estimate needed). While `true`, read
+    /// the view with `?waitSeconds=` to learn of the turn the moment it comes; the node holds
+    /// such reads only for these sessions. `false` otherwise (and in the pre-queue, in a
+    /// `random` room, while paused or before `opensAt`).
+    pub turn_soon: bool,
     pub prequeue: bool,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub opens_at: Option<Rfc3339Ms>,
@@ -348,6 +355,11 @@ impl SessionBody<'_> {
             }
             None => out.extend_from_slice(b",\"estimatedWaitRange\":null"),
         }
+        out.extend_from_slice(if self.turn_soon {
+            b",\"turnSoon\":true"
+        } else {
+            b",\"turnSoon\":false"
+        });
         out.extend_from_slice(if self.prequeue {
             b",\"prequeue\":true,\"opensAt\":"
         } else {
@@ -395,6 +407,7 @@ impl<'a> SessionBody<'a> {
             waiting_count: view.waiting_count,
             estimated_wait_seconds: view.estimated_wait_seconds,
             estimated_wait_range: view.estimated_wait_range.map(Into::into),
+            turn_soon: view.turn_soon,
             prequeue: view.prequeue,
             opens_at: view.opens_at_ms.map(Rfc3339Ms),
             joined_at: Rfc3339Ms(view.joined_at_ms),
@@ -856,6 +869,7 @@ mod tests {
                 low_seconds: 280,
                 high_seconds: 340,
             }),
+            turn_soon: true,
             prequeue: false,
             opens_at_ms: None,
             joined_at_ms: 1_800_000_000_123,
@@ -872,6 +886,7 @@ mod tests {
                 position: None,
                 estimated_wait_seconds: None,
                 estimated_wait_range: None,
+                turn_soon: false,
                 prequeue: true,
                 opens_at_ms: Some(1_800_000_060_000),
                 ..base.clone()

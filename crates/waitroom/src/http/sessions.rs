@@ -609,9 +609,11 @@ pub(crate) struct StatusQuery {
     /// Hold the answer while the session is `WAITING`, until its status changes (its turn came:
     /// `ACTIVE`; or it ended) or this many seconds pass, whichever comes first; then answer its
     /// view as of then. For pages near the front of the line: they learn of their turn the
-    /// moment it comes, with one request per wait instead of one per second. Answered at once
-    /// when the session is not `WAITING`, and when the node already holds as many reads as it
-    /// may (`--held-reads-max`): read again after a second then.
+    /// moment it comes, with one request per wait instead of one per second. Held only while
+    /// the view says `turnSoon` (the room's own judgement of the front of the line); answered at
+    /// once otherwise (read at the next heartbeat then), when the session is not `WAITING`, and
+    /// when the node already holds as many reads as it may (`--held-reads-max`): read again
+    /// after a second then.
     // Read as text, so that every bad value gets the same clear problem.
     #[serde(rename = "waitSeconds")]
     #[param(required = false, value_type = Option<u64>, minimum = 1, maximum = 8)]
@@ -656,6 +658,7 @@ pub(crate) async fn get_session(
     let (cell, mut view) = find(&state, &id).await?;
     if let Some(wait) = wait
         && view.status == Status::Waiting
+        && view.turn_soon
     {
         view = held(&state, &cell, &id, view, wait).await?;
     }
@@ -668,8 +671,8 @@ pub(crate) async fn get_session(
     ))
 }
 
-/// The view of a `WAITING` session once its status changed or `wait` passed (at once when the
-/// node holds `--held-reads-max` reads already). The room wakes its waiters after applying
+/// The view of a `WAITING` session whose turn is soon (`turnSoon`) once its status changed or
+/// `wait` passed (at once when the node holds `--held-reads-max` reads already). The room wakes its waiters after applying
 /// records that changed some session's status; each re-reads its own view under the read lock
 /// (registered for the next wake first, so none is missed in between).
 async fn held(

@@ -24,6 +24,10 @@ export interface SessionView {
   /** WAITING only: the range the wait is expected in; null while no estimate is possible yet
    *  (paused, before opening, too few slots freed lately). Absent from older servers. */
   estimatedWaitRange?: WaitRange | null;
+  /** WAITING in line only: the turn may come within 1.5 heartbeat intervals; follow() then holds
+   *  its reads on the server (`?waitSeconds=`) to see the turn the moment it comes. Absent from
+   *  older servers. */
+  turnSoon?: boolean;
   prequeue: boolean;
   opensAt: string | null;
   joinedAt: string;

@@ -35,13 +35,14 @@ export const LIMITS = Object.freeze({
   heartbeatMinSeconds: 1,
   heartbeatMaxSeconds: 300,
   heartbeatDefaultSeconds: 10,
-  /** Near the front of the line (next, or an estimated wait shorter than the heartbeat interval)
-   *  the status is also read between heartbeats, and the server is asked to hold each read until
+  /** Near the front of the line (the view says `turnSoon`: the server expects the turn within 1.5
+   *  heartbeat intervals) the status is also read between heartbeats, and the server is asked to hold each read until
    *  the turn comes or this many seconds pass (`?waitSeconds=`, at most 8: the API's bound), so
    *  admission is seen the moment it happens, with one read per wait. A read writes nothing. */
   heldReadMaxSeconds: 8,
-  /** "Near the front": a turn expected within this many heartbeat intervals (an estimate up to
-   *  twice too long still starts the held reads before the turn comes). */
+  /** "Near the front" for a server that predates `turnSoon`: a turn expected within this many
+   *  heartbeat intervals (an estimate up to twice too long still starts the held reads before the
+   *  turn comes). */
   nearFrontHeartbeats: 2,
   /** ...and reads begin at least this far apart: a server that holds no more reads answers at
    *  once, and reads then come once a second. */
@@ -326,12 +327,15 @@ function heartbeatIntervalMs(view) {
 }
 
 /**
- * Next in line, or a turn expected within `LIMITS.nearFrontHeartbeats` heartbeat intervals: by
- * the server's estimate, or by the session's own progress since `progress` (its first position
- * and when it was seen) when the estimate is missing or too long.
+ * The server's `turnSoon` (the room's own judgement: its turn may come within 1.5 heartbeat
+ * intervals; the server holds reads for these sessions only). A server that predates it: next in
+ * line, or a turn expected within `LIMITS.nearFrontHeartbeats` heartbeat intervals, by the
+ * server's estimate, or by the session's own progress since `progress` (its first position and
+ * when it was seen) when the estimate is missing or too long.
  */
 function isNearFront(view, progress) {
   if (view.status !== "WAITING" || view.prequeue === true) return false;
+  if (typeof view.turnSoon === "boolean") return view.turnSoon;
   if (view.position === 0) return true;
   const horizonMs = LIMITS.nearFrontHeartbeats * heartbeatIntervalMs(view);
   const eta = view.estimatedWaitSeconds;
