@@ -807,8 +807,12 @@ mod tests {
             let at = at % bytes.len();
             bytes[at] = byte;
             if let Ok(record) = Record::decode(&bytes) {
-                // Whatever decodes must re-encode to the same bytes (a canonical format).
-                proptest::prop_assert_eq!(record.encode(), bytes);
+                // Whatever decodes is one record: written again, it reads back as itself. Not
+                // always as the same bytes: postcard reads a varint with a redundant zero group
+                // (`0x85 0x00` for 5), so a mutation can give another spelling of a record.
+                // Nothing compares records by their bytes (a record is known by its id).
+                let again = record.encode();
+                proptest::prop_assert_eq!(Record::decode(&again), Ok(record));
             }
         }
     }
