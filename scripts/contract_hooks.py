@@ -6,7 +6,14 @@ cannot, and a tally of the answers.
   RoomConfigBody). Without help, schemathesis generates PUT bodies that fit the schema but break
   that rule, and reports the `400` they rightly get as "schema-valid request rejected".
   `before_call` mends exactly those bodies, in positive cases only (a negative case is left as
-  it is), keeping the values at the edge of the rule where it can.
+  it is), keeping the values at the edge of the rule where it can. The same holds for a room's
+  `events` (docs/api.md, Events): each must end after it starts, start (its pre-queue included)
+  no earlier than the previous one ends, and carry a name unique in the room; `before_call` gives
+  the events of a positive case back-to-back times in that order (each event and its pre-queue
+  right after the previous one's end, ending an hour after its start) and renames repeated
+  names. And a room's body, like every body, is at most 4 096 bytes (`413` beyond: docs/api.md);
+  up to 24 events fit in the schema, but 24 with the longest names and values do not, so the
+  last events of a positive case are dropped until its body fits.
 - Two answers of the contract contradict generic checks, and `filter_failure` accepts exactly
   those: a join answered `503` with problem type `room-full` (the room's `maxWaiting`, which the
   generated PUTs set, is reached: the contract's answer, with `Retry-After`, not a server
@@ -21,6 +28,7 @@ import atexit
 import json
 import os
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import schemathesis
 
@@ -41,6 +49,35 @@ def _seconds(value):
     return int(value)
 
 
+# The request body limit (REQUEST_BODY_BYTES_MAX), less a margin for how the body is spelled.
+BODY_BYTES_MAX = 4096 - 64
+EVENTS_FROM = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def _mend_events(body):
+    """Back-to-back times in list order, unique names, and no more events than fit the body."""
+    events = body.get("events")
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        return
+    cursor, names = EVENTS_FROM, set()
+    for n, event in enumerate(events):
+        # An integer, perhaps written as `232.0`; null or anything else: no pre-queue.
+        minutes = event.get("preQueueMinutes")
+        integral = isinstance(minutes, (int, float)) and not isinstance(minutes, bool)
+        minutes = int(minutes) if integral and minutes == int(minutes) and minutes > 0 else 0
+        start = cursor + timedelta(minutes=minutes + 1)
+        end = start + timedelta(hours=1)
+        event["startsAt"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        event["endsAt"] = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+        cursor = end
+        name = event.get("name")
+        if isinstance(name, str) and name in names:
+            event["name"] = f"e{n}-{name}"[:64]
+        names.add(event.get("name"))
+    while events and len(json.dumps(body)) > BODY_BYTES_MAX:
+        events.pop()
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     if case.method.upper() != "PUT" or case.operation.path != ROOM_PATH:
@@ -49,6 +86,7 @@ def before_call(context, case, kwargs):
     if meta is None or not meta.generation.mode.is_positive or not isinstance(case.body, dict):
         return
     body = case.body
+    _mend_events(body)
     heartbeat = _seconds(body.get(HEARTBEAT, DEFAULTS[HEARTBEAT]))
     idles = {field: _seconds(body.get(field, DEFAULTS[field])) for field in IDLE_TIMEOUTS}
     if heartbeat is None or None in idles.values():
