@@ -14,8 +14,10 @@ cannot, and a tally of the answers.
   names. And a room's body, like every body, is at most 4 096 bytes (`413` beyond: docs/api.md);
   up to 24 events fit in the schema, but 24 with the longest names and values do not, so the
   last events of a positive case are dropped until its body fits.
-- Two answers of the contract contradict generic checks, and `filter_failure` accepts exactly
-  those: a join answered `503` with problem type `room-full` (the room's `maxWaiting`, which the
+- Three answers of the contract contradict generic checks, and `filter_failure` accepts exactly
+  those: a schema-violating body over 4 096 bytes answered `413` with problem type
+  `payload-too-large` (refused, but for its size, which is checked before the body is read: the
+  generic check expects a `400`); a join answered `503` with problem type `room-full` (the room's `maxWaiting`, which the
   generated PUTs set, is reached: the contract's answer, with `Retry-After`, not a server
   fault), and a session read `200` as `EXPIRED` after its DELETE (DELETE is "leave": an ended
   session stays readable, with its reason, for 15 minutes). Every other 5xx, and every other
@@ -127,6 +129,15 @@ def _is_room_full(case, response):
     )
 
 
+def _is_too_large(case, response):
+    body = _json(response)
+    return (
+        response.status_code == 413
+        and isinstance(body, dict)
+        and body.get("type") == PROBLEM_TYPES + "payload-too-large"
+    )
+
+
 def _is_ended_session(case, response):
     body = _json(response)
     return (
@@ -143,6 +154,9 @@ def filter_failure(context, failure, case, response):
     kind = type(failure).__name__
     if kind == "ServerError" and _is_room_full(case, response):
         TALLY["room-full 503 accepted"] += 1
+        return False
+    if kind == "AcceptedNegativeData" and _is_too_large(case, response):
+        TALLY["too-large negative body 413 accepted"] += 1
         return False
     if kind == "UseAfterFree" and _is_ended_session(case, response):
         TALLY["ended session read after DELETE accepted"] += 1
