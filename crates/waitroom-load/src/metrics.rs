@@ -48,7 +48,10 @@
 //!   with the count of figures, and of ranges, off by more than `ETA_ABSOLUTE_ERROR_LIMIT_SECONDS`.
 //!   **By change**: "shown" split by whether a change of the room (a configuration PUT of the
 //!   run, `--reconfigure`) came during the wait: the answer received before the PUT was answered,
-//!   the admission after it was sent. What the operator will change, no estimate can foresee.
+//!   the admission after it was sent (`admittedAt + 1 ms` after it: the admission may lie anywhere
+//!   in its millisecond, and a raise or a resume admits at once, possibly within the millisecond
+//!   its PUT was sent in; `acrossChangeByResolution` counts the answers that moves).
+//!   What the operator will change, no estimate can foresee.
 //! - **Clock offset** (server − client): every join proves the true join instant, in
 //!   `[joinedAt, joinedAt + 1 ms)` on the server's clock, lies in `[sent, received]` on the
 //!   client's, so the offset lies in `[max(joinedAt − received), min(joinedAt + 1 ms − sent)]`.
@@ -272,8 +275,12 @@ pub struct EtaError {
     /// Figures and ranges shown (as `shown`) split by whether an operator's change of the room
     /// (a `--reconfigure` PUT) came between the answer and the admission: an answer received
     /// before the PUT was answered, for a user admitted after it was sent. No estimate can
-    /// foresee such a change; `shown` pools both.
+    /// foresee such a change; `shown` pools both. The admission counts as after the PUT was
+    /// sent when `admittedAt + 1 ms` (its resolution) is.
     pub across_change: ErrorSummary,
+    /// Answers shown in `across_change` only because of that millisecond: admitted
+    /// within the millisecond the PUT was sent in, `admittedAt` stamped before it.
+    pub across_change_by_resolution: u64,
     pub no_change: ErrorSummary,
 }
 
@@ -853,6 +860,7 @@ fn eta_error(trace: &Trace) -> EtaError {
         .map(|request| (request.sent_us, request.received_us))
         .collect();
     let (mut across_change, mut no_change) = (Errors::default(), Errors::default());
+    let mut across_change_by_resolution = 0;
     let mut unresolved = 0;
     for user in &trace.users {
         let Some(admitted_at_us) = user.admitted_at_us else {
@@ -867,9 +875,20 @@ fn eta_error(trace: &Trace) -> EtaError {
             }
             let actual_us = actual_us as f64;
             let settled = sample.at_us >= settled_from_us;
+            // `admittedAt` has millisecond resolution: the admission lies in
+            // `[admitted_at, admitted_at + 1 ms)`, so one stamped within the millisecond before a
+            // PUT was sent may have been made by it (a raise or a resume admits at once, so its
+            // admissions may be stamped with the millisecond the PUT was sent in).
             let spans_change = changes.iter().any(|&(sent_us, received_us)| {
-                sample.at_us < received_us && admitted_at_us > sent_us
+                sample.at_us < received_us && admitted_at_us + SERVER_TIME_RESOLUTION_US > sent_us
             });
+            across_change_by_resolution += u64::from(
+                spans_change
+                    && sample.shown != EtaShown::NotYet
+                    && !changes.iter().any(|&(sent_us, received_us)| {
+                        sample.at_us < received_us && admitted_at_us > sent_us
+                    }),
+            );
             let by_change = if spans_change {
                 &mut across_change
             } else {
@@ -938,6 +957,7 @@ fn eta_error(trace: &Trace) -> EtaError {
         shown: shown.summary(),
         settled,
         across_change: across_change.summary(),
+        across_change_by_resolution,
         no_change: no_change.summary(),
     }
 }
@@ -1405,6 +1425,32 @@ mod tests {
         );
         let no_change = split.no_change.absolute_seconds.unwrap();
         assert!((no_change.max - 70.0).abs() < 1e-9, "{no_change:?}");
+        assert_eq!(split.across_change_by_resolution, 0);
+        // A PUT sent 0.4 ms after the admission's millisecond began (`admittedAt` 300.000 s, the
+        // raise admitting within 300.000..300.001 s): the admission may be the PUT's, so every
+        // answer before the PUT waited across it; a PUT sent a whole millisecond later did not
+        // change the wait.
+        for (sent_us, across, by_resolution) in
+            [(300 * S + 400, 4, 4), (300 * S + MS, 0, 0), (299 * S, 4, 0)]
+        {
+            let mut edge = trace(1, vec![changed.users[0].clone()]);
+            edge.requests.push(RequestRecord {
+                kind: RequestKind::Configure,
+                outcome: Outcome::Ok,
+                sent_us,
+                received_us: sent_us + 9 * MS,
+            });
+            let eta = analyse(&edge).metrics.eta_error;
+            assert_eq!(
+                (
+                    eta.across_change.samples,
+                    eta.no_change.samples,
+                    eta.across_change_by_resolution
+                ),
+                (across, 4 - across, by_resolution),
+                "PUT sent at {sent_us} us"
+            );
+        }
     }
 
     #[test]

@@ -352,10 +352,11 @@ impl Report {
         ));
         line(format!(
             "eta split {} shown with no change of the room during the wait, relative error {}; \
-             {} across a change, relative error {}",
+             {} across a change ({} by the millisecond of admittedAt), relative error {}",
             eta.no_change.samples,
             format_percentiles(eta.no_change.relative.as_ref()),
             eta.across_change.samples,
+            eta.across_change_by_resolution,
             format_percentiles(eta.across_change.relative.as_ref())
         ));
         let settled = &eta.settled;
