@@ -99,14 +99,15 @@ bench_url() {
   echo "$url"
 }
 
-# bench_start_waitroom NAME: starts a fresh embedded node (release build, its own data dir, the
-# per-IP join limit off because all the load comes from one address); sets WAITROOM_URL and
-# WAITROOM_PID once /readyz answers 200.
+# bench_start_waitroom NAME [ARGS...]: starts a fresh embedded node (release build, its own data
+# dir, the per-IP join limit off because all the load comes from one address); sets WAITROOM_URL
+# and WAITROOM_PID once /readyz answers 200. ARGS go to `waitroom serve` (`--backend memory:`).
 bench_start_waitroom() {
   local dir="$bench_scratch/$1"
+  shift
   mkdir -p "$dir"
   WAITROOM_LOG="${WAITROOM_LOG:-warn}" "$BENCH_BIN/waitroom" serve --listen 127.0.0.1:0 \
-    --data-dir "$dir/data" --admin-token "$BENCH_ADMIN_TOKEN" --join-rate-per-ip 0 \
+    --data-dir "$dir/data" --admin-token "$BENCH_ADMIN_TOKEN" --join-rate-per-ip 0 "$@" \
     >"$dir/stdout" 2>"$dir/stderr" &
   WAITROOM_PID=$!
   bench_pids+=("$WAITROOM_PID")

@@ -14,20 +14,23 @@
 //!   shard, [`SHARD_NAME`], holding every room.
 //! - `snapshots/`: the newest snapshot of each room and the trim marker (see `file/snapshots.rs`).
 //!
-//! # Writing: one writer thread, group commit
-//! A single writer thread owns the last segment. [`FileLog::append`] hands its batch to the
-//! writer over a queue bounded to [`APPEND_QUEUE_BYTES_MAX`] bytes of frames (an appender waits
-//! for room when it is full) and awaits the writer's acknowledgement. The writer takes everything
-//! queued, writes it with one write (one per segment when it rolls over), fdatasyncs it once under
-//! [`FsyncPolicy::Always`], publishes the new head and acknowledges every batch of the group. So
-//! concurrent appends share their fsyncs. The writer stamps each group with the wall clock in
-//! milliseconds made monotonic (`max(previous, now)`, recovered from the log on open), so
-//! timestamps never go backwards, not even when the clock does or across restarts.
+//! # Writing: the append writes, a syncer thread fsyncs, group commit
+//! [`FileLog::append`] writes its batch's frames to the last segment itself, under the writer's
+//! lock, with one write (one per segment when it rolls over): a write to the page cache takes
+//! microseconds. Under [`FsyncPolicy::Interval`] (the default) it is then acknowledged and its
+//! frames published, and the syncer thread fdatasyncs within the interval, off the appends' path.
+//! Under [`FsyncPolicy::Always`] it waits for the syncer, which takes everything written since its
+//! last fdatasync, syncs it once, publishes it and acknowledges every append in it: concurrent
+//! appends share their fsyncs. Appends not yet acknowledged hold at most
+//! [`APPEND_QUEUE_BYTES_MAX`] bytes of frames (an appender waits for room beyond it). Each write
+//! is stamped with the wall clock in milliseconds made monotonic (`max(previous, now)`, recovered
+//! from the log on open), so timestamps never go backwards, not even when the clock does or across
+//! restarts.
 //!
-//! The writer is an OS thread rather than a tokio task because write(2) and fdatasync block: on a
-//! runtime worker they would stall every task scheduled there for the length of a disk flush.
-//! Dropping the [`FileLog`] waits for the writer to finish what is queued and releases the lock,
-//! so the directory can be reopened as soon as the drop returns.
+//! The fsync runs on an OS thread rather than a tokio task because it blocks for the length of a
+//! disk flush: on a runtime worker it would stall every task scheduled there. (Why the write does
+//! not: see `file/writer.rs`.) Dropping or closing the [`FileLog`] waits for the syncer to sync
+//! what was written and releases the lock, so the directory can be reopened as soon as it returns.
 //!
 //! If a write or an fsync fails, the writer stops accepting appends (every later append fails) and
 //! the log must be reopened: after a failed fsync the OS may have dropped the dirty pages, so
@@ -35,7 +38,7 @@
 //!
 //! # Reading
 //! A subscription reads frames from the segment files (usually from the page cache), never past
-//! the head the writer published after acknowledging, so it never delivers a frame that `append`
+//! the head published once an append is acknowledged, so it never delivers a frame that `append`
 //! has not acknowledged. Every frame's CRC is checked on read.
 //!
 //! # Recovery on open
@@ -70,21 +73,21 @@ mod writer;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, watch};
 
 use self::reader::{Cursor, SegmentReader, reader_failed};
 use self::recovery::recover;
 use self::segments::{io_error, lock_dir, segment_path, sync_dir, wall_clock_ms};
 pub use self::settings::*;
 use self::snapshots::SnapshotStore;
-use self::writer::Writer;
+use self::writer::{Durable, Writer, WriterCell};
 use crate::fault::{self, points};
 pub use crate::{APPEND_BATCH_BYTES_MAX, APPEND_BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
 use crate::{
@@ -111,12 +114,14 @@ pub struct FileLogStats {
 pub struct FileLog {
     shared: Arc<Shared>,
     options: FileLogOptions,
-    /// The byte budget of the writer's queue (see [`APPEND_QUEUE_BYTES_MAX`]).
+    /// The byte budget of appends not yet acknowledged (see [`APPEND_QUEUE_BYTES_MAX`]).
     queue_bytes: Arc<Semaphore>,
-    /// The writer's queue; `None` once closed (`Log::close`, or dropping).
-    requests: Mutex<Option<mpsc::Sender<Request>>>,
-    /// The writer thread; `None` once closed.
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer, which appends lock to write, and the syncer's wake-up.
+    writer: Arc<WriterCell>,
+    /// How far the syncer has made the log durable (`Always`).
+    durable: watch::Receiver<Durable>,
+    /// The syncer thread; `None` once closed.
+    syncer: Mutex<Option<JoinHandle<()>>>,
     snapshots: Arc<SnapshotStore>,
 }
 
@@ -172,17 +177,9 @@ struct Head {
     tail_at: u64,
 }
 
-/// One `append` batch on its way to the writer.
-struct Request {
-    payloads: Vec<Bytes>,
-    ack: oneshot::Sender<Result<(), LogError>>,
-    /// Given back to the queue's byte budget when the writer is done with the request.
-    _queue_slot: OwnedSemaphorePermit,
-}
-
 impl FileLog {
     /// Opens (creating it if needed) the log in `dir`: takes the lock, recovers the segments (see
-    /// the module documentation) and starts the writer thread. Blocks while it scans the log;
+    /// the module documentation) and starts the syncer thread. Blocks while it scans the log;
     /// call it from `spawn_blocking` when that matters.
     ///
     /// # Errors
@@ -216,6 +213,10 @@ impl FileLog {
         };
         let (head_sender, head_receiver) = watch::channel(head);
         let (stats_sender, stats_receiver) = watch::channel(FileLogStats::default());
+        let (durable_sender, durable_receiver) = watch::channel(Durable {
+            end: recovered.end,
+            failure: None,
+        });
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             shard,
@@ -229,8 +230,9 @@ impl FileLog {
             shared: Arc::clone(&shared),
             head: head_sender,
             stats: stats_sender,
+            durable: durable_sender,
             options,
-            segment,
+            segment: Arc::new(segment),
             segment_bytes: recovered.end - last_base,
             end: recovered.end,
             last_frame: recovered.last_frame,
@@ -240,19 +242,25 @@ impl FileLog {
             buffer: Vec::new(),
             tail: Vec::new(),
             tail_at: recovered.end,
+            pending_appends: 0,
+            pending_records: 0,
             _lock: lock,
         };
-        let (requests, receiver) = mpsc::channel();
-        let writer = std::thread::Builder::new()
-            .name("waitroom-file-log".to_owned())
-            .spawn(move || writer.run(receiver))
-            .map_err(io_error(dir, "start the writer thread for"))?;
+        let writer = Arc::new(WriterCell::new(writer));
+        let syncer = {
+            let writer = Arc::clone(&writer);
+            std::thread::Builder::new()
+                .name("waitroom-file-log-sync".to_owned())
+                .spawn(move || writer.run_syncer())
+                .map_err(io_error(dir, "start the syncer thread for"))?
+        };
         Ok(Self {
             shared,
             options,
             queue_bytes: Arc::new(Semaphore::new(APPEND_QUEUE_BYTES_MAX)),
-            requests: Mutex::new(Some(requests)),
-            writer: Mutex::new(Some(writer)),
+            writer,
+            durable: durable_receiver,
+            syncer: Mutex::new(Some(syncer)),
             snapshots: Arc::new(snapshots),
         })
     }
@@ -372,53 +380,50 @@ impl Shared {
 }
 
 impl FileLog {
-    /// Closes the writer's queue and takes the writer thread, if still open. Closing the queue
-    /// ends the writer once it has written (and, under `Interval`, synced) everything queued;
-    /// joining the thread then waits for that and for the lock's release.
-    fn take_writer(&self) -> Option<JoinHandle<()>> {
-        drop(
-            self.requests
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        self.writer
+    /// Stops appends and takes the syncer thread, if still open. The syncer ends once it has
+    /// synced everything written and closed the writer; joining it waits for that and for the
+    /// lock's release.
+    fn take_syncer(&self) -> Option<JoinHandle<()>> {
+        self.writer.close();
+        self.syncer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
     }
 
-    fn writer_panicked(&self) {
-        tracing::error!(dir = %self.shared.dir.display(), "the file log's writer thread panicked");
+    fn syncer_panicked(&self) {
+        tracing::error!(dir = %self.shared.dir.display(), "the file log's syncer thread panicked");
     }
 }
 
 impl Drop for FileLog {
     fn drop(&mut self) {
-        // Waiting for the writer releases the lock before the drop returns, so the directory can
-        // be reopened at once. It takes at most one group commit.
-        if let Some(writer) = self.take_writer()
-            && writer.join().is_err()
+        // Waiting for the syncer releases the lock before the drop returns, so the directory can
+        // be reopened at once. It takes at most one fsync.
+        if let Some(syncer) = self.take_syncer()
+            && syncer.join().is_err()
         {
-            self.writer_panicked();
+            self.syncer_panicked();
         }
     }
 }
 
 #[async_trait]
 impl Log for FileLog {
-    /// One batch at a time: the writer takes a batch in microseconds (a write to the page cache;
-    /// under `fsync=always` it groups what queues during an fsync anyway), so more batches in
-    /// flight only split the joins into smaller batches, each paying the appender's task, the
-    /// writer's wake-up and the subscription's. Measured with `bench/join-ab.sh`, together with
-    /// reading the head's tail (bench/results/2026-12-07/join-path): 8 % less node CPU and 40 %
-    /// fewer context switches per join than with 4 batches in flight and reads from the files.
+    /// One batch at a time: an append takes microseconds (a write to the page cache; under
+    /// `fsync=always` the syncer groups what is written during an fsync anyway), so more batches
+    /// in flight only split the joins into smaller batches, each paying its own wake-ups (and the
+    /// appender then appends in place rather than in a task per batch). Measured with
+    /// `bench/join-ab.sh`, together with reading the head's tail (bench/results/2026-12-07/
+    /// join-path): 8 % less node CPU and 40 % fewer context switches per join than with 4 batches
+    /// in flight and reads from the files.
     fn appends_in_flight(&self) -> usize {
         1
     }
 
-    /// Appends the batch; returns once the writer has written it (and fsynced it, under
-    /// [`FsyncPolicy::Always`]). Waits while the writer's queue is full.
+    /// Appends the batch; returns once it is written (and fsynced, under
+    /// [`FsyncPolicy::Always`]). Waits while [`APPEND_QUEUE_BYTES_MAX`] bytes of frames are not
+    /// yet acknowledged.
     ///
     /// # Errors
     /// - [`LogError::Rejected`] when the batch breaks a limit ([`APPEND_BATCH_RECORDS_MAX`],
@@ -433,23 +438,28 @@ impl Log for FileLog {
         let permits = u32::try_from(frame_bytes).map_err(|_| {
             LogError::Rejected(format!("batch of {frame_bytes} bytes is too large"))
         })?;
-        // The semaphore is never closed, so acquiring fails only if that ever changes.
-        let queue_slot = Arc::clone(&self.queue_bytes)
-            .acquire_many_owned(permits)
+        // The semaphore is never closed, so acquiring fails only if that ever changes. The permits
+        // are given back when the append is acknowledged (or fails).
+        let _unacknowledged = self
+            .queue_bytes
+            .acquire_many(permits)
             .await
             .map_err(|_| self.stopped())?;
-        let (ack, acked) = oneshot::channel();
-        let request = Request {
-            payloads: batch.into_iter().map(|append| append.payload).collect(),
-            ack,
-            _queue_slot: queue_slot,
-        };
-        {
-            let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-            let requests = requests.as_ref().ok_or_else(|| self.stopped())?;
-            requests.send(request).map_err(|_| self.stopped())?;
+        let payloads: Vec<Bytes> = batch.into_iter().map(|append| append.payload).collect();
+        let end = self.writer.append(&payloads, || self.stopped())?;
+        if let FsyncPolicy::Always = self.options.fsync {
+            let mut durable = self.durable.clone();
+            let durable = durable
+                .wait_for(|durable| durable.end >= end || durable.failure.is_some())
+                .await
+                .map_err(|_| self.stopped())?;
+            if let Some(failure) = &durable.failure
+                && durable.end < end
+            {
+                return Err(LogError::Io(std::io::Error::other(failure.clone())));
+            }
         }
-        acked.await.map_err(|_| self.stopped())?
+        Ok(())
     }
 
     /// # Errors
@@ -612,14 +622,14 @@ impl Log for FileLog {
     /// started again in one process), however long other holders keep this value; appends after
     /// it fail (`Unavailable`). Waits for at most one group commit.
     async fn close(&self) {
-        let Some(writer) = self.take_writer() else {
+        let Some(syncer) = self.take_syncer() else {
             return;
         };
         if !matches!(
-            tokio::task::spawn_blocking(move || writer.join()).await,
+            tokio::task::spawn_blocking(move || syncer.join()).await,
             Ok(Ok(()))
         ) {
-            self.writer_panicked();
+            self.syncer_panicked();
         }
     }
 

@@ -74,10 +74,10 @@ async fn run(
     metrics: Arc<Metrics>,
     mut queue: mpsc::Receiver<(Append, Ack)>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(
-        log.appends_in_flight()
-            .clamp(1, APPEND_BATCHES_IN_FLIGHT_MAX),
-    ));
+    let batches_in_flight = log
+        .appends_in_flight()
+        .clamp(1, APPEND_BATCHES_IN_FLIGHT_MAX);
+    let in_flight = Arc::new(Semaphore::new(batches_in_flight));
     loop {
         // Wait for a free slot first: meanwhile the queue fills, and the batch grows.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -99,31 +99,48 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (log, waiters, metrics) = (log.clone(), waiters.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            metrics.log_append_batch_records.observe(batch.len() as f64);
-            let result = log.append(batch).await.map_err(|e| {
-                metrics.log_append_errors_total.inc();
-                tracing::warn!(error = %e, "append failed");
-                e.to_string()
-            });
-            metrics
-                .log_append_seconds
-                .observe(started.elapsed().as_secs_f64());
+        let append = append_batch(log.clone(), waiters.clone(), metrics.clone(), batch, acks);
+        if batches_in_flight == 1 {
+            // One at a time: appended here, which spares every batch a task of its own.
+            append.await;
             drop(permit);
-            for ack in acks {
-                match ack {
-                    Ack::Appended(reply) => {
-                        let _ = reply.send(result.clone());
-                    }
-                    Ack::Applied(id) => {
-                        if let Err(why) = &result {
-                            waiters.fail(id, WriteError::Unavailable(why.clone()));
-                        }
-                    }
+        } else {
+            tokio::spawn(async move {
+                append.await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Appends one batch and tells every writer in it how it went.
+async fn append_batch(
+    log: Arc<dyn Log>,
+    waiters: Arc<Waiters>,
+    metrics: Arc<Metrics>,
+    batch: Vec<Append>,
+    acks: Vec<Ack>,
+) {
+    let started = Instant::now();
+    metrics.log_append_batch_records.observe(batch.len() as f64);
+    let result = log.append(batch).await.map_err(|e| {
+        metrics.log_append_errors_total.inc();
+        tracing::warn!(error = %e, "append failed");
+        e.to_string()
+    });
+    metrics
+        .log_append_seconds
+        .observe(started.elapsed().as_secs_f64());
+    for ack in acks {
+        match ack {
+            Ack::Appended(reply) => {
+                let _ = reply.send(result.clone());
+            }
+            Ack::Applied(id) => {
+                if let Err(why) = &result {
+                    waiters.fail(id, WriteError::Unavailable(why.clone()));
                 }
             }
-        });
+        }
     }
 }
