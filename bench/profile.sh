@@ -6,7 +6,10 @@
 #   - the machine's CPU over the run, split by process from /proc: the node, the broker, wrk, the
 #     rest, and idle (what is left on the cores);
 #   - a sampled profile of the node alone (`perf record -F 999 -p NODE`, user and kernel), as the
-#     symbols it spent its samples in (`perf report --no-children --sort dso,symbol`).
+#     symbols it spent its samples in (`perf report --no-children --sort dso,symbol`);
+#   - on Redis, the broker's own time by command over the run (`INFO commandstats`, reset just
+#     before), per join: which commands a join costs Redis (including those it propagates to
+#     its AOF).
 # Raw outputs go to bench/results/<DATE>/profile/<backend>.txt.
 #
 #   bench/profile.sh
@@ -66,6 +69,11 @@ profile() {
   bench_room profile 100
   echo "$backend: one node on $(nproc) cores, load average $(bench_loadavg); wrk -t1 -c$CONNECTIONS -d$DURATION joins; $(bench_version)"
   local m0 m1 n0 n1 b0=0 b1=0 joins
+  local redis_port=""
+  if [ "$backend" = redis ]; then
+    redis_port="${node_backend##*:}"; redis_port="${redis_port%%\?*}"
+    redis-cli -p "$redis_port" CONFIG RESETSTAT >/dev/null
+  fi
   m0="$(machine_ticks)"; n0="$(ticks "$node_pid")"
   [ "${#broker_pids[@]}" -gt 0 ] && b0="$(ticks "${broker_pids[@]}")"
   IDS_FILE=/dev/null ROOM=profile wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s bench/join.lua "$url" \
@@ -139,6 +147,25 @@ PY
   echo
   echo "the node's 30 busiest symbols (perf report --no-children --sort dso,sym):"
   sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+/ /g; 30q' "$bench_scratch/perf.txt"
+  if [ -n "$redis_port" ]; then
+    echo
+    echo "Redis's time by command over the run (INFO commandstats, reset before wrk; per join = over $joins/s × ${DURATION%s} s):"
+    redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' | python3 -c '
+import re, sys
+joins = float(sys.argv[1]) * float(sys.argv[2])
+rows = []
+for line in sys.stdin:
+    m = re.match(r"cmdstat_(\S+):calls=(\d+),usec=(\d+),usec_per_call=([0-9.]+)", line)
+    if m:
+        rows.append((int(m[3]), m[1], int(m[2]), float(m[4])))
+total = sum(row[0] for row in rows) or 1
+for usec, name, calls, per_call in sorted(rows, reverse=True):
+    print(f"  {name:<12} {calls:>9} calls  {usec / 1e6:6.2f} s  {usec / total:5.1%}  {per_call:8.2f} µs/call  "
+          f"{calls / joins:6.3f} calls/join  {usec / joins:6.2f} µs/join")
+print(f"  all commands: {total / joins:.2f} µs of Redis time per join (command execution only: not the "
+      f"network, the event loop, nor the AOF write and fsync)")
+' "$joins" "${DURATION%s}"
+  fi
   local pid
   for pid in "${bench_pids[@]}"; do bench_stop "$pid"; done
   if [ "${#bench_server_pids[@]}" -gt 0 ]; then

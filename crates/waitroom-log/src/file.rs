@@ -102,7 +102,8 @@ pub struct FileLogStats {
     pub appends: u64,
     /// Records in those batches.
     pub records: u64,
-    /// Group commits: each wrote every batch queued at the time.
+    /// Group commits: each acknowledged at once every batch written since the previous one (under
+    /// `fsync=always`, one fdatasync's worth; under `interval`, one batch each).
     pub groups: u64,
     /// fdatasync/fsync calls, on segments and on the data dir.
     pub fsyncs: u64,
