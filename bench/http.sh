@@ -4,7 +4,8 @@
 # with the same wrk settings in the same run. Each measurement is repeated REPEAT times, the
 # four kinds interleaved (so a burst of noise from other processes hits both sides); the figure
 # kept is the median. Prints the figures and the ratios. A second node on the `memory:` log (no
-# file, no fsync) takes the same joins: how much of the gap to bare axum the log is.
+# file, no fsync) takes the same joins: how much of the gap to bare axum the log is. Each run also
+# records the server's CPU (user + system, /proc), printed as CPU per request.
 #
 #   bench/http.sh                      # defaults: 3 × 10 s per kind, 64 connections, 1 wrk thread
 #   DURATION=30s CONNECTIONS=128 REPEAT=5 bench/http.sh
@@ -27,10 +28,12 @@ mkdir -p "$out"
 bench_build --bin waitroom --example bare_axum
 bench_start_waitroom memory --backend memory:
 memory_url="$WAITROOM_URL"
+memory_pid="$WAITROOM_PID"
 bench_start_waitroom http
 bare_port="$(bench_free_port)"
 "$BENCH_BIN/examples/bare_axum" "127.0.0.1:$bare_port" >"$bench_scratch/bare.out" 2>&1 &
-bench_pids+=("$!")
+bare_pid="$!"
+bench_pids+=("$bare_pid")
 bare_url="$(bench_url "$bench_scratch/bare.out" "bare axum")"
 
 # A room where everyone waits and nobody expires during the runs.
@@ -42,20 +45,26 @@ curl -sf -X PUT "$memory_url/api/waiting-room/rooms/bench" -H "Authorization: Be
   -H 'Content-Type: application/json' \
   -d '{"capacity":100,"waitingIdleTimeoutSeconds":3600,"activeIdleTimeoutSeconds":3600,"maxActiveSeconds":7200,"heartbeatIntervalSeconds":10}' >/dev/null
 
-run() { # name repetition url script: one wrk run, kept as $out/<name>.<repetition>.wrk
-  local file="$out/${1// /-}.$2.wrk"
+cpu_ticks() { # user + system clock ticks of a process so far
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+run() { # name repetition url script pid: one wrk run, kept as $out/<name>.<repetition>.wrk, with
+  # the server's CPU over it (clock ticks, /proc) for its CPU per request
+  local file="$out/${1// /-}.$2.wrk" before
   echo "# load average before: $(bench_loadavg)" >"$file"
+  before="$(cpu_ticks "$5")"
   IDS_FILE="$bench_scratch/ids" ROOM=bench wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$4" "$3" >>"$file"
+  echo "# server CPU ticks: $(( $(cpu_ticks "$5") - before )) at $(getconf CLK_TCK)/s" >>"$file"
 }
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $REPEAT, on $(bench_machine); $SESSIONS sessions polled at random"
 echo "load average at start: $(bench_loadavg)"
 for repetition in $(seq 1 "$REPEAT"); do
-  run "bare axum polls" "$repetition" "$bare_url" bench/poll.lua
-  run "waitroom polls" "$repetition" "$WAITROOM_URL" bench/poll.lua
-  run "bare axum joins" "$repetition" "$bare_url" bench/join.lua
-  run "waitroom joins" "$repetition" "$WAITROOM_URL" bench/join.lua
-  run "memory joins" "$repetition" "$memory_url" bench/join.lua
+  run "bare axum polls" "$repetition" "$bare_url" bench/poll.lua "$bare_pid"
+  run "waitroom polls" "$repetition" "$WAITROOM_URL" bench/poll.lua "$WAITROOM_PID"
+  run "bare axum joins" "$repetition" "$bare_url" bench/join.lua "$bare_pid"
+  run "waitroom joins" "$repetition" "$WAITROOM_URL" bench/join.lua "$WAITROOM_PID"
+  run "memory joins" "$repetition" "$memory_url" bench/join.lua "$memory_pid"
 done
 echo "load average at end: $(bench_loadavg)"
 
@@ -73,6 +82,10 @@ def parse(path):
         words = line.split()
         if line.startswith("# load average before:"):
             figures["loadAverage"] = [float(word) for word in words[4:7]]
+        elif line.startswith("# server CPU ticks:"):
+            figures["serverCpuSeconds"] = int(words[4]) / int(words[6].split("/")[0])
+        elif words[:2] == ["requests", "in"] or (len(words) > 2 and words[1:3] == ["requests", "in"]):
+            figures["requests"] = int(words[0])
         elif words[:1] == ["Requests/sec:"]:
             figures["requestsPerSecond"] = float(words[1])
         elif words[:1] == ["50%"]:
@@ -92,7 +105,9 @@ for name in ("bare axum polls", "waitroom polls", "bare axum joins", "waitroom j
     rates = " ".join(f"{run['requestsPerSecond']:.0f}" for run in runs)
     p99 = statistics.median(run["p99Ms"] for run in runs)
     errors = sum(run["non2xx"] + run["socketErrors"] for run in runs)
-    print(f"{name:<16} median {median:>9.0f} req/s  (runs: {rates})  median p99 {p99:.2f} ms  non-2xx/socket errors {errors}")
+    cpu = statistics.median(run["serverCpuSeconds"] / run["requests"] * 1e6 for run in runs)
+    results[name]["medianServerCpuMicrosecondsPerRequest"] = cpu
+    print(f"{name:<16} median {median:>9.0f} req/s  (runs: {rates})  median p99 {p99:.2f} ms  server CPU {cpu:.1f} µs/request  non-2xx/socket errors {errors}")
 ratios = {
     "polls": results["waitroom polls"]["medianRequestsPerSecond"] / results["bare axum polls"]["medianRequestsPerSecond"],
     "joins": results["waitroom joins"]["medianRequestsPerSecond"] / results["bare axum joins"]["medianRequestsPerSecond"],
