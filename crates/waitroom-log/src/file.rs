@@ -170,7 +170,8 @@ struct Head {
     end: u64,
     /// Position of the last acknowledged frame.
     last_frame: Option<u64>,
-    /// The frames of the writer's last group commit, which end at `end` and start at `tail_at`:
+    /// The frames of the last group commit (one append's under `interval`, one fsync's under
+    /// `always`), which end at `end` and start at `tail_at`:
     /// a subscription following the log reads them from here, not from the files. That spares the
     /// joins' path a read on the blocking pool (two thread hand-offs and a system call per group);
     /// a subscription further behind reads the segment files.
@@ -276,7 +277,7 @@ impl FileLog {
         *self.shared.stats.borrow()
     }
 
-    /// Batches delivered to subscriptions since the log was opened: from the writer's last write
+    /// Batches delivered to subscriptions since the log was opened: from the last group commit
     /// in memory (a subscription keeping up), and read from the segment files (one behind).
     pub fn read_batches(&self) -> (u64, u64) {
         (

@@ -1,5 +1,6 @@
 //! Reading: each subscription reads frames from the segment files (usually from the page cache)
-//! on the blocking pool, never past the head the writer published after acknowledging.
+//! on the blocking pool, never past the head published once an append is acknowledged; one
+//! keeping up reads the last group commit from the head, in memory.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -96,7 +97,7 @@ impl Cursor {
         })
     }
 
-    /// The next entries from the head's tail (the writer's last write, in memory), when it holds
+    /// The next entries from the head's tail (the last group commit, in memory), when it holds
     /// the next frame: what a subscription keeping up with the log reads. `None` sends the
     /// subscription to the files.
     fn read_tail(&mut self, limit: u64) -> Option<Vec<Entry>> {

@@ -18,9 +18,9 @@ pub const FRAME_HEADER_BYTES: usize = 16;
 /// Largest frame, header included.
 pub const FRAME_BYTES_MAX: usize = FRAME_HEADER_BYTES + RECORD_BYTES_MAX;
 
-/// Most frame bytes waiting in the writer's queue (appends not yet acknowledged). Appenders beyond
-/// it wait, which pushes back on callers when the disk falls behind, and it bounds one group
-/// commit (the writer takes at most what is queued) and so the memory of its write buffer.
+/// Most frame bytes of appends not yet acknowledged. Appenders beyond it wait, which pushes back on
+/// callers when the disk falls behind (`fsync=always`), and it bounds one group commit (a syncer
+/// round takes at most what was written) and so the memory of its tail.
 pub const APPEND_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Default size at which a segment is closed and a new one started. Large enough that rolling
