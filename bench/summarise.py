@@ -16,7 +16,7 @@ def verdict(ok):
     return "met" if ok else "MISSED"
 lines = [
     f"status polls  waitroom / bare axum = {http['ratios']['polls']:.3f}  (target >= 0.8: {verdict(http['ratios']['polls'] >= 0.8)})",
-    f"joins         waitroom / bare axum = {http['ratios']['joins']:.3f}  (target >= 0.5: {verdict(http['ratios']['joins'] >= 0.5)})",
+    f"joins         waitroom / bare axum = {http['ratios']['joins']:.3f}  (target >= 0.85: {verdict(http['ratios']['joins'] >= 0.85)})",
     f"seat p99      herd / via waitroom  = {seats['ratios']['p99']:.1f}x (target >= 10: {verdict(seats['ratios']['p99'] >= 10)})",
     f"double-booked seats                = herd {seats['herd']['doubleBookedSeats']}, via waitroom {seats['metered']['doubleBookedSeats']} (must be 0)",
     f"acceptance    failed joins {m['users']['joinFailed']}, overshoot {m['overshoot']['client']['overshoot']} / "
@@ -57,7 +57,7 @@ wrk, {len(h['waitroom polls']['runs'])} interleaved runs per kind, median reques
 | | bare axum | waitroom | ratio | target |
 |---|---|---|---|---|
 | status polls | {rate('bare axum polls')} | {rate('waitroom polls')} | {http['ratios']['polls']:.3f} | ≥ 0.8 |
-| joins | {rate('bare axum joins')} | {rate('waitroom joins')} | {http['ratios']['joins']:.3f} | ≥ 0.5 |
+| joins | {rate('bare axum joins')} | {rate('waitroom joins')} | {http['ratios']['joins']:.3f} | ≥ 0.85 |
 
 Run by run (each waitroom run against the bare run just before it), the ratios ranged
 {paired('polls')} for polls and {paired('joins')} for joins.
